@@ -1,0 +1,55 @@
+//! The [`Source`] trait and the non-model sources.
+
+mod tone;
+mod wav;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::frame::Frame;
+use crate::units::SampleRate;
+
+pub use tone::{Tone, ToneSource};
+pub use wav::WavSource;
+
+/// Anything that yields audio frames one at a time, as they are produced.
+///
+/// Implementations must not block for longer than producing one frame takes: the output
+/// spine calls [`Source::next_frame`] on its producer thread and measures the time spent in
+/// it as production time.
+pub trait Source: Send {
+    /// Rate of every frame this source yields.
+    fn sample_rate(&self) -> SampleRate;
+
+    /// Channel count of every frame this source yields.
+    fn channels(&self) -> u16;
+
+    /// The next frame, or `None` once the source has nothing more to say.
+    ///
+    /// An error ends the stream; frames already returned stay valid and are still played.
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+}
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn sample_rate(&self) -> SampleRate {
+        (**self).sample_rate()
+    }
+    fn channels(&self) -> u16 {
+        (**self).channels()
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        (**self).next_frame()
+    }
+}
+
+/// Why a source could not produce audio.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// A file could not be opened or read; `hint` says what to do about it.
+    #[error("{path}: {reason} ({hint})")]
+    File { path: PathBuf, reason: String, hint: &'static str },
+    /// The source was configured with values it cannot honour.
+    #[error("invalid source settings: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,243 @@
+//! The frame-latency report: what `--latency-report` writes and the summary table shows.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::telemetry::{CallbackRecord, FrameRecord};
+
+/// Everything measured about one playback. Times are relative to `start` (the moment the
+/// text or file was available); `None` (JSON `null`) where a figure does not apply, such as
+/// callback timings for a file-only render.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LatencyReport {
+    /// From start to the first sample handed to the sink.
+    pub time_to_first_audio_ms: Option<f64>,
+    /// Frames the source produced.
+    pub frames: usize,
+    /// Frames flushed or stopped before they reached the sink.
+    pub frames_dropped: usize,
+    /// Callbacks that found the ring short while the source was still producing.
+    pub underruns: u64,
+    /// Underruns the device reported on its side.
+    pub device_xruns: u64,
+    pub callbacks: usize,
+    pub callback_us_p50: Option<f64>,
+    pub callback_us_p99: Option<f64>,
+    pub callback_us_max: Option<f64>,
+    /// Mean time between callbacks.
+    pub callback_period_ms_mean: Option<f64>,
+    /// Deviation of each callback interval from the period its previous buffer implies.
+    pub callback_jitter_us_p99: Option<f64>,
+    pub callback_jitter_us_max: Option<f64>,
+    /// Per frame: first sample enqueued to first sample handed to the device.
+    pub queue_latency_ms_p50: Option<f64>,
+    pub queue_latency_ms_p99: Option<f64>,
+    pub queue_latency_ms_max: Option<f64>,
+    /// The host's callback-to-speaker delay (median), where it reports one.
+    pub device_delay_ms_p50: Option<f64>,
+    /// Production time divided by the duration of the audio produced.
+    pub rtf: f64,
+    pub audio_seconds: f64,
+    pub production_seconds: f64,
+    /// Output rate (device or file).
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub source_sample_rate: u32,
+    /// `cpal`, `null`, `wav` or `pull`; `cpal+wav` when a file records the device stream.
+    pub sink: String,
+    pub device: Option<String>,
+    /// Stream errors the device reported, in order.
+    pub device_errors: Vec<String>,
+    /// The device failed and the rest of the stream played on the null sink.
+    pub fell_back_to_null: bool,
+    /// Times the device was reopened after a stream error.
+    pub device_reconnects: u32,
+    /// Why the source or file output stopped early, if it did.
+    pub error: Option<String>,
+    /// Callback records lost to a full telemetry ring (figures above then undercount).
+    pub telemetry_dropped: u64,
+    pub per_frame: Vec<FrameLatency>,
+}
+
+/// One frame's time stamps, in milliseconds from start.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FrameLatency {
+    pub index: u64,
+    pub requested_ms: Option<f64>,
+    pub produced_ms: Option<f64>,
+    pub enqueued_ms: Option<f64>,
+    pub handed_ms: Option<f64>,
+    pub playback_ms: Option<f64>,
+    pub queue_ms: Option<f64>,
+}
+
+/// Facts about the run that the time stamps do not carry.
+pub struct RunFacts {
+    pub start: Instant,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub source_sample_rate: u32,
+    pub source_frames: u64,
+    pub production: Duration,
+    pub sink: String,
+    pub device: Option<String>,
+    pub device_errors: Vec<String>,
+    pub fell_back_to_null: bool,
+    pub device_reconnects: u32,
+    pub error: Option<String>,
+    pub underruns: u64,
+    pub device_xruns: u64,
+    pub telemetry_dropped: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The `p`-th percentile (0..=100) by nearest rank; `None` for no data.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+impl LatencyReport {
+    /// Builds the report from the frames (with `handed` already resolved) and callbacks.
+    pub fn build(frames: &[FrameRecord], callbacks: &[CallbackRecord], facts: RunFacts) -> Self {
+        let since = |t: Option<Instant>| t.map(|t| ms(t.saturating_duration_since(facts.start)));
+        let per_frame: Vec<FrameLatency> = frames
+            .iter()
+            .map(|f| FrameLatency {
+                index: f.index.0,
+                requested_ms: since(f.stamps.requested),
+                produced_ms: since(f.stamps.produced),
+                enqueued_ms: since(f.stamps.enqueued),
+                handed_ms: since(f.stamps.handed),
+                playback_ms: since(f.stamps.playback),
+                queue_ms: f.stamps.enqueued.zip(f.stamps.handed).map(|(e, h)| ms(h.saturating_duration_since(e))),
+            })
+            .collect();
+        let queue = sorted(per_frame.iter().filter_map(|f| f.queue_ms).collect());
+        let durations = sorted(callbacks.iter().map(|c| c.duration.as_secs_f64() * 1e6).collect());
+        let rate = f64::from(facts.sample_rate.max(1));
+        let intervals: Vec<(f64, f64)> = callbacks
+            .windows(2)
+            .map(|w| {
+                let interval = w[1].started.saturating_duration_since(w[0].started).as_secs_f64();
+                (interval, (interval - f64::from(w[0].requested) / rate).abs() * 1e6)
+            })
+            .collect();
+        let jitter = sorted(intervals.iter().map(|i| i.1).collect());
+        let delays = sorted(callbacks.iter().filter_map(|c| c.device_delay).map(ms).collect());
+        let audio_seconds = facts.source_frames as f64 / f64::from(facts.source_sample_rate.max(1));
+        let production_seconds = facts.production.as_secs_f64();
+        Self {
+            time_to_first_audio_ms: per_frame.iter().find_map(|f| f.handed_ms),
+            frames: frames.len(),
+            frames_dropped: per_frame.iter().filter(|f| f.handed_ms.is_none()).count(),
+            underruns: facts.underruns,
+            device_xruns: facts.device_xruns,
+            callbacks: callbacks.len(),
+            callback_us_p50: percentile(&durations, 50.0),
+            callback_us_p99: percentile(&durations, 99.0),
+            callback_us_max: durations.last().copied(),
+            callback_period_ms_mean: (!intervals.is_empty())
+                .then(|| intervals.iter().map(|i| i.0).sum::<f64>() / intervals.len() as f64 * 1e3),
+            callback_jitter_us_p99: percentile(&jitter, 99.0),
+            callback_jitter_us_max: jitter.last().copied(),
+            queue_latency_ms_p50: percentile(&queue, 50.0),
+            queue_latency_ms_p99: percentile(&queue, 99.0),
+            queue_latency_ms_max: queue.last().copied(),
+            device_delay_ms_p50: percentile(&delays, 50.0),
+            rtf: if audio_seconds > 0.0 { production_seconds / audio_seconds } else { 0.0 },
+            audio_seconds,
+            production_seconds,
+            sample_rate: facts.sample_rate,
+            channels: facts.channels,
+            source_sample_rate: facts.source_sample_rate,
+            sink: facts.sink,
+            device: facts.device,
+            device_errors: facts.device_errors,
+            fell_back_to_null: facts.fell_back_to_null,
+            device_reconnects: facts.device_reconnects,
+            error: facts.error,
+            telemetry_dropped: facts.telemetry_dropped,
+            per_frame,
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// A fixed-width table of the headline figures.
+    pub fn summary(&self) -> String {
+        let f = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3} {unit}"));
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<28} {v}");
+        };
+        row("sink", format!("{}{}", self.sink, self.device.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()));
+        row("output", format!("{} Hz, {} ch (source {} Hz)", self.sample_rate, self.channels, self.source_sample_rate));
+        row("time to first audio", f(self.time_to_first_audio_ms, "ms"));
+        row("frames (dropped)", format!("{} ({})", self.frames, self.frames_dropped));
+        row("underruns (device xruns)", format!("{} ({})", self.underruns, self.device_xruns));
+        row(
+            "queue latency p50 / p99",
+            format!("{} / {}", f(self.queue_latency_ms_p50, "ms"), f(self.queue_latency_ms_p99, "ms")),
+        );
+        row(
+            "callback p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                f(self.callback_us_p50, "us"),
+                f(self.callback_us_p99, "us"),
+                f(self.callback_us_max, "us")
+            ),
+        );
+        row(
+            "callback period / jitter p99",
+            format!("{} / {}", f(self.callback_period_ms_mean, "ms"), f(self.callback_jitter_us_p99, "us")),
+        );
+        row("device delay p50", f(self.device_delay_ms_p50, "ms"));
+        row(
+            "real-time factor",
+            format!("{:.4} ({:.3} s for {:.3} s of audio)", self.rtf, self.production_seconds, self.audio_seconds),
+        );
+        if self.device_reconnects > 0 {
+            row("device reconnects", self.device_reconnects.to_string());
+        }
+        if self.fell_back_to_null {
+            row("fell back to null sink", self.device_errors.join("; "));
+        }
+        if let Some(e) = &self.error {
+            row("error", e.clone());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

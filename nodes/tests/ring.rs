@@ -1,0 +1,142 @@
+//! The ring between producer and callback: a slow producer causes counted underruns and
+//! never blocks the callback; a fast producer is held back and loses nothing.
+
+use std::time::{Duration, Instant};
+
+use spiral_engine::{Frame, FrameIndex, SampleRate, Source, SourceError};
+use spiral_nodes::{pull, OutputFormat, PlayOptions};
+
+const RATE: SampleRate = SampleRate(48_000);
+
+/// A mono ramp 1, 2, 3, ... (scaled), so order, loss and duplication are all visible;
+/// optionally slow, sleeping before each frame like a model that cannot keep up.
+struct Ramp {
+    next: u64,
+    total: u64,
+    frame: u64,
+    delay: Duration,
+}
+
+impl Ramp {
+    const STEP: f32 = 1.0 / 4_194_304.0; // 2^-22: exact in f32 for every value used here
+
+    fn value(i: u64) -> f32 {
+        (i + 1) as f32 * Self::STEP
+    }
+}
+
+impl Source for Ramp {
+    fn sample_rate(&self) -> SampleRate {
+        RATE
+    }
+    fn channels(&self) -> u16 {
+        1
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.next >= self.total {
+            return Ok(None);
+        }
+        std::thread::sleep(self.delay);
+        let end = (self.next + self.frame).min(self.total);
+        let samples = (self.next..end).map(Ramp::value).collect();
+        let frame = Frame::new(FrameIndex(self.next / self.frame), RATE, 1, samples);
+        self.next = end;
+        Ok(Some(frame))
+    }
+}
+
+fn exact_options(buffer_seconds: f64) -> PlayOptions {
+    PlayOptions { limiter: false, buffer_seconds, ..PlayOptions::default() }
+}
+
+fn expect_ramp(got: &[f32], total: u64) {
+    let audio: Vec<f32> = got.iter().copied().filter(|&s| s != 0.0).collect();
+    assert_eq!(audio.len() as u64, total, "samples lost or duplicated");
+    for (i, &s) in audio.iter().enumerate() {
+        assert_eq!(s, Ramp::value(i as u64), "sample {i} out of order");
+    }
+}
+
+#[test]
+fn slow_producer_underruns_are_counted_and_never_block() {
+    let total = 4_800; // 100 ms in 10 ms frames, each 60 ms late
+    let source = Ramp { next: 0, total, frame: 480, delay: Duration::from_millis(60) };
+    let format = OutputFormat { sample_rate: RATE, channels: 1 };
+    let (mut reader, playback) = pull(source, format, exact_options(0.5)).unwrap();
+    let controller = playback.controller();
+    let mut out = Vec::new();
+    let mut block = [0.0f32; 480];
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && Instant::now() < deadline {
+        let t = Instant::now();
+        reader.fill(&mut block);
+        slowest = slowest.max(t.elapsed());
+        out.extend_from_slice(&block);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(reader.is_finished(), "playback did not finish");
+    // A fill that waited for the producer would take a whole 60 ms frame.
+    assert!(slowest < Duration::from_millis(30), "a fill blocked for {slowest:?}");
+    let underruns = controller.underruns();
+    drop(reader);
+    let report = playback.wait().unwrap();
+    assert!(underruns >= 5, "expected an underrun per late frame, counted {underruns}");
+    assert_eq!(report.underruns, underruns);
+    expect_ramp(&out, total);
+}
+
+#[test]
+fn fast_producer_is_held_back_without_loss() {
+    let total = 96_000; // 2 s produced at once into a 20 ms ring
+    let source = Ramp { next: 0, total, frame: 3_840, delay: Duration::ZERO };
+    let format = OutputFormat { sample_rate: RATE, channels: 1 };
+    let (mut reader, playback) = pull(source, format, exact_options(0.02)).unwrap();
+    let mut out = Vec::new();
+    let mut block = [0.0f32; 480];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() && Instant::now() < deadline {
+        reader.fill(&mut block);
+        out.extend_from_slice(&block);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    drop(reader);
+    let report = playback.wait().unwrap();
+    expect_ramp(&out, total);
+    // The producer could only run ahead by the ring: the last frame was queued long after
+    // the first, because it waited for room.
+    let first = report.per_frame[0].enqueued_ms.unwrap();
+    let last = report.per_frame.last().unwrap().enqueued_ms.unwrap();
+    assert!(last - first > 50.0, "producer was not held back: {first} .. {last} ms");
+    assert_eq!(report.frames_dropped, 0);
+}
+
+#[test]
+fn flush_drops_queued_audio_and_stop_ends_playback() {
+    let source = Ramp { next: 0, total: 480_000, frame: 4_800, delay: Duration::ZERO };
+    let format = OutputFormat { sample_rate: RATE, channels: 1 };
+    let (mut reader, playback) = pull(source, format, exact_options(0.5)).unwrap();
+    let controller = playback.controller();
+    let mut block = [0.0f32; 480];
+    std::thread::sleep(Duration::from_millis(100)); // let the ring fill
+    reader.fill(&mut block);
+    let before = block[479];
+    controller.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    reader.fill(&mut block);
+    // The flush skipped the queued half second: the next samples come from far ahead.
+    assert!(block[0] == 0.0 || block[0] > before + 0.4 * 48_000.0 * Ramp::STEP, "{before} then {}", block[0]);
+    controller.stop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reader.is_finished() && Instant::now() < deadline {
+        reader.fill(&mut block);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(reader.is_finished());
+    reader.fill(&mut block);
+    assert!(block.iter().all(|&s| s == 0.0), "audio after stop");
+    drop(reader);
+    let report = playback.wait().unwrap();
+    assert!(report.frames_dropped > 0);
+    assert!(report.frames < 100, "the source was asked for everything despite the stop");
+}

@@ -1,0 +1,190 @@
+//! The `spiral` command line: play audio through the output spine and measure it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use spiral::{
+    demo_phrase, list_outputs, play, LatencyReport, OutputFormat, PlayOptions, SampleRate, Sink, Source, WavSource,
+};
+
+// Debug builds abort on any allocation inside the audio callback (it runs under
+// `assert_no_alloc`), so every test that plays through the CLI also checks real-time safety.
+#[cfg(debug_assertions)]
+#[global_allocator]
+static ALLOCATOR: assert_no_alloc::AllocDisabler = assert_no_alloc::AllocDisabler;
+
+#[derive(Parser)]
+#[command(name = "spiral", version, about = "Real-time audio graph engine for streaming text-to-speech")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play a WAV file (or the demo tone phrase) through the output spine.
+    Play(PlayArgs),
+    /// List the output devices.
+    Devices,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SinkKind {
+    /// The audio device through cpal.
+    Cpal,
+    /// A clock-paced device that discards audio (headless).
+    Null,
+}
+
+#[derive(clap::Args)]
+struct PlayArgs {
+    /// WAV file to play.
+    #[arg(required_unless_present = "tone")]
+    file: Option<PathBuf>,
+    /// Play the demo tone phrase starting at this frequency instead of a file.
+    #[arg(long, value_name = "HZ", conflicts_with = "file")]
+    tone: Option<f64>,
+    /// Length of the demo tone phrase.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    seconds: f64,
+    /// Sample rate of the demo tone phrase (a voice's rate: 22050 or 24000).
+    #[arg(long, value_name = "HZ", default_value_t = 22_050)]
+    tone_rate: u32,
+    /// Where to play; with only --wav, nothing plays and the file is rendered at full speed.
+    #[arg(long)]
+    sink: Option<SinkKind>,
+    /// Output device name or id (see `spiral devices`).
+    #[arg(long, value_name = "NAME")]
+    device: Option<String>,
+    /// Fixed device period in sample frames (default: the host's).
+    #[arg(long, value_name = "FRAMES")]
+    buffer_frames: Option<u32>,
+    /// Null sink: sample rate.
+    #[arg(long, value_name = "HZ", default_value_t = 48_000)]
+    null_rate: u32,
+    /// Null sink: channels.
+    #[arg(long, default_value_t = 2)]
+    null_channels: u16,
+    /// Null sink: period in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10.0)]
+    period_ms: f64,
+    /// Record the output stream to this WAV file (32-bit float).
+    #[arg(long, value_name = "OUT.wav")]
+    wav: Option<PathBuf>,
+    /// Write the latency report as JSON.
+    #[arg(long, value_name = "R.json")]
+    latency_report: Option<PathBuf>,
+    /// Draw the latency timeline and histogram (.png or .svg).
+    #[arg(long, value_name = "P.png")]
+    latency_plot: Option<PathBuf>,
+    /// Turn the 0 dBFS limiter off.
+    #[arg(long)]
+    no_limiter: bool,
+    /// Output volume, 0..=1.
+    #[arg(long, default_value_t = 1.0)]
+    volume: f32,
+    /// Fail instead of continuing on the null sink when the device errors.
+    #[arg(long)]
+    no_fallback: bool,
+    /// Do not print the summary table.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Play(args) => run_play(args),
+        Command::Devices => run_devices(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_devices() -> Result<ExitCode, String> {
+    let devices = list_outputs().map_err(|e| e.to_string())?;
+    if devices.is_empty() {
+        println!("no output devices (headless? scripts/setup.sh starts PulseAudio with a null sink)");
+    }
+    for d in devices {
+        let mark = if d.is_default { "*" } else { " " };
+        println!("{mark} {:<40} {:<24} {}", d.id, d.name, d.default_config.unwrap_or_else(|| "-".into()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
+    let start = Instant::now();
+    let source: Box<dyn Source> = match (&args.file, args.tone) {
+        (Some(path), _) => Box::new(WavSource::open(path).map_err(|e| e.to_string())?),
+        (None, Some(hz)) => {
+            Box::new(demo_phrase(SampleRate(args.tone_rate), hz, args.seconds).map_err(|e| e.to_string())?)
+        }
+        (None, None) => return Err("give a WAV file or --tone HZ".into()),
+    };
+    if !(0.0..=1.0).contains(&args.volume) {
+        return Err(format!("--volume {} is outside 0..=1", args.volume));
+    }
+    let sink = match (args.sink, &args.wav) {
+        (None, Some(_)) => Sink::FileOnly,
+        (None | Some(SinkKind::Cpal), _) => {
+            Sink::Device { name: args.device.clone(), buffer_frames: args.buffer_frames }
+        }
+        (Some(SinkKind::Null), _) => {
+            if !(args.period_ms > 0.0 && args.period_ms <= 1000.0) {
+                return Err(format!("--period-ms {} is outside (0, 1000]", args.period_ms));
+            }
+            Sink::Null {
+                format: OutputFormat { sample_rate: SampleRate(args.null_rate), channels: args.null_channels.max(1) },
+                period: Duration::from_secs_f64(args.period_ms / 1e3),
+            }
+        }
+    };
+    let options = PlayOptions {
+        sink,
+        wav: args.wav.clone(),
+        limiter: !args.no_limiter,
+        volume: args.volume,
+        fallback_to_null: !args.no_fallback,
+        start: Some(start),
+        ..PlayOptions::default()
+    };
+    let report = play(source, options).map_err(|e| e.to_string())?.wait().map_err(|e| e.to_string())?;
+    for e in &report.device_errors {
+        eprintln!("warning: audio device: {e}");
+    }
+    if report.fell_back_to_null {
+        eprintln!("warning: the device failed; the rest of the stream played on the null sink");
+    }
+    write_outputs(&report, args.latency_report.as_deref(), args.latency_plot.as_deref())?;
+    if !args.quiet {
+        println!("{}", report.summary());
+    }
+    Ok(match &report.error {
+        Some(e) => {
+            eprintln!("error: {e} (the audio produced before it was played)");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn write_outputs(report: &LatencyReport, json: Option<&Path>, plot: Option<&Path>) -> Result<(), String> {
+    if let Some(path) = json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(path, report.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = plot {
+        spiral::plot::write(report, path)?;
+    }
+    Ok(())
+}
