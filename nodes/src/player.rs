@@ -294,13 +294,13 @@ impl Parts {
     }
 
     /// Reopens the device after a stream error, if it comes back in the same format within
-    /// [`Self::RECONNECTS`] tries. Glitches such as an audio server that is still settling
+    /// [`Self::RECONNECTS`] tries over the whole playback (`tries` counts them). Glitches such as an audio server that is still settling
     /// or a device that was briefly unplugged then cost nothing.
-    fn reconnect(&self, attempts: &mut u32) -> Option<LiveOutput> {
+    fn reconnect(&self, tries: &mut u32) -> Option<LiveOutput> {
         let (name, buffer_frames) = self.device_request.clone()?;
-        while *attempts < Self::RECONNECTS {
-            *attempts += 1;
-            std::thread::sleep(Self::RECONNECT_DELAY * *attempts);
+        while *tries < Self::RECONNECTS {
+            *tries += 1;
+            std::thread::sleep(Self::RECONNECT_DELAY * *tries);
             let Ok(dev) = OpenDevice::open(name.as_deref(), buffer_frames) else { continue };
             if dev.format() != self.format {
                 return None; // the renderer and pipeline are built for the old format
@@ -345,7 +345,7 @@ impl Parts {
         };
         let file_only = sink == "wav";
         let mut callbacks: Vec<CallbackRecord> = Vec::new();
-        let mut reconnects = 0;
+        let (mut reconnects, mut reconnect_tries) = (0, 0);
         let mut watch = DeviceWatch::default();
         loop {
             callbacks.extend(self.telemetry.pop_iter());
@@ -355,8 +355,11 @@ impl Parts {
                 // Dropping the stream stops its callback, which frees the renderer for the
                 // next output; the ring and everything queued in it stay.
                 drop(std::mem::replace(&mut live, LiveOutput::None));
-                live = match self.reconnect(&mut reconnects) {
-                    Some(reopened) => reopened,
+                live = match self.reconnect(&mut reconnect_tries) {
+                    Some(reopened) => {
+                        reconnects += 1;
+                        reopened
+                    }
                     None if self.fallback_to_null => {
                         fell_back = true;
                         self.start_null(NullDevice::PERIOD)?

@@ -47,3 +47,45 @@ impl WavTap {
         self.writer.finalize().map_err(|e| SinkError::File { path: self.path, reason: e.to_string() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spiral_engine::SampleRate;
+
+    #[test]
+    fn round_trip_is_bit_exact_and_creates_directories() {
+        let dir = std::env::temp_dir().join(format!("spiral-wavtap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("a/b/out.wav");
+        let format = OutputFormat { sample_rate: SampleRate(44_100), channels: 3 };
+        let samples: Vec<f32> = (0..3 * 1001)
+            .map(|i| match i % 7 {
+                0 => -0.0,
+                1 => f32::MIN_POSITIVE / 8.0, // subnormal
+                2 => 1.5,                     // above full scale: stored, not clipped
+                _ => ((i as f32) * 0.618).sin() * 0.9,
+            })
+            .collect();
+        let mut tap = WavTap::create(&path, format).unwrap();
+        tap.write(&samples[..1000]).unwrap();
+        tap.write(&samples[1000..]).unwrap();
+        tap.finish().unwrap();
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!((reader.spec().sample_rate, reader.spec().channels), (44_100, 3));
+        let back: Vec<u32> = reader.samples::<f32>().map(|s| s.unwrap().to_bits()).collect();
+        assert_eq!(back, samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unwritable_path_names_the_file() {
+        let err = WavTap::create(
+            Path::new("/proc/spiral/out.wav"),
+            OutputFormat { sample_rate: SampleRate(8_000), channels: 1 },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("/proc/spiral"), "{err}");
+    }
+}

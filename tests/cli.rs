@@ -1,0 +1,171 @@
+//! The command-line contract, headless: the null sink, the WAV sink, the latency report and
+//! plot, and clear errors for bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spiral(args: &[&str], files: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spiral")).args(args).args(files).output().unwrap()
+}
+
+/// A 16-bit stereo WAV at 22050 Hz whose samples are all distinct in a pattern.
+fn write_input(path: &Path, frames: u32) -> Vec<i16> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 22_050,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let samples: Vec<i16> = (0..frames * 2).map(|i| ((i as i64 * 7919) % 60_000 - 30_000) as i16).collect();
+    samples.iter().for_each(|&s| w.write_sample(s).unwrap());
+    w.finalize().unwrap();
+    samples
+}
+
+#[test]
+fn null_sink_report_and_plot() {
+    let dir = common::scratch_dir("cli-null");
+    let input = dir.join("in.wav");
+    write_input(&input, 22_050); // one second
+    let report_path = dir.join("nested/dir/r.json");
+    let out = spiral(
+        &["play", input.to_str().unwrap(), "--sink", "null", "--latency-report", report_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("time to first audio"), "no summary table: {stdout}");
+
+    let r = common::read_report(&report_path);
+    for key in [
+        "time_to_first_audio_ms",
+        "frames",
+        "underruns",
+        "callback_us_p50",
+        "callback_us_p99",
+        "callback_us_max",
+        "queue_latency_ms_p50",
+        "queue_latency_ms_p99",
+        "rtf",
+        "sample_rate",
+        "sink",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key}");
+    }
+    let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number: {}", r[k]));
+    assert!((0.0..500.0).contains(&num("time_to_first_audio_ms")), "{r}");
+    assert_eq!(r["frames"], 50, "one second in 20 ms frames");
+    assert_eq!(r["underruns"], 0);
+    assert!(num("callback_us_p50") > 0.0 && num("callback_us_p50") <= num("callback_us_p99"));
+    assert!(num("callback_us_p99") <= num("callback_us_max") && num("callback_us_max") < 10_000.0);
+    assert!(num("queue_latency_ms_p50") >= 0.0 && num("queue_latency_ms_p99") < 2_000.0);
+    assert!(num("rtf") > 0.0 && num("rtf") < 1.0, "{r}");
+    assert!((num("callback_period_ms_mean") - 10.0).abs() < 2.0, "null sink paces at 10 ms: {r}");
+    assert_eq!(r["sample_rate"], 48_000);
+    assert_eq!(r["sink"], "null");
+    assert_eq!(r["per_frame"].as_array().unwrap().len(), 50);
+
+    for ext in ["png", "svg"] {
+        let plot = dir.join(format!("plots/p.{ext}"));
+        let out = spiral(
+            &["play", input.to_str().unwrap(), "--sink", "null", "-q", "--latency-plot", plot.to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&plot).unwrap();
+        let magic: &[u8] = if ext == "png" { b"\x89PNG" } else { b"<svg" };
+        assert!(
+            bytes.len() > 5_000 && bytes.windows(magic.len()).take(64).any(|w| w == magic),
+            "{ext} plot looks wrong"
+        );
+    }
+}
+
+#[test]
+fn wav_sink_round_trip_is_bit_exact() {
+    let dir = common::scratch_dir("cli-wav");
+    let input = dir.join("in.wav");
+    let samples = write_input(&input, 10_000);
+    let output = dir.join("out/out.wav");
+    let report = dir.join("r.json");
+    let out = spiral(
+        &["play", input.to_str().unwrap(), "--no-limiter", "-q", "--wav", output.to_str().unwrap()],
+        &[Path::new("--latency-report"), &report],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = hound::WavReader::open(&output).unwrap();
+    let spec = reader.spec();
+    assert_eq!((spec.sample_rate, spec.channels, spec.sample_format), (22_050, 2, hound::SampleFormat::Float));
+    let back: Vec<i16> = reader.samples::<f32>().map(|s| (s.unwrap() * 32_768.0) as i16).collect();
+    assert_eq!(back, samples, "the file differs from the input");
+    let r = common::read_report(&report);
+    assert_eq!(r["sink"], "wav");
+    assert_eq!(r["frames_dropped"], 0);
+}
+
+#[test]
+fn wav_beside_a_device_records_the_device_stream() {
+    let dir = common::scratch_dir("cli-tee");
+    let input = dir.join("in.wav");
+    write_input(&input, 22_050);
+    let output = dir.join("tee.wav");
+    let out =
+        spiral(&["play", input.to_str().unwrap(), "--sink", "null", "-q", "--wav", output.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reader = hound::WavReader::open(&output).unwrap();
+    assert_eq!((reader.spec().sample_rate, reader.spec().channels), (48_000, 2));
+    assert_eq!(reader.duration(), 48_000);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_not_a_panic() {
+    let dir = common::scratch_dir("cli-errors");
+    let corrupt = dir.join("corrupt.wav");
+    std::fs::write(&corrupt, b"RIFF\x24\0\0\0WAVEfmt garbage").unwrap();
+    let truncated = dir.join("truncated.wav");
+    write_input(&truncated, 20_000);
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2 + 3]).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["play", "/no/such/file.wav", "--sink", "null"], "/no/such/file.wav"),
+        (vec!["play", corrupt.to_str().unwrap(), "--sink", "null"], "corrupt.wav"),
+        (vec!["play", truncated.to_str().unwrap(), "--sink", "null", "-q"], "truncated.wav"),
+        (vec!["play", "--tone", "440", "--device", "no-such-device", "--no-fallback"], "no-such-device"),
+        (vec!["play", "--tone", "440", "--volume", "3"], "--volume"),
+        (vec!["play", "--tone", "20000", "--tone-rate", "22050", "--sink", "null"], "frequency"),
+        (vec!["play", "--tone", "440", "--sink", "null", "--period-ms", "0"], "--period-ms"),
+    ];
+    for (args, needle) in cases {
+        let out = spiral(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:") && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn truncated_file_plays_what_it_has() {
+    let dir = common::scratch_dir("cli-truncated");
+    let truncated = dir.join("t.wav");
+    write_input(&truncated, 20_000);
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out_wav = dir.join("out.wav");
+    let out =
+        spiral(&["play", truncated.to_str().unwrap(), "-q", "--no-limiter", "--wav", out_wav.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let written = hound::WavReader::open(&out_wav).unwrap().duration();
+    assert!(written >= 9_000, "only {written} of the ~10000 readable sample frames were kept");
+}
+
+#[test]
+fn devices_lists_outputs() {
+    let out = spiral(&["devices"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with('*')), "no default device marked: {stdout}");
+}
