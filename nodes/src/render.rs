@@ -29,7 +29,11 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub(crate) fn new(
+    /// A renderer reading interleaved `channels`-channel audio at `rate` from `ring`,
+    /// taking commands from `controls` and writing one record per call into `telemetry`.
+    /// [`crate::play`] and [`crate::pull`] build one; build your own to drive a custom
+    /// output or to measure the callback in isolation.
+    pub fn new(
         ring: HeapCons<f32>,
         channels: u16,
         rate: SampleRate,

@@ -167,7 +167,7 @@ mod tests {
             }
         };
         assert!(frames > 0);
-        let err = outcome.err().expect("the missing half is reported").to_string();
+        let err = outcome.expect_err("the missing half is reported").to_string();
         assert!(err.contains("t.wav"), "{err}");
     }
 }

@@ -1,0 +1,47 @@
+//! Every example builds and runs headless.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // The test binary is target/<profile>/deps/examples-<hash>; examples sit beside deps/.
+    // A full `cargo test` has built them; a filtered run builds them here.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--examples", "--quiet"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "the examples do not build");
+    });
+    profile_dir.join("examples").join(name)
+}
+
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} failed: {stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+#[test]
+fn speak_runs_headless() {
+    let out = run("speak", &["--sink", "null"]);
+    assert!(out.contains("spoke 1.50 s of audio"), "{out}");
+}
+
+#[test]
+fn embed_pull_mixes_into_its_own_stream() {
+    let out = run("embed_pull", &[]);
+    assert!(out.contains("mixed 13 frames"), "{out}");
+}
+
+#[test]
+fn latency_prints_the_summary() {
+    let out = run("latency", &[]);
+    assert!(out.contains("time to first audio") && out.contains("handed"), "{out}");
+}
