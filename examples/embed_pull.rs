@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = playback.wait()?;
     println!(
         "mixed {} frames of spiral audio into the app's stream ({} callbacks, {} underruns)",
-        report.frames, report.callbacks, report.underruns
+        report.frames, report.callbacks, report.run.underruns
     );
     Ok(())
 }

@@ -157,17 +157,17 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
         ..PlayOptions::default()
     };
     let report = play(source, options).map_err(|e| e.to_string())?.wait().map_err(|e| e.to_string())?;
-    for e in &report.device_errors {
+    for e in &report.run.device_errors {
         eprintln!("warning: audio device: {e}");
     }
-    if report.fell_back_to_null {
+    if report.run.fell_back_to_null {
         eprintln!("warning: the device failed; the rest of the stream played on the null sink");
     }
     write_outputs(&report, args.latency_report.as_deref(), args.latency_plot.as_deref())?;
     if !args.quiet {
         println!("{}", report.summary());
     }
-    Ok(match &report.error {
+    Ok(match &report.run.error {
         Some(e) => {
             eprintln!("error: {e} (the audio produced before it was played)");
             ExitCode::FAILURE
@@ -178,9 +178,7 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
 
 fn write_outputs(report: &LatencyReport, json: Option<&Path>, plot: Option<&Path>) -> Result<(), String> {
     if let Some(path) = json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
+        spiral::nodes::sink::create_parent_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::write(path, report.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = plot {

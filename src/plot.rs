@@ -10,9 +10,7 @@ use spiral_nodes::LatencyReport;
 /// Parent directories are created.
 pub fn write(report: &LatencyReport, path: &Path) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    }
+    spiral_nodes::sink::create_parent_dir(path).map_err(|e| fail(&e))?;
     register_font();
     let size = (1000, 700);
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
@@ -64,8 +62,8 @@ where
         "{} frames, first audio {} ms, {} underruns, sink {}",
         report.frames,
         report.time_to_first_audio_ms.map_or("-".into(), |v| format!("{v:.1}")),
-        report.underruns,
-        report.sink
+        report.run.underruns,
+        report.run.sink
     );
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::control::{Controller, Status};
 use crate::producer::{self, Outputs, Pipeline, ProducerOutcome, RingWriter};
 use crate::render::{Renderer, RendererSlot};
-use crate::report::{LatencyReport, RunFacts};
+use crate::report::{LatencyReport, Run};
 use crate::resample::ResampleError;
 use crate::sink::device::OpenDevice;
 use crate::sink::null::NullDevice;
@@ -396,13 +396,10 @@ impl Parts {
             (s, true) => format!("{s}+wav"),
             (s, false) => s.to_string(),
         };
-        let facts = RunFacts {
-            start,
+        let run = Run {
             sample_rate: self.format.sample_rate.hz(),
             channels: self.format.channels,
             source_sample_rate: self.source_rate,
-            source_frames: outcome.source_frames,
-            production: outcome.production,
             sink,
             device,
             device_errors,
@@ -413,7 +410,7 @@ impl Parts {
             device_xruns: self.status.device_xruns.load(Ordering::Relaxed),
             telemetry_dropped: self.status.telemetry_dropped.load(Ordering::Relaxed),
         };
-        Ok(LatencyReport::build(&frames, &callbacks, facts))
+        Ok(LatencyReport::build(&frames, &callbacks, start, outcome.source_frames, outcome.production, run))
     }
 }
 

@@ -60,12 +60,7 @@ impl Pipeline {
             }
             None => input,
         };
-        self.mapped.clear();
-        self.map.apply(converted, &mut self.mapped);
-        if let Some(l) = &mut self.limiter {
-            l.process(&mut self.mapped, self.out_channels);
-        }
-        Ok(&self.mapped)
+        Ok(Self::shape(&self.map, &mut self.limiter, self.out_channels, converted, &mut self.mapped))
     }
 
     /// Flushes the resampler's tail.
@@ -74,12 +69,23 @@ impl Pipeline {
         if let Some(r) = &mut self.resampler {
             r.finish(&mut self.resampled)?;
         }
-        self.mapped.clear();
-        self.map.apply(&self.resampled, &mut self.mapped);
-        if let Some(l) = &mut self.limiter {
-            l.process(&mut self.mapped, self.out_channels);
+        Ok(Self::shape(&self.map, &mut self.limiter, self.out_channels, &self.resampled, &mut self.mapped))
+    }
+
+    /// Channel-maps and limits a block at the output rate into `out`.
+    fn shape<'a>(
+        map: &ChannelMap,
+        limiter: &mut Option<Limiter>,
+        channels: usize,
+        block: &[f32],
+        out: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        out.clear();
+        map.apply(block, out);
+        if let Some(l) = limiter {
+            l.process(out, channels);
         }
-        Ok(&self.mapped)
+        out
     }
 }
 

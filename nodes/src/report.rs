@@ -18,10 +18,6 @@ pub struct LatencyReport {
     pub frames: usize,
     /// Frames flushed or stopped before they reached the sink.
     pub frames_dropped: usize,
-    /// Callbacks that found the ring short while the source was still producing.
-    pub underruns: u64,
-    /// Underruns the device reported on its side.
-    pub device_xruns: u64,
     pub callbacks: usize,
     pub callback_us_p50: Option<f64>,
     pub callback_us_p99: Option<f64>,
@@ -41,6 +37,19 @@ pub struct LatencyReport {
     pub rtf: f64,
     pub audio_seconds: f64,
     pub production_seconds: f64,
+    /// What the output was and what happened to it (keys at the top level in JSON).
+    #[serde(flatten)]
+    pub run: Run,
+    pub per_frame: Vec<FrameLatency>,
+}
+
+/// Facts about a playback that its time stamps do not carry.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Run {
+    /// Callbacks that found the ring short while the source was still producing.
+    pub underruns: u64,
+    /// Underruns the device reported on its side.
+    pub device_xruns: u64,
     /// Output rate (device or file).
     pub sample_rate: u32,
     pub channels: u16,
@@ -58,7 +67,6 @@ pub struct LatencyReport {
     pub error: Option<String>,
     /// Callback records lost to a full telemetry ring (figures above then undercount).
     pub telemetry_dropped: u64,
-    pub per_frame: Vec<FrameLatency>,
 }
 
 /// One frame's time stamps, in milliseconds from start.
@@ -71,25 +79,6 @@ pub struct FrameLatency {
     pub handed_ms: Option<f64>,
     pub playback_ms: Option<f64>,
     pub queue_ms: Option<f64>,
-}
-
-/// Facts about the run that the time stamps do not carry.
-pub struct RunFacts {
-    pub start: Instant,
-    pub sample_rate: u32,
-    pub channels: u16,
-    pub source_sample_rate: u32,
-    pub source_frames: u64,
-    pub production: Duration,
-    pub sink: String,
-    pub device: Option<String>,
-    pub device_errors: Vec<String>,
-    pub fell_back_to_null: bool,
-    pub device_reconnects: u32,
-    pub error: Option<String>,
-    pub underruns: u64,
-    pub device_xruns: u64,
-    pub telemetry_dropped: u64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -112,8 +101,17 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 impl LatencyReport {
     /// Builds the report from the frames (with `handed` already resolved) and callbacks.
-    pub fn build(frames: &[FrameRecord], callbacks: &[CallbackRecord], facts: RunFacts) -> Self {
-        let since = |t: Option<Instant>| t.map(|t| ms(t.saturating_duration_since(facts.start)));
+    /// Times count from `start`; the source made `source_frames` sample frames in
+    /// `production`.
+    pub fn build(
+        frames: &[FrameRecord],
+        callbacks: &[CallbackRecord],
+        start: Instant,
+        source_frames: u64,
+        production: Duration,
+        run: Run,
+    ) -> Self {
+        let since = |t: Option<Instant>| t.map(|t| ms(t.saturating_duration_since(start)));
         let per_frame: Vec<FrameLatency> = frames
             .iter()
             .map(|f| FrameLatency {
@@ -128,7 +126,7 @@ impl LatencyReport {
             .collect();
         let queue = sorted(per_frame.iter().filter_map(|f| f.queue_ms).collect());
         let durations = sorted(callbacks.iter().map(|c| c.duration.as_secs_f64() * 1e6).collect());
-        let rate = f64::from(facts.sample_rate.max(1));
+        let rate = f64::from(run.sample_rate.max(1));
         let intervals: Vec<(f64, f64)> = callbacks
             .windows(2)
             .map(|w| {
@@ -138,14 +136,12 @@ impl LatencyReport {
             .collect();
         let jitter = sorted(intervals.iter().map(|i| i.1).collect());
         let delays = sorted(callbacks.iter().filter_map(|c| c.device_delay).map(ms).collect());
-        let audio_seconds = facts.source_frames as f64 / f64::from(facts.source_sample_rate.max(1));
-        let production_seconds = facts.production.as_secs_f64();
+        let audio_seconds = source_frames as f64 / f64::from(run.source_sample_rate.max(1));
+        let production_seconds = production.as_secs_f64();
         Self {
             time_to_first_audio_ms: per_frame.iter().find_map(|f| f.handed_ms),
             frames: frames.len(),
             frames_dropped: per_frame.iter().filter(|f| f.handed_ms.is_none()).count(),
-            underruns: facts.underruns,
-            device_xruns: facts.device_xruns,
             callbacks: callbacks.len(),
             callback_us_p50: percentile(&durations, 50.0),
             callback_us_p99: percentile(&durations, 99.0),
@@ -161,16 +157,7 @@ impl LatencyReport {
             rtf: if audio_seconds > 0.0 { production_seconds / audio_seconds } else { 0.0 },
             audio_seconds,
             production_seconds,
-            sample_rate: facts.sample_rate,
-            channels: facts.channels,
-            source_sample_rate: facts.source_sample_rate,
-            sink: facts.sink,
-            device: facts.device,
-            device_errors: facts.device_errors,
-            fell_back_to_null: facts.fell_back_to_null,
-            device_reconnects: facts.device_reconnects,
-            error: facts.error,
-            telemetry_dropped: facts.telemetry_dropped,
+            run,
             per_frame,
         }
     }
@@ -187,11 +174,20 @@ impl LatencyReport {
         let mut row = |k: &str, v: String| {
             let _ = writeln!(s, "  {k:<28} {v}");
         };
-        row("sink", format!("{}{}", self.sink, self.device.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()));
-        row("output", format!("{} Hz, {} ch (source {} Hz)", self.sample_rate, self.channels, self.source_sample_rate));
+        row(
+            "sink",
+            format!("{}{}", self.run.sink, self.run.device.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()),
+        );
+        row(
+            "output",
+            format!(
+                "{} Hz, {} ch (source {} Hz)",
+                self.run.sample_rate, self.run.channels, self.run.source_sample_rate
+            ),
+        );
         row("time to first audio", f(self.time_to_first_audio_ms, "ms"));
         row("frames (dropped)", format!("{} ({})", self.frames, self.frames_dropped));
-        row("underruns (device xruns)", format!("{} ({})", self.underruns, self.device_xruns));
+        row("underruns (device xruns)", format!("{} ({})", self.run.underruns, self.run.device_xruns));
         row(
             "queue latency p50 / p99",
             format!("{} / {}", f(self.queue_latency_ms_p50, "ms"), f(self.queue_latency_ms_p99, "ms")),
@@ -214,13 +210,13 @@ impl LatencyReport {
             "real-time factor",
             format!("{:.4} ({:.3} s for {:.3} s of audio)", self.rtf, self.production_seconds, self.audio_seconds),
         );
-        if self.device_reconnects > 0 {
-            row("device reconnects", self.device_reconnects.to_string());
+        if self.run.device_reconnects > 0 {
+            row("device reconnects", self.run.device_reconnects.to_string());
         }
-        if self.fell_back_to_null {
-            row("fell back to null sink", self.device_errors.join("; "));
+        if self.run.fell_back_to_null {
+            row("fell back to null sink", self.run.device_errors.join("; "));
         }
-        if let Some(e) = &self.error {
+        if let Some(e) = &self.run.error {
             row("error", e.clone());
         }
         s

@@ -47,11 +47,6 @@ impl StreamResampler {
         Ok(Self { inner, from, to, channels, pending: Vec::new(), chunk_out, delay_left, frames_in: 0, frames_out: 0 })
     }
 
-    /// Output position (in output sample frames) of input sample frame `input_frame`.
-    pub fn output_position(&self, input_frame: u64) -> u64 {
-        input_frame * u64::from(self.to.hz()) / u64::from(self.from.hz())
-    }
-
     /// Feeds interleaved `input` and appends whatever output is ready to `out`.
     pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<(), ResampleError> {
         let whole = input.len() - input.len() % self.channels;

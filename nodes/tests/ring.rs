@@ -82,7 +82,7 @@ fn slow_producer_underruns_are_counted_and_never_block() {
     drop(reader);
     let report = playback.wait().unwrap();
     assert!(underruns >= 5, "expected an underrun per late frame, counted {underruns}");
-    assert_eq!(report.underruns, underruns);
+    assert_eq!(report.run.underruns, underruns);
     expect_ramp(&out, total);
 }
 

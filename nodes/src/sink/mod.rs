@@ -7,6 +7,15 @@ pub mod wav;
 use spiral_engine::SampleRate;
 use thiserror::Error;
 
+/// Creates the directory `path` will be written in, so an output never fails for a missing
+/// folder.
+pub fn create_parent_dir(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir),
+        None => Ok(()),
+    }
+}
+
 /// Sample rate and interleaved channel count of an output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputFormat {

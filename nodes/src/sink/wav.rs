@@ -19,9 +19,7 @@ impl WavTap {
     /// Creates `path` (and its parent directories) for audio in `format`.
     pub fn create(path: &Path, format: OutputFormat) -> Result<Self, SinkError> {
         let err = |reason: String| SinkError::File { path: path.to_path_buf(), reason };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory {}: {e}", dir.display())))?;
-        }
+        super::create_parent_dir(path).map_err(|e| err(format!("cannot create its directory: {e}")))?;
         let spec = WavSpec {
             channels: format.channels,
             sample_rate: format.sample_rate.hz(),
