@@ -170,13 +170,7 @@ pub fn play<S: Source + 'static>(source: S, options: PlayOptions) -> Result<Play
             (PendingOutput::FileOnly, source_format)
         }
     };
-    let parts = Parts::new(source, format, &options)?;
-    let spawn = |name: &str, f: Box<dyn FnOnce() -> Result<LatencyReport, PlayError> + Send>| {
-        std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| PlayError::Thread(e.to_string()))
-    };
-    let controller = parts.controller.clone();
-    let thread = spawn("spiral-playback", Box::new(move || parts.supervise(output, start)))?;
-    Ok(Playback { controller, thread })
+    Parts::new(source, format, &options)?.spawn(output, start)
 }
 
 /// Plays `source` into buffers the app pulls at `format` (pull mode). The producer runs on
@@ -189,12 +183,7 @@ pub fn pull<S: Source + 'static>(
     let start = options.start.unwrap_or_else(Instant::now);
     let parts = Parts::new(source, format, &options)?;
     let reader = PullReader { slot: parts.slot.clone(), status: parts.status.clone() };
-    let controller = parts.controller.clone();
-    let thread = std::thread::Builder::new()
-        .name("spiral-playback".into())
-        .spawn(move || parts.supervise(PendingOutput::Pull, start))
-        .map_err(|e| PlayError::Thread(e.to_string()))?;
-    Ok((reader, Playback { controller, thread }))
+    Ok((reader, parts.spawn(PendingOutput::Pull, start)?))
 }
 
 /// The output chosen before the supervisor starts it.
@@ -288,6 +277,16 @@ impl Parts {
         })
     }
 
+    /// Starts the supervisor thread for `pending`.
+    fn spawn(self, pending: PendingOutput, start: Instant) -> Result<Playback, PlayError> {
+        let controller = self.controller.clone();
+        let thread = std::thread::Builder::new()
+            .name("spiral-playback".into())
+            .spawn(move || self.supervise(pending, start))
+            .map_err(|e| PlayError::Thread(e.to_string()))?;
+        Ok(Playback { controller, thread })
+    }
+
     fn start_device(&self, dev: OpenDevice) -> Result<LiveOutput, SinkError> {
         let (etx, erx) = crossbeam_channel::unbounded();
         Ok(LiveOutput::Device { _stream: dev.start(self.slot.clone(), etx)?, errors: erx })
@@ -321,6 +320,7 @@ impl Parts {
     fn supervise(mut self, pending: PendingOutput, start: Instant) -> Result<LatencyReport, PlayError> {
         let mut device_errors = Vec::new();
         let mut fell_back = false;
+        let file_only = matches!(pending, PendingOutput::FileOnly);
         let (mut live, sink, device) = match pending {
             PendingOutput::Device(dev) => {
                 let name = dev.name.clone();
@@ -343,7 +343,6 @@ impl Parts {
             PendingOutput::FileOnly => (LiveOutput::None, "wav", None),
             PendingOutput::Pull => (LiveOutput::None, "pull", None),
         };
-        let file_only = sink == "wav";
         let mut callbacks: Vec<CallbackRecord> = Vec::new();
         let (mut reconnects, mut reconnect_tries) = (0, 0);
         let mut watch = DeviceWatch::default();
