@@ -16,6 +16,7 @@
 //! ```
 
 pub mod frame;
+pub mod kernels;
 pub mod source;
 pub mod units;
 

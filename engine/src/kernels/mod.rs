@@ -1,0 +1,14 @@
+//! spiral's numeric kernels: one module per operation family, each with a scalar
+//! reference and SIMD paths, chosen at run time through a [`Cpu`] token.
+//!
+//! `SPIRAL_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|amx` forces a level
+//! ([`Cpu::from_env`]); asking for a level the machine lacks is an error, never an
+//! emulation.
+
+pub mod cpu;
+pub mod vector;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use cpu::{Cpu, Isa, IsaError};
