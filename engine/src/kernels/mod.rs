@@ -5,7 +5,10 @@
 //! ([`Cpu::from_env`]); asking for a level the machine lacks is an error, never an
 //! emulation.
 
+pub mod bf16;
 pub mod cpu;
+pub mod gemv;
+pub mod q8;
 pub mod vector;
 
 #[cfg(test)]

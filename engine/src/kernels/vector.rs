@@ -82,9 +82,10 @@ pub(crate) mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Four accumulators over 32 floats per step; `step(acc, i)` adds elements i..i+8.
+    /// Four accumulators over 32 floats per step; `step(acc, i)` adds elements i..i+8 and
+    /// `tail(i)` one element past the last whole vector.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn reduce(n: usize, step: impl Fn(__m256, usize) -> __m256, tail: impl Fn(usize) -> f32) -> f32 {
+    pub(crate) unsafe fn reduce(n: usize, step: impl Fn(__m256, usize) -> __m256, tail: impl Fn(usize) -> f32) -> f32 {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
         while i + 32 <= n {
@@ -152,8 +153,10 @@ pub(crate) mod avx512 {
 
     /// Four accumulators over 64 floats per step, then single vectors, then one masked
     /// step for the tail. `step(acc, i, mask)` adds elements i..i+16 under `mask`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn reduce(n: usize, step: impl Fn(__m512, usize, __mmask16) -> __m512) -> f32 {
+    /// Compiled with the whole [`Isa::Avx512`](crate::kernels::Isa) feature set so that
+    /// `step` closures using any of it inline here instead of becoming calls.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn reduce(n: usize, step: impl Fn(__m512, usize, __mmask16) -> __m512) -> f32 {
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut i = 0;
         while i + 64 <= n {
@@ -172,7 +175,7 @@ pub(crate) mod avx512 {
         _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         reduce(a.len(), |acc, i, m| {
@@ -180,7 +183,7 @@ pub(crate) mod avx512 {
         })
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub unsafe fn l2_sq(a: &[f32], b: &[f32]) -> f32 {
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         reduce(a.len(), |acc, i, m| {
@@ -189,7 +192,7 @@ pub(crate) mod avx512 {
         })
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len();
         let va = _mm512_set1_ps(alpha);

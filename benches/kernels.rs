@@ -1,0 +1,123 @@
+//! Kernel throughput against this machine's limits, measured in the same run:
+//! - GEMV for each weight format and path, in GB/s of weights read, against a stream-read
+//!   baseline over the same number of bytes (the memory-bandwidth roof);
+//! - dot and fused L2 at L1-resident sizes, in GFLOP/s, against a register-only FMA loop
+//!   (the compute roof).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rayon::prelude::*;
+use spiral::engine::kernels::gemv::{gemv, Matrix, Weights};
+use spiral::engine::kernels::{bf16, q8, vector, Cpu, Isa};
+
+/// Weight bytes per GEMV: by default four times the 32 MB L3, so every byte comes from
+/// DRAM; `SPIRAL_BENCH_MB` overrides it.
+fn bytes() -> usize {
+    std::env::var("SPIRAL_BENCH_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(128) << 20
+}
+
+fn cpus() -> Vec<Cpu> {
+    Isa::ALL.into_iter().filter_map(|i| Cpu::forced(i).ok()).collect()
+}
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
+}
+
+fn memory_bound(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemv");
+    group.sample_size(20);
+    let bytes = bytes();
+    group.throughput(Throughput::Bytes(bytes as u64));
+    let best = Cpu::best();
+
+    // The roof: read the same number of bytes once, split across the pool like GEMV.
+    let stream = values(bytes / 4);
+    group.bench_function("stream_read_baseline", |b| {
+        b.iter(|| stream.par_chunks(1 << 16).map(|c| vector::dot(best, c, c)).sum::<f32>())
+    });
+
+    let (rows, cols) = (4096, bytes / 4 / 4096);
+    let w = values(rows * cols);
+    let x = values(cols);
+    let mut y = vec![0.0; rows];
+    let m = Matrix::new(rows, cols, Weights::F32(&w)).unwrap();
+    for cpu in cpus() {
+        group.bench_with_input(BenchmarkId::new("f32_4096xN", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
+        });
+    }
+    drop(w);
+
+    let (rows, cols) = (4096, bytes / 2 / 4096);
+    let mut wb = vec![0u16; rows * cols];
+    bf16::from_f32(&values(rows * cols), &mut wb);
+    let x = values(cols);
+    let m = Matrix::new(rows, cols, Weights::Bf16(&wb)).unwrap();
+    for cpu in cpus() {
+        group.bench_with_input(BenchmarkId::new("bf16_4096xN", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
+        });
+    }
+    drop(wb);
+
+    // q8 reads one byte per weight plus 4 per 32 for scales: size the quants to `bytes`.
+    let (rows, cols) = (8192, bytes / 8192);
+    let wf = values(rows * cols);
+    let (mut qw, mut sw) = (vec![0i8; rows * cols], vec![0.0f32; rows * cols / q8::BLOCK]);
+    for (r, row) in wf.chunks_exact(cols).enumerate() {
+        q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
+    }
+    drop(wf);
+    let x = values(cols);
+    let mut y = vec![0.0; rows];
+    let m = Matrix::new(rows, cols, Weights::Q8 { quants: &qw, scales: &sw }).unwrap();
+    group.throughput(Throughput::Bytes(m.bytes() as u64));
+    for cpu in cpus() {
+        group.bench_with_input(BenchmarkId::new("q8_8192xN", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
+        });
+    }
+    group.finish();
+}
+
+/// 8 independent chains of FMAs on registers: the single-core compute roof.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(1.0); 8];
+    let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, m, a);
+        }
+    }
+    acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+}
+
+fn compute_bound(c: &mut Criterion) {
+    let mut group = c.benchmark_group("l1_resident");
+    const N: usize = 4096; // two 16 KB vectors: L1 holds both
+    const PEAK_ITERS: usize = 4096;
+    if Isa::Avx512.is_available() {
+        group.throughput(Throughput::Elements((PEAK_ITERS * 8 * 16 * 2) as u64));
+        // SAFETY: AVX-512F was checked just above.
+        group.bench_function("fma_peak_flops", |b| b.iter(|| unsafe { fma_peak(black_box(PEAK_ITERS)) }));
+    }
+    let (a, bv) = (values(N), values(N + 1)[1..].to_vec());
+    group.throughput(Throughput::Elements((2 * N) as u64)); // one FMA (2 flops) per element
+    for cpu in cpus() {
+        group.bench_with_input(BenchmarkId::new("dot_4096_flops", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| vector::dot(cpu, black_box(&a), black_box(&bv)))
+        });
+        group.bench_with_input(BenchmarkId::new("l2_sq_4096_flops", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| vector::l2_sq(cpu, black_box(&a), black_box(&bv)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, memory_bound, compute_bound);
+criterion_main!(benches);

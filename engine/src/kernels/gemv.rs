@@ -1,0 +1,209 @@
+//! Matrix × vector for batch-1 inference, where every weight is read once per step: the
+//! speed limit is memory bandwidth, so the work is split by rows across threads and each
+//! row is one streaming dot product in the weights' own format.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+use super::cpu::Cpu;
+use super::{bf16, q8, vector};
+
+/// The storage of a row-major weight matrix.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    /// bf16 bit patterns.
+    Bf16(&'a [u16]),
+    /// [`q8`] blocks: one i8 per weight, one f32 scale per 32 weights of a row.
+    Q8 {
+        quants: &'a [i8],
+        scales: &'a [f32],
+    },
+}
+
+/// A weight matrix whose shape has been checked against its storage.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'a> {
+    rows: usize,
+    cols: usize,
+    weights: Weights<'a>,
+}
+
+/// Storage that does not hold the shape it is said to have.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("a {rows}x{cols} {kind} matrix needs {expected}, got {got}")]
+pub struct ShapeError {
+    rows: usize,
+    cols: usize,
+    kind: &'static str,
+    expected: String,
+    got: String,
+}
+
+impl<'a> Matrix<'a> {
+    /// `weights` as a `rows` × `cols` matrix, if the sizes agree.
+    pub fn new(rows: usize, cols: usize, weights: Weights<'a>) -> Result<Self, ShapeError> {
+        let err = |kind, expected: String, got: String| ShapeError { rows, cols, kind, expected, got };
+        let n = rows * cols;
+        match weights {
+            Weights::F32(d) if d.len() != n => return Err(err("f32", format!("{n} values"), d.len().to_string())),
+            Weights::Bf16(d) if d.len() != n => return Err(err("bf16", format!("{n} values"), d.len().to_string())),
+            Weights::Q8 { quants, scales } => {
+                let blocks = rows * (cols / q8::BLOCK);
+                if !cols.is_multiple_of(q8::BLOCK) || quants.len() != n || scales.len() != blocks {
+                    return Err(err(
+                        "q8",
+                        format!("cols a multiple of {}, {n} quants and {blocks} scales", q8::BLOCK),
+                        format!("{} quants and {} scales", quants.len(), scales.len()),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(Self { rows, cols, weights })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weights (and scales) one product reads.
+    pub fn bytes(&self) -> usize {
+        match self.weights {
+            Weights::F32(d) => d.len() * 4,
+            Weights::Bf16(d) => d.len() * 2,
+            Weights::Q8 { quants, scales } => quants.len() + scales.len() * 4,
+        }
+    }
+}
+
+/// Below this many bytes of weights one thread is faster than waking the pool.
+const PARALLEL_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// Quantized activations for q8 products, reused so steady-state calls do not allocate.
+    static Q8_X: RefCell<(Vec<i8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// y = W·x, with `x.len() == W.cols()` and `y.len() == W.rows()`.
+///
+/// f32 and bf16 rows take `x` at full precision; q8 rows take `x` quantized to q8 blocks
+/// once per call (the integer dot then needs no conversion in the loop).
+///
+/// ```
+/// use spiral_engine::kernels::{gemv, Cpu};
+/// let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let m = gemv::Matrix::new(2, 3, gemv::Weights::F32(&w)).unwrap();
+/// let mut y = [0.0; 2];
+/// gemv::gemv(Cpu::best(), &m, &[1.0, 0.0, -1.0], &mut y);
+/// assert_eq!(y, [-2.0, -2.0]);
+/// ```
+pub fn gemv(cpu: Cpu, m: &Matrix, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), m.cols, "gemv: x has {} values for {} columns", x.len(), m.cols);
+    assert_eq!(y.len(), m.rows, "gemv: y has {} values for {} rows", y.len(), m.rows);
+    let cols = m.cols;
+    match m.weights {
+        Weights::F32(w) => by_rows(m, y, |r| vector::dot(cpu, &w[r * cols..][..cols], x)),
+        Weights::Bf16(w) => by_rows(m, y, |r| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
+        Weights::Q8 { quants, scales } => {
+            // Taken out, not borrowed: while this thread waits on the pool it may run another
+            // product that wants the buffers too (it then allocates its own).
+            let (mut qx, mut sx) = Q8_X.take();
+            let blocks = cols / q8::BLOCK;
+            qx.resize(cols, 0);
+            sx.resize(blocks, 0.0);
+            q8::quantize(x, &mut qx, &mut sx);
+            by_rows(m, y, |r| q8::dot(cpu, &quants[r * cols..][..cols], &scales[r * blocks..][..blocks], &qx, &sx));
+            Q8_X.set((qx, sx));
+        }
+    }
+}
+
+/// Fills y[r] = row(r) for every row, across the thread pool when the matrix is large.
+fn by_rows(m: &Matrix, y: &mut [f32], row: impl Fn(usize) -> f32 + Sync) {
+    if m.bytes() < PARALLEL_BYTES {
+        y.iter_mut().enumerate().for_each(|(r, v)| *v = row(r));
+        return;
+    }
+    // A few chunks per thread so a slow core does not hold the step back.
+    let chunk = m.rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
+        ys.iter_mut().enumerate().for_each(|(i, v)| *v = row(c * chunk + i));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{available, random};
+
+    fn reference(rows: usize, cols: usize, w: impl Fn(usize, usize) -> f64, x: &[f64]) -> Vec<f64> {
+        (0..rows).map(|r| (0..cols).map(|c| w(r, c) * x[c]).sum()).collect()
+    }
+
+    fn check(got: &[f32], want: &[f64], magnitude: f64, cols: usize, what: &str) {
+        let tol = 4.0 * f64::from(f32::EPSILON) * ((cols + 1) as f64).sqrt() * magnitude + 1e-30;
+        for (r, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((*g as f64 - w).abs() <= tol, "{what} row {r}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn every_format_and_path_matches_the_reference() {
+        // Small (one thread) and large enough to split across the pool; odd row counts.
+        for (rows, cols) in [(1, 32), (3, 64), (5, 96), (37, 160), (301, 1024)] {
+            let wf = random(rows * cols, 11);
+            let x = random(cols, 12);
+            let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            let mut wb = vec![0u16; wf.len()];
+            bf16::from_f32(&wf, &mut wb);
+            let (mut qw, mut sw) = (vec![0i8; wf.len()], vec![0.0f32; wf.len() / q8::BLOCK]);
+            for (r, row) in wf.chunks_exact(cols).enumerate() {
+                q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
+            }
+            let (mut qx, mut sx) = (vec![0i8; cols], vec![0.0f32; cols / q8::BLOCK]);
+            q8::quantize(&x, &mut qx, &mut sx);
+
+            let want_f32 = reference(rows, cols, |r, c| wf[r * cols + c] as f64, &xd);
+            let want_bf16 = reference(rows, cols, |r, c| bf16::scalar::widen(wb[r * cols + c]) as f64, &xd);
+            let blocks = cols / q8::BLOCK;
+            let want_q8: Vec<f64> = (0..rows)
+                .map(|r| {
+                    (0..cols)
+                        .map(|c| {
+                            let (b, wr) = (c / q8::BLOCK, r * blocks + c / q8::BLOCK);
+                            f64::from(qw[r * cols + c]) * f64::from(qx[c]) * (sw[wr] as f64 * sx[b] as f64)
+                        })
+                        .sum()
+                })
+                .collect();
+            let magnitude = cols as f64; // |w|, |x| ≤ 1
+            for cpu in available() {
+                let mut y = vec![f32::NAN; rows];
+                let what = format!("{} {rows}x{cols}", cpu.isa());
+                gemv(cpu, &Matrix::new(rows, cols, Weights::F32(&wf)).unwrap(), &x, &mut y);
+                check(&y, &want_f32, magnitude, cols, &format!("f32 {what}"));
+                gemv(cpu, &Matrix::new(rows, cols, Weights::Bf16(&wb)).unwrap(), &x, &mut y);
+                check(&y, &want_bf16, magnitude, cols, &format!("bf16 {what}"));
+                let m = Matrix::new(rows, cols, Weights::Q8 { quants: &qw, scales: &sw }).unwrap();
+                gemv(cpu, &m, &x, &mut y);
+                check(&y, &want_q8, magnitude, cols, &format!("q8 {what}"));
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_storage_is_a_shape_error() {
+        assert!(Matrix::new(2, 3, Weights::F32(&[0.0; 5])).is_err());
+        assert!(Matrix::new(2, 3, Weights::Bf16(&[0; 7])).is_err());
+        let e = Matrix::new(1, 48, Weights::Q8 { quants: &[0; 48], scales: &[0.0; 1] }).unwrap_err();
+        assert!(e.to_string().contains("multiple of 32"), "{e}");
+        assert!(Matrix::new(1, 64, Weights::Q8 { quants: &[0; 64], scales: &[0.0; 2] }).is_ok());
+    }
+}
