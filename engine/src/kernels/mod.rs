@@ -5,6 +5,7 @@
 //! ([`Cpu::from_env`]); asking for a level the machine lacks is an error, never an
 //! emulation.
 
+pub mod activation;
 pub mod bf16;
 pub mod cpu;
 pub mod gemv;

@@ -26,7 +26,10 @@ pub fn quantize(values: &[f32], quants: &mut [i8], scales: &mut [f32]) {
 /// Σ over blocks of `sw·sx·Σ qw·qx` for one quantized row against quantized activations.
 pub fn dot(cpu: Cpu, qw: &[i8], sw: &[f32], qx: &[i8], sx: &[f32]) -> f32 {
     assert_eq!(qw.len(), qx.len(), "q8 dot of rows of different lengths");
-    assert!(qw.len().is_multiple_of(BLOCK) && sw.len() == qw.len() / BLOCK && sx.len() == sw.len(), "q8 scales do not match");
+    assert!(
+        qw.len().is_multiple_of(BLOCK) && sw.len() == qw.len() / BLOCK && sx.len() == sw.len(),
+        "q8 scales do not match"
+    );
     match cpu.isa() {
         Isa::Scalar => scalar::dot(qw, sw, qx, sx),
         // SAFETY: the `Cpu` token proves the level's instructions exist.
