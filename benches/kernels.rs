@@ -2,12 +2,15 @@
 //! - GEMV for each weight format and path, in GB/s of weights read, against a stream-read
 //!   baseline over the same number of bytes (the memory-bandwidth roof);
 //! - dot and fused L2 at L1-resident sizes, in GFLOP/s, against a register-only FMA loop
-//!   (the compute roof).
+//!   (the compute roof);
+//! - GEMM at 256..2048, in GFLOP/s, against the `gemm` crate (its AVX-512 kernels, rayon on
+//!   every core) and `matrixmultiply` (threaded) on the same matrices.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
+use spiral::engine::kernels::gemm::{self as gemm_k, View, ViewMut};
 use spiral::engine::kernels::gemv::{gemv, Matrix, Weights};
 use spiral::engine::kernels::{bf16, q8, vector, Cpu, Isa};
 
@@ -127,5 +130,90 @@ fn compute_bound(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, memory_bound, compute_bound);
+/// C = A·B for square row-major matrices, every implementation on the same data.
+fn matrix_multiply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemm");
+    group.sample_size(10);
+    let best = Cpu::best();
+    let sizes: Vec<usize> = std::env::var("SPIRAL_BENCH_GEMM")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![256, 512, 1024, 2048]);
+    for n in sizes {
+        let (a, b) = (values(n * n), values(n * n + 3)[3..].to_vec());
+        let mut out = vec![0.0f32; n * n];
+        group.throughput(Throughput::Elements(2 * (n * n * n) as u64)); // flops
+        let ours = |cpu: Cpu, bf16: bool, out: &mut [f32]| {
+            let (av, bt) = (View::new(&a, n, n).unwrap(), View::transposed(&b, n, n).unwrap());
+            let c = ViewMut::new(out, n, n).unwrap();
+            if bf16 {
+                gemm_k::gemm_bf16(cpu, av, bt, c, false)
+            } else {
+                gemm_k::gemm(cpu, av, bt, c, false)
+            }
+        };
+        group.bench_function(BenchmarkId::new("spiral_f32", format!("{}/{n}", best.isa())), |bn| {
+            bn.iter(|| ours(best, false, &mut out))
+        });
+        if let Ok(avx2) = Cpu::forced(Isa::Avx2) {
+            group.bench_function(BenchmarkId::new("spiral_f32", format!("avx2/{n}")), |bn| {
+                bn.iter(|| ours(avx2, false, &mut out))
+            });
+        }
+        group.bench_function(BenchmarkId::new("spiral_bf16", format!("{}/{n}", best.isa())), |bn| {
+            bn.iter(|| ours(best, true, &mut out))
+        });
+        let threads = rayon::current_num_threads();
+        group.bench_function(BenchmarkId::new("gemm_crate_f32", n), |bn| {
+            // SAFETY: every pointer addresses an n×n row-major matrix (column stride 1, row stride n).
+            bn.iter(|| unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(threads),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("matrixmultiply_f32", n), |bn| {
+            // SAFETY: as above, in matrixmultiply's (row stride, column stride) order.
+            bn.iter(|| unsafe {
+                matrixmultiply::sgemm(
+                    n,
+                    n,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    n as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    out.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, memory_bound, compute_bound, matrix_multiply);
 criterion_main!(benches);

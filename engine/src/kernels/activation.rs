@@ -283,36 +283,7 @@ mod avx2 {
         ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, GELU_K, GELU_K3, LN2_HI, LN2_LO, LOG2_E, TANH_POLY,
         TANH_SMALL,
     };
-    use crate::kernels::vector::avx2::hsum;
-
-    const W: usize = 8;
-
-    /// The first `rem` (< 8) lanes set.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn lanes(rem: usize) -> __m256i {
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-    }
-
-    /// The 8 floats at `p`, or where only `rem` < 8 remain, those and zeros: the masked load
-    /// reads nothing past the slice.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load(p: *const f32, rem: usize) -> __m256 {
-        if rem >= W {
-            _mm256_loadu_ps(p)
-        } else {
-            _mm256_maskload_ps(p, lanes(rem))
-        }
-    }
-
-    /// Stores the first `min(rem, 8)` lanes of `v` at `p`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(p: *mut f32, rem: usize, v: __m256) {
-        if rem >= W {
-            _mm256_storeu_ps(p, v)
-        } else {
-            _mm256_maskstore_ps(p, lanes(rem), v)
-        }
-    }
+    use crate::kernels::vector::avx2::{hsum, lanes, load, store, W};
 
     /// x ← op(x), 8 lanes at a time.
     #[target_feature(enable = "avx2,fma")]
@@ -497,29 +468,7 @@ mod avx512 {
         ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, GELU_K, GELU_K3, LN2_HI, LN2_LO, LOG2_E, TANH_POLY,
         TANH_SMALL,
     };
-    use crate::kernels::vector::avx512::tail_mask;
-
-    const W: usize = 16;
-
-    /// All 16 lanes, or the first `rem` where fewer remain.
-    #[inline(always)]
-    fn lanes(rem: usize) -> __mmask16 {
-        if rem >= W {
-            0xFFFF
-        } else {
-            tail_mask(rem)
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn load(p: *const f32, rem: usize) -> __m512 {
-        _mm512_maskz_loadu_ps(lanes(rem), p)
-    }
-
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn store(p: *mut f32, rem: usize, v: __m512) {
-        _mm512_mask_storeu_ps(p, lanes(rem), v)
-    }
+    use crate::kernels::vector::avx512::{lanes, load, store, W};
 
     /// x ← op(x), 16 lanes at a time.
     #[target_feature(enable = "avx512f,avx512dq")]

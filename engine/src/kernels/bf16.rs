@@ -4,14 +4,12 @@
 //! nearest even. Two dot products: bf16 weights × f32 activations, and bf16 × bf16
 //! (`VDPBF16PS` from [`Isa::Avx512Bf16`] on; activations rounded to bf16 first).
 
-use half::bf16;
-
 use super::cpu::{Cpu, Isa};
 
 /// Rounds f32 values to bf16 bit patterns (nearest even; NaN stays NaN).
 pub fn from_f32(values: &[f32], out: &mut [u16]) {
     assert_eq!(values.len(), out.len());
-    out.iter_mut().zip(values).for_each(|(o, &v)| *o = bf16::from_f32(v).to_bits());
+    out.iter_mut().zip(values).for_each(|(o, &v)| *o = scalar::narrow(v));
 }
 
 /// Widens bf16 bit patterns to f32 (exact).
@@ -48,6 +46,18 @@ pub fn dot_bf16(cpu: Cpu, w: &[u16], x: &[u16]) -> f32 {
 pub(crate) mod scalar {
     pub fn widen(b: u16) -> f32 {
         f32::from_bits(u32::from(b) << 16)
+    }
+
+    /// f32 to bf16 bits, to nearest even, NaN kept NaN (quieted): what `half` computes, but
+    /// without branches, so that loops over it vectorize.
+    #[inline(always)]
+    pub fn narrow(x: f32) -> u16 {
+        let b = x.to_bits();
+        // Adding 0x7FFF plus the kept part's lowest bit carries into it exactly when the
+        // dropped half is above one half, or equal to it with an odd kept part.
+        let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+        let nan = b & 0x7FFF_FFFF > 0x7F80_0000;
+        (if nan { (b >> 16) | 0x40 } else { rounded }) as u16
     }
 
     pub fn dot_f32(w: &[u16], x: &[f32]) -> f32 {
@@ -150,6 +160,8 @@ mod avx512bf16 {
 
 #[cfg(test)]
 mod tests {
+    use half::bf16;
+
     use super::*;
     use crate::kernels::testing::{available, lengths, random};
 
@@ -169,6 +181,16 @@ mod tests {
         assert_eq!(back[..4], [1.0, 1.0 + 4.0 / 256.0, -0.0, f32::INFINITY]);
         assert!(back[4].is_finite() && (back[4] - 3.0e38).abs() < 3.0e38 / 128.0);
         assert!(scalar::widen(bits(&[f32::NAN])[0]).is_nan());
+    }
+
+    #[test]
+    fn narrowing_matches_half_bit_for_bit() {
+        // Every 251st bit pattern, then both sides of each rounding boundary near 1.
+        let patterns = (0..=u32::MAX).step_by(251).chain((0x3F80_7FF0..0x3F80_8010).chain(0x3F81_7FF0..0x3F81_8010));
+        for b in patterns.chain([0x7F7F_FFFF, 0xFF7F_FFFF, 0x7F80_0000, 0x7F80_0001, 0xFFFF_FFFF, 0x0000_8000]) {
+            let x = f32::from_bits(b);
+            assert_eq!(scalar::narrow(x), bf16::from_f32(x).to_bits(), "{b:#010x}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod bf16;
 pub mod cpu;
+pub mod gemm;
 pub mod gemv;
 pub mod q8;
 pub mod vector;

@@ -74,6 +74,35 @@ pub(crate) mod scalar {
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
+    pub(crate) const W: usize = 8;
+
+    /// The first `rem` (< 8) lanes set.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn lanes(rem: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The 8 floats at `p`, or where only `rem` < 8 remain, those and zeros: the masked load
+    /// reads nothing past the slice.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn load(p: *const f32, rem: usize) -> __m256 {
+        if rem >= W {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, lanes(rem))
+        }
+    }
+
+    /// Stores the first `min(rem, 8)` lanes of `v` at `p`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn store(p: *mut f32, rem: usize, v: __m256) {
+        if rem >= W {
+            _mm256_storeu_ps(p, v)
+        } else {
+            _mm256_maskstore_ps(p, lanes(rem), v)
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -151,6 +180,30 @@ pub(crate) mod avx512 {
         ((1u32 << n) - 1) as __mmask16
     }
 
+    pub(crate) const W: usize = 16;
+
+    /// All 16 lanes, or the first `rem` where fewer remain.
+    #[inline(always)]
+    pub(crate) fn lanes(rem: usize) -> __mmask16 {
+        if rem >= W {
+            0xFFFF
+        } else {
+            tail_mask(rem)
+        }
+    }
+
+    /// The 16 floats at `p`, or where only `rem` < 16 remain, those and zeros.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(crate) unsafe fn load(p: *const f32, rem: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(lanes(rem), p)
+    }
+
+    /// Stores the first `min(rem, 16)` lanes of `v` at `p`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(crate) unsafe fn store(p: *mut f32, rem: usize, v: __m512) {
+        _mm512_mask_storeu_ps(p, lanes(rem), v)
+    }
+
     /// Four accumulators over 64 floats per step, then single vectors, then one masked
     /// step for the tail. `step(acc, i, mask)` adds elements i..i+16 under `mask`.
     /// Compiled with the whole [`Isa::Avx512`](crate::kernels::Isa) feature set so that
@@ -199,7 +252,7 @@ pub(crate) mod avx512 {
         let (px, py) = (x.as_ptr(), y.as_mut_ptr());
         let mut i = 0;
         while i < n {
-            let m = if n - i >= 16 { 0xFFFF } else { tail_mask(n - i) };
+            let m = lanes(n - i);
             let r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, px.add(i)), _mm512_maskz_loadu_ps(m, py.add(i)));
             _mm512_mask_storeu_ps(py.add(i), m, r);
             i += 16;
