@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod bf16;
+pub mod conv;
 pub mod cpu;
 pub mod gemm;
 pub mod gemv;

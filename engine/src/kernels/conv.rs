@@ -1,0 +1,754 @@
+//! 1-D convolutions as HiFi-GAN-style vocoders use them: dilated, strided and grouped
+//! convolution, transposed convolution for upsampling, and streaming forms of both that
+//! carry their left context between calls.
+//!
+//! Signals are channels-first (`[channels, len]`, row-major, as PyTorch stores them) and
+//! weights are in PyTorch's layouts (`[out, in/groups, kernel]` for a convolution,
+//! `[in, out/groups, kernel]` for a transposed one), so a checkpoint's tensors are used as
+//! they are.
+//!
+//! A convolution is one [`gemm`] per group: the weights are A (`[out, in·kernel]`) and the
+//! im2col matrix of the signal is a grouped [`View`] of it, so no im2col copy is made.
+//! Depthwise convolutions (one channel per group) are a sum of shifted, scaled copies of
+//! each channel instead, with [`vector::axpy`]. A transposed convolution multiplies first
+//! (`[out·kernel, in] × [in, len]`) and then adds each tap's row into the output at its
+//! offset (col2im).
+//!
+//! Streaming: [`StreamingConv1d`] and [`StreamingConvTranspose1d`] accept the signal in
+//! chunks of any size and produce, concatenated, exactly what the whole-signal call produces
+//! with the same padding: bit for bit, since every output value is computed by the same
+//! operations in the same order either way.
+
+use std::cell::RefCell;
+
+use thiserror::Error;
+
+use super::cpu::Cpu;
+use super::gemm::{self, Element, View, ViewMut};
+use super::vector;
+
+/// The hyperparameters of a convolution (or of a transposed one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// `in_channels` to `out_channels` with `kernel` taps, stride 1, dilation 1, one group.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        ConvShape { in_channels, out_channels, kernel, stride: 1, dilation: 1, groups: 1 }
+    }
+
+    pub fn stride(self, stride: usize) -> Self {
+        ConvShape { stride, ..self }
+    }
+
+    pub fn dilation(self, dilation: usize) -> Self {
+        ConvShape { dilation, ..self }
+    }
+
+    pub fn groups(self, groups: usize) -> Self {
+        ConvShape { groups, ..self }
+    }
+
+    /// Input positions one output value spans: `(kernel - 1)·dilation + 1`.
+    pub fn span(&self) -> usize {
+        (self.kernel - 1) * self.dilation + 1
+    }
+
+    fn check(&self) -> Result<(), ConvError> {
+        let ConvShape { in_channels, out_channels, kernel, stride, dilation, groups } = *self;
+        if kernel == 0 || stride == 0 || dilation == 0 || groups == 0 {
+            return Err(ConvError::Shape(format!("{self:?}: kernel, stride, dilation and groups must be at least 1")));
+        }
+        if in_channels % groups != 0 || out_channels % groups != 0 {
+            return Err(ConvError::Shape(format!(
+                "{self:?}: {groups} groups do not divide {in_channels} input and {out_channels} output channels"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A convolution that cannot be built or run as asked.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConvError {
+    #[error("convolution shape: {0}")]
+    Shape(String),
+    #[error("{what} has {got} values, the convolution {shape:?} needs {expected}")]
+    Size { what: &'static str, got: usize, expected: usize, shape: ConvShape },
+}
+
+fn expect_len(what: &'static str, got: usize, expected: usize, shape: ConvShape) -> Result<(), ConvError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(ConvError::Size { what, got, expected, shape })
+    }
+}
+
+thread_local! {
+    /// Padded inputs and transposed-convolution products, reused so steady-state calls do
+    /// not allocate.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` with a scratch buffer of `len` values (contents unspecified), taken out of the
+/// thread's reusable one.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    buf.resize(len.max(buf.len()), 0.0);
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// A convolution: `out[o, t] = bias[o] + Σ w[o, i, j] · x[g·in/groups + i, t·stride + j·dilation]`
+/// over the input padded with zeros, for group g of output channel o.
+///
+/// ```
+/// use spiral_engine::kernels::conv::{Conv1d, ConvShape};
+/// use spiral_engine::kernels::Cpu;
+/// // A 2-tap moving sum over one channel.
+/// let conv = Conv1d::new(ConvShape::new(1, 1, 2), &[1.0, 1.0], None).unwrap();
+/// let mut out = vec![0.0; conv.output_len(4, (1, 0))];
+/// conv.forward(Cpu::best(), &[1.0, 2.0, 3.0, 4.0], 4, (1, 0), &mut out).unwrap();
+/// assert_eq!(out, [1.0, 3.0, 5.0, 7.0]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Conv1d<'w, W> {
+    shape: ConvShape,
+    weight: &'w [W],
+    bias: Option<&'w [f32]>,
+}
+
+impl<'w, W: Element> Conv1d<'w, W> {
+    /// Weights `[out, in/groups, kernel]` and an optional bias `[out]`, checked against `shape`.
+    pub fn new(shape: ConvShape, weight: &'w [W], bias: Option<&'w [f32]>) -> Result<Self, ConvError> {
+        shape.check()?;
+        let per_out = shape.in_channels / shape.groups * shape.kernel;
+        expect_len("the weight", weight.len(), shape.out_channels * per_out, shape)?;
+        if let Some(b) = bias {
+            expect_len("the bias", b.len(), shape.out_channels, shape)?;
+        }
+        Ok(Conv1d { shape, weight, bias })
+    }
+
+    pub fn shape(&self) -> ConvShape {
+        self.shape
+    }
+
+    /// Output length for `len` input values padded by `pad` (left, right) zeros; 0 when the
+    /// padded input is shorter than one span.
+    pub fn output_len(&self, len: usize, pad: (usize, usize)) -> usize {
+        let padded = len + pad.0 + pad.1;
+        if padded < self.shape.span() {
+            0
+        } else {
+            (padded - self.shape.span()) / self.shape.stride + 1
+        }
+    }
+
+    /// `out` (`[out_channels, output_len]`) from `input` (`[in_channels, len]`) padded by
+    /// `pad` (left, right) zeros.
+    pub fn forward(
+        &self,
+        cpu: Cpu,
+        input: &[f32],
+        len: usize,
+        pad: (usize, usize),
+        out: &mut [f32],
+    ) -> Result<(), ConvError> {
+        let s = self.shape;
+        expect_len("the input", input.len(), s.in_channels * len, s)?;
+        let t_out = self.output_len(len, pad);
+        expect_len("the output", out.len(), s.out_channels * t_out, s)?;
+        if t_out == 0 {
+            return Ok(());
+        }
+        if pad == (0, 0) {
+            self.run(cpu, input, len, t_out, out);
+            return Ok(());
+        }
+        let padded = len + pad.0 + pad.1;
+        with_scratch(s.in_channels * padded, |x| {
+            for (c, row) in x.chunks_exact_mut(padded).enumerate() {
+                row.fill(0.0);
+                row[pad.0..pad.0 + len].copy_from_slice(&input[c * len..][..len]);
+            }
+            self.run(cpu, x, padded, t_out, out);
+        });
+        Ok(())
+    }
+
+    /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs.
+    fn run(&self, cpu: Cpu, x: &[f32], len: usize, t_out: usize, out: &mut [f32]) {
+        let s = self.shape;
+        let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
+        for (o, row) in out.chunks_exact_mut(t_out).enumerate() {
+            row.fill(self.bias.map_or(0.0, |b| b[o]));
+        }
+        if cig == 1 && cog == 1 && s.stride == 1 {
+            // Depthwise: each tap adds a shifted, scaled copy of its channel.
+            for (c, row) in out.chunks_exact_mut(t_out).enumerate() {
+                let channel = &x[c * len..][..len];
+                for j in 0..s.kernel {
+                    let w = self.weight[c * s.kernel + j].to_f32();
+                    vector::axpy(cpu, w, &channel[j * s.dilation..][..t_out], row);
+                }
+            }
+            return;
+        }
+        for g in 0..s.groups {
+            let per_out = cig * s.kernel;
+            // SAFETY of the unwraps: every view below lies inside its slice by the size checks
+            // made in `new` and `forward` (t_out positions, each reaching `span` further).
+            let a = View::strided(self.weight, g * cog * per_out, cog, per_out, per_out as isize, 1).unwrap();
+            let im2col = View::grouped(
+                x,
+                g * cig * len,
+                t_out,
+                s.stride as isize,
+                (cig, len as isize),
+                (s.kernel, s.dilation as isize),
+            )
+            .unwrap();
+            let c = ViewMut::strided(out, g * cog * t_out, cog, t_out, t_out).unwrap();
+            gemm::gemm(cpu, a, im2col, c, true);
+        }
+    }
+}
+
+/// A transposed convolution (upsampling by its stride): input value `x[i, t]` adds
+/// `w[i, o, j] · x[i, t]` to position `t·stride + j·dilation` of each output channel o of its
+/// group. The full output has `(len - 1)·stride + span` positions; [`forward`] computes any
+/// window of positions (those past the full output hold the bias alone), and
+/// [`output_len`] sizes the usual one, the full output less a (left, right) crop: PyTorch's
+/// `padding = p, output_padding = q` is a crop of `(p, p - q)`.
+///
+/// [`forward`]: ConvTranspose1d::forward
+/// [`output_len`]: ConvTranspose1d::output_len
+///
+/// ```
+/// use spiral_engine::kernels::conv::{ConvShape, ConvTranspose1d};
+/// use spiral_engine::kernels::Cpu;
+/// // Upsampling by 2 with a 2-tap kernel repeats each value.
+/// let up = ConvTranspose1d::new(ConvShape::new(1, 1, 2).stride(2), &[1.0, 1.0], None).unwrap();
+/// let mut out = vec![0.0; up.output_len(3, (0, 0))];
+/// up.forward(Cpu::best(), &[1.0, 2.0, 3.0], 3, 0, &mut out).unwrap();
+/// assert_eq!(out, [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ConvTranspose1d<'w, W> {
+    shape: ConvShape,
+    weight: &'w [W],
+    bias: Option<&'w [f32]>,
+}
+
+impl<'w, W: Element> ConvTranspose1d<'w, W> {
+    /// Weights `[in, out/groups, kernel]` and an optional bias `[out]`, checked against `shape`.
+    pub fn new(shape: ConvShape, weight: &'w [W], bias: Option<&'w [f32]>) -> Result<Self, ConvError> {
+        shape.check()?;
+        let per_in = shape.out_channels / shape.groups * shape.kernel;
+        expect_len("the weight", weight.len(), shape.in_channels * per_in, shape)?;
+        if let Some(b) = bias {
+            expect_len("the bias", b.len(), shape.out_channels, shape)?;
+        }
+        Ok(ConvTranspose1d { shape, weight, bias })
+    }
+
+    pub fn shape(&self) -> ConvShape {
+        self.shape
+    }
+
+    /// Output length for `len` input values with `crop` (left, right) removed; 0 when the
+    /// crop takes everything.
+    pub fn output_len(&self, len: usize, crop: (usize, usize)) -> usize {
+        if len == 0 {
+            return 0;
+        }
+        ((len - 1) * self.shape.stride + self.shape.span()).saturating_sub(crop.0 + crop.1)
+    }
+
+    /// `out` (`[out_channels, m]`, any m) from `input` (`[in_channels, len]`): the output
+    /// positions `start..start + m`.
+    pub fn forward(&self, cpu: Cpu, input: &[f32], len: usize, start: usize, out: &mut [f32]) -> Result<(), ConvError> {
+        let s = self.shape;
+        expect_len("the input", input.len(), s.in_channels * len, s)?;
+        let t_out = out.len() / s.out_channels;
+        expect_len("the output", out.len(), s.out_channels * t_out, s)?;
+        if t_out == 0 {
+            return Ok(());
+        }
+        for (o, row) in out.chunks_exact_mut(t_out).enumerate() {
+            row.fill(self.bias.map_or(0.0, |b| b[o]));
+        }
+        let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
+        let rows = cog * s.kernel;
+        with_scratch(rows * len, |taps| {
+            for g in 0..s.groups {
+                // Row (o, j) of A is tap j of output channel o: w[i, o, j] over the group's
+                // inputs i, rows adjacent in memory.
+                let w = View::strided(self.weight, g * cig * rows, rows, cig, 1, rows as isize).unwrap();
+                let x = View::strided(input, g * cig * len, len, cig, 1, len as isize).unwrap();
+                gemm::gemm(cpu, w, x, ViewMut::new(taps, rows, len).unwrap(), false);
+                // col2im: tap j of input t lands at t·stride + j·dilation − start.
+                for o in 0..cog {
+                    let row = &mut out[(g * cog + o) * t_out..][..t_out];
+                    for j in 0..s.kernel {
+                        let tap = &taps[(o * s.kernel + j) * len..][..len];
+                        let shift = (j * s.dilation) as isize - start as isize;
+                        // Inputs t whose position t·stride + shift lies in 0..t_out.
+                        let first = if shift >= 0 { 0 } else { (-shift) as usize }.div_ceil(s.stride);
+                        for (t, &v) in tap.iter().enumerate().skip(first) {
+                            let p = (t * s.stride) as isize + shift;
+                            if p >= t_out as isize {
+                                break;
+                            }
+                            row[p as usize] += v;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A [`Conv1d`] fed in chunks: the output of all chunks, concatenated, is the output of
+/// [`Conv1d::forward`] over the whole signal padded by `pad`. The stream keeps the input
+/// it still needs (at most one span) between calls; the left padding is its initial
+/// context, the right padding enters at [`StreamingConv1d::finish`]. With `pad = (span - 1,
+/// 0)` it is a causal convolution; a symmetric padding gives the whole-signal result
+/// delayed by the right padding.
+#[derive(Clone, Debug)]
+pub struct StreamingConv1d<'w, W> {
+    conv: Conv1d<'w, W>,
+    right_pad: usize,
+    /// Input not yet consumed, `[in_channels, pending]`, and the number of values per channel.
+    pending: Vec<f32>,
+    len: usize,
+}
+
+impl<'w, W: Element> StreamingConv1d<'w, W> {
+    pub fn new(conv: Conv1d<'w, W>, pad: (usize, usize)) -> Self {
+        let len = pad.0;
+        StreamingConv1d { conv, right_pad: pad.1, pending: vec![0.0; conv.shape.in_channels * len], len }
+    }
+
+    /// Feeds `chunk` (`[in_channels, n]`) and appends every output it completes to `out`
+    /// (channel-major: `[out_channels, m]` for the m new outputs, which it returns).
+    pub fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
+        let s = self.conv.shape;
+        expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
+        self.append(chunk, n);
+        Ok(self.emit(cpu, out))
+    }
+
+    /// Feeds the right padding and appends the last outputs to `out`; returns how many.
+    pub fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+        let zeros = vec![0.0; self.conv.shape.in_channels * self.right_pad];
+        self.append(&zeros, self.right_pad);
+        self.emit(cpu, out)
+    }
+
+    fn append(&mut self, chunk: &[f32], n: usize) {
+        let channels = self.conv.shape.in_channels;
+        let len = self.len + n;
+        let mut joined = vec![0.0; channels * len];
+        for c in 0..channels {
+            joined[c * len..][..self.len].copy_from_slice(&self.pending[c * self.len..][..self.len]);
+            joined[c * len + self.len..][..n].copy_from_slice(&chunk[c * n..][..n]);
+        }
+        (self.pending, self.len) = (joined, len);
+    }
+
+    /// Every output whose span is in `pending`, then drops the input no later output needs.
+    fn emit(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+        let s = self.conv.shape;
+        let t_out = self.conv.output_len(self.len, (0, 0));
+        if t_out == 0 {
+            return 0;
+        }
+        let mut fresh = vec![0.0; s.out_channels * t_out];
+        self.conv.run(cpu, &self.pending, self.len, t_out, &mut fresh);
+        out.extend_from_slice(&fresh);
+        // The next output starts t_out strides on.
+        let consumed = t_out * s.stride;
+        let keep = self.len - consumed;
+        let mut rest = vec![0.0; s.in_channels * keep];
+        for c in 0..s.in_channels {
+            rest[c * keep..][..keep].copy_from_slice(&self.pending[c * self.len + consumed..][..keep]);
+        }
+        (self.pending, self.len) = (rest, keep);
+        t_out
+    }
+}
+
+/// A [`ConvTranspose1d`] fed in chunks: the output of all chunks and of
+/// [`StreamingConvTranspose1d::finish`], concatenated, is the output of
+/// [`ConvTranspose1d::forward`] over the whole signal cropped by `crop`. After n inputs the
+/// first n·stride positions are final; they are emitted, except those that would lie past
+/// the end if the signal ended there (past `(n − 1)·stride + span` less the right crop),
+/// which wait for more input or for the end. The stream keeps the inputs that still add to
+/// positions not yet emitted.
+#[derive(Clone, Debug)]
+pub struct StreamingConvTranspose1d<'w, W> {
+    conv: ConvTranspose1d<'w, W>,
+    crop: (usize, usize),
+    /// Positions held back from each call for the right crop.
+    held: usize,
+    /// The last `history` inputs, `[in_channels, history]` (zeros before the first).
+    context: Vec<f32>,
+    history: usize,
+    /// Inputs seen so far, and the next whole-output position to emit.
+    seen: usize,
+    next: usize,
+}
+
+impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
+    pub fn new(conv: ConvTranspose1d<'w, W>, crop: (usize, usize)) -> Self {
+        let s = conv.shape;
+        // After n inputs the full output ends at (n − 1)·stride + span less the right crop:
+        // up to n·stride − held.
+        let held = (crop.1 + s.stride).saturating_sub(s.span());
+        // Position p receives inputs t ≥ (p − span + 1)/stride; the earliest position still
+        // to emit is seen·stride − held.
+        let history = (s.span() - 1 + held) / s.stride;
+        let context = vec![0.0; s.in_channels * history];
+        StreamingConvTranspose1d { conv, crop, held, context, history, seen: 0, next: crop.0 }
+    }
+
+    /// Feeds `chunk` (`[in_channels, n]`) and appends the positions it makes final to `out`
+    /// (`[out_channels, m]`); returns m.
+    pub fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
+        let s = self.conv.shape;
+        expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let (h, len) = (self.history, self.history + n);
+        let mut x = vec![0.0; s.in_channels * len];
+        for c in 0..s.in_channels {
+            x[c * len..][..h].copy_from_slice(&self.context[c * h..][..h]);
+            x[c * len + h..][..n].copy_from_slice(&chunk[c * n..][..n]);
+        }
+        let end = ((self.seen + n) * s.stride).saturating_sub(self.held);
+        let emitted = self.window(cpu, &x, len, end, out);
+        for c in 0..s.in_channels {
+            self.context[c * h..][..h].copy_from_slice(&x[c * len + n..][..h]);
+        }
+        self.seen += n;
+        Ok(emitted)
+    }
+
+    /// Appends the positions left (up to the full output less the right crop) to `out`;
+    /// returns how many.
+    pub fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+        let s = self.conv.shape;
+        if self.seen == 0 {
+            return 0;
+        }
+        let end = ((self.seen - 1) * s.stride + s.span()).saturating_sub(self.crop.1);
+        let x = std::mem::take(&mut self.context);
+        let emitted = self.window(cpu, &x, self.history, end, out);
+        self.context = x;
+        emitted
+    }
+
+    /// Positions `next..end` from the window `x` (`[in_channels, len]`), whose last input is
+    /// input `seen + len − history − 1` of the signal.
+    fn window(&mut self, cpu: Cpu, x: &[f32], len: usize, end: usize, out: &mut Vec<f32>) -> usize {
+        let s = self.conv.shape;
+        if end <= self.next {
+            return 0;
+        }
+        // The window's first input is input seen − history (before the signal: zeros).
+        let origin = self.seen as isize * s.stride as isize - (self.history * s.stride) as isize;
+        let m = end - self.next;
+        let mut fresh = vec![0.0; s.out_channels * m];
+        let start = (self.next as isize - origin) as usize;
+        self.conv.forward(cpu, x, len, start, &mut fresh).expect("window sizes follow the shape");
+        out.extend_from_slice(&fresh);
+        self.next = end;
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{available, random};
+
+    /// out[o, t] in f64 straight from the definition, and the sum of |terms| for the bound.
+    fn conv_reference(
+        s: ConvShape,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        x: &[f32],
+        len: usize,
+        pad: (usize, usize),
+    ) -> (Vec<f64>, Vec<f64>, usize) {
+        let padded = len + pad.0 + pad.1;
+        let t_out = if padded < s.span() { 0 } else { (padded - s.span()) / s.stride + 1 };
+        let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
+        let at =
+            |c: usize, p: usize| if p < pad.0 || p >= pad.0 + len { 0.0 } else { f64::from(x[c * len + p - pad.0]) };
+        let (mut want, mut mag) = (vec![0.0; s.out_channels * t_out], vec![0.0; s.out_channels * t_out]);
+        for o in 0..s.out_channels {
+            let g = o / cog;
+            for t in 0..t_out {
+                let b = bias.map_or(0.0, |b| f64::from(b[o]));
+                let (mut sum, mut m) = (b, b.abs());
+                for i in 0..cig {
+                    for j in 0..s.kernel {
+                        let v =
+                            f64::from(w[(o * cig + i) * s.kernel + j]) * at(g * cig + i, t * s.stride + j * s.dilation);
+                        sum += v;
+                        m += v.abs();
+                    }
+                }
+                want[o * t_out + t] = sum;
+                mag[o * t_out + t] = m;
+            }
+        }
+        (want, mag, t_out)
+    }
+
+    fn transpose_reference(
+        s: ConvShape,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        x: &[f32],
+        len: usize,
+        crop: (usize, usize),
+    ) -> (Vec<f64>, Vec<f64>, usize) {
+        let full = if len == 0 { 0 } else { (len - 1) * s.stride + s.span() };
+        let t_out = full.saturating_sub(crop.0 + crop.1);
+        let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
+        let (mut want, mut mag) = (vec![0.0; s.out_channels * t_out], vec![0.0; s.out_channels * t_out]);
+        for o in 0..s.out_channels {
+            let b = bias.map_or(0.0, |b| f64::from(b[o]));
+            for p in 0..t_out {
+                want[o * t_out + p] = b;
+                mag[o * t_out + p] = b.abs();
+            }
+        }
+        for i in 0..s.in_channels {
+            let g = i / cig;
+            for ol in 0..cog {
+                let o = g * cog + ol;
+                for j in 0..s.kernel {
+                    for t in 0..len {
+                        let p = (t * s.stride + j * s.dilation) as isize - crop.0 as isize;
+                        if p >= 0 && (p as usize) < t_out {
+                            let v = f64::from(w[(i * cog + ol) * s.kernel + j]) * f64::from(x[i * len + t]);
+                            want[o * t_out + p as usize] += v;
+                            mag[o * t_out + p as usize] += v.abs();
+                        }
+                    }
+                }
+            }
+        }
+        (want, mag, t_out)
+    }
+
+    fn check(got: &[f32], want: &[f64], mag: &[f64], terms: usize, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let bound = 4.0 * f64::from(f32::EPSILON) * ((terms + 1) as f64).sqrt();
+        for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+            assert!((f64::from(g) - w).abs() <= bound * m + 1e-30, "{what} [{i}]: {g} vs {w}");
+        }
+    }
+
+    /// The shapes a HiFi-GAN generator, a WaveNet flow and a depthwise-separable duration
+    /// predictor use, shrunk, plus strides, odd groups and a kernel longer than the input.
+    fn conv_cases() -> Vec<(ConvShape, (usize, usize), usize)> {
+        vec![
+            (ConvShape::new(8, 6, 7), (3, 3), 40),                       // conv_pre / conv_post
+            (ConvShape::new(6, 6, 3).dilation(5), (5, 5), 33),           // resblock, dilation 5
+            (ConvShape::new(4, 8, 1), (0, 0), 17),                       // 1x1
+            (ConvShape::new(6, 6, 5).groups(6).dilation(3), (6, 6), 29), // depthwise, dilated
+            (ConvShape::new(6, 6, 3).groups(6).stride(2), (1, 1), 30),   // depthwise, strided
+            (ConvShape::new(6, 9, 3).groups(3), (1, 1), 25),             // grouped
+            (ConvShape::new(3, 5, 4).stride(3), (2, 0), 31),             // strided, causal-ish pad
+            (ConvShape::new(3, 2, 9), (0, 0), 5),                        // kernel longer than input
+            (ConvShape::new(2, 3, 3), (2, 0), 0),                        // empty input
+        ]
+    }
+
+    #[test]
+    fn convolution_matches_the_definition_on_every_path() {
+        for (i, (s, pad, len)) in conv_cases().into_iter().enumerate() {
+            let w = random(s.out_channels * s.in_channels / s.groups * s.kernel, 100 + i as u64);
+            let bias = random(s.out_channels, 200 + i as u64);
+            let x = random(s.in_channels * len, 300 + i as u64);
+            for with_bias in [false, true] {
+                let b = with_bias.then_some(&bias[..]);
+                let conv = Conv1d::new(s, &w, b).unwrap();
+                let (want, mag, t_out) = conv_reference(s, &w, b, &x, len, pad);
+                assert_eq!(conv.output_len(len, pad), t_out);
+                for cpu in available() {
+                    let mut out = vec![f32::NAN; s.out_channels * t_out];
+                    conv.forward(cpu, &x, len, pad, &mut out).unwrap();
+                    check(&out, &want, &mag, s.in_channels * s.kernel, &format!("{} {s:?} pad {pad:?}", cpu.isa()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_convolution_matches_the_definition_on_every_path() {
+        let cases = [
+            (ConvShape::new(8, 4, 16).stride(8), (4, 4), 12), // HiFi-GAN x8 upsampling
+            (ConvShape::new(4, 4, 4).stride(2), (1, 1), 15),  // x2
+            (ConvShape::new(4, 3, 4).stride(2), (0, 2), 9),   // causal: crop kernel − stride on the right
+            (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (0, 0), 7),
+            (ConvShape::new(2, 2, 5).stride(1), (3, 0), 6),
+            (ConvShape::new(2, 2, 4).stride(2), (0, 0), 1),
+            (ConvShape::new(2, 2, 4).stride(2), (0, 0), 0),
+        ];
+        for (i, (s, crop, len)) in cases.into_iter().enumerate() {
+            let w = random(s.in_channels * s.out_channels / s.groups * s.kernel, 400 + i as u64);
+            let bias = random(s.out_channels, 500 + i as u64);
+            let x = random(s.in_channels * len, 600 + i as u64);
+            let up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
+            let (want, mag, t_out) = transpose_reference(s, &w, Some(&bias), &x, len, crop);
+            assert_eq!(up.output_len(len, crop), t_out, "{s:?}");
+            for cpu in available() {
+                let mut out = vec![f32::NAN; s.out_channels * t_out];
+                up.forward(cpu, &x, len, crop.0, &mut out).unwrap();
+                check(&out, &want, &mag, s.in_channels * s.kernel, &format!("{} {s:?} crop {crop:?}", cpu.isa()));
+            }
+        }
+    }
+
+    /// Chunk sizes for a stream of `len`: empty, single values and ragged runs.
+    fn chunkings(len: usize) -> Vec<Vec<usize>> {
+        let mut ragged = vec![];
+        let (mut left, mut step) = (len, 0);
+        while left > 0 {
+            let n = [3, 0, 1, 7, 2, 11][step % 6].min(left);
+            ragged.push(n);
+            left -= n;
+            step += 1;
+        }
+        vec![vec![len], vec![1; len], ragged]
+    }
+
+    /// Splits `[channels, len]` into the chunks of `sizes`.
+    fn chunks(x: &[f32], channels: usize, len: usize, sizes: &[usize]) -> Vec<Vec<f32>> {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                let chunk = (0..channels).flat_map(|c| x[c * len + at..][..n].to_vec()).collect();
+                at += n;
+                chunk
+            })
+            .collect()
+    }
+
+    /// `[channels, m]` pieces, concatenated along time.
+    fn concat_in_time(pieces: &[(Vec<f32>, usize)], channels: usize) -> Vec<f32> {
+        let total: usize = pieces.iter().map(|p| p.1).sum();
+        let mut out = vec![0.0; channels * total];
+        let mut at = 0;
+        for (v, m) in pieces {
+            for c in 0..channels {
+                out[c * total + at..][..*m].copy_from_slice(&v[c * m..][..*m]);
+            }
+            at += m;
+        }
+        out
+    }
+
+    #[test]
+    fn streamed_convolution_equals_the_whole_signal_bit_for_bit() {
+        for (s, pad, len) in conv_cases() {
+            let w = random(s.out_channels * s.in_channels / s.groups * s.kernel, 7);
+            let bias = random(s.out_channels, 8);
+            let x = random(s.in_channels * len, 9);
+            let conv = Conv1d::new(s, &w, Some(&bias)).unwrap();
+            let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
+            for cpu in available() {
+                conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
+                for sizes in chunkings(len) {
+                    let mut stream = StreamingConv1d::new(conv, pad);
+                    let mut pieces = vec![];
+                    for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
+                        let mut out = vec![];
+                        let m = stream.process(cpu, chunk, n, &mut out).unwrap();
+                        pieces.push((out, m));
+                    }
+                    let mut out = vec![];
+                    let m = stream.finish(cpu, &mut out);
+                    pieces.push((out, m));
+                    let streamed = concat_in_time(&pieces, s.out_channels);
+                    assert_eq!(streamed, whole, "{} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_transposed_convolution_equals_the_whole_signal_bit_for_bit() {
+        let cases = [
+            (ConvShape::new(6, 4, 16).stride(8), (4, 4), 23),
+            (ConvShape::new(4, 3, 4).stride(2), (0, 2), 19),
+            (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (1, 0), 13),
+            (ConvShape::new(2, 2, 3).stride(4), (0, 0), 9), // kernel shorter than the stride
+            (ConvShape::new(2, 2, 5).stride(1), (3, 1), 8),
+            (ConvShape::new(3, 2, 4).stride(2), (0, 3), 10), // a right crop past span − stride
+            (ConvShape::new(2, 2, 4).stride(2), (1, 1), 1),
+        ];
+        for (s, crop, len) in cases {
+            let w = random(s.in_channels * s.out_channels / s.groups * s.kernel, 17);
+            let bias = random(s.out_channels, 18);
+            let x = random(s.in_channels * len, 19);
+            let up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
+            let mut whole = vec![0.0; s.out_channels * up.output_len(len, crop)];
+            for cpu in available() {
+                up.forward(cpu, &x, len, crop.0, &mut whole).unwrap();
+                for sizes in chunkings(len) {
+                    let mut stream = StreamingConvTranspose1d::new(up, crop);
+                    let mut pieces = vec![];
+                    for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
+                        let mut out = vec![];
+                        let m = stream.process(cpu, chunk, n, &mut out).unwrap();
+                        pieces.push((out, m));
+                    }
+                    let mut out = vec![];
+                    let m = stream.finish(cpu, &mut out);
+                    pieces.push((out, m));
+                    let streamed = concat_in_time(&pieces, s.out_channels);
+                    assert_eq!(streamed, whole, "{} {s:?} crop {crop:?} chunks {sizes:?}", cpu.isa());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors_that_say_what() {
+        let s = ConvShape::new(4, 6, 3).groups(2);
+        let e = Conv1d::new(s, &[0.0f32; 35], None).unwrap_err();
+        assert!(e.to_string().contains("the weight has 35 values") && e.to_string().contains("needs 36"), "{e}");
+        assert!(Conv1d::new(s, &[0.0f32; 36], Some(&[0.0; 5])).unwrap_err().to_string().contains("the bias"));
+        let e = Conv1d::new(ConvShape::new(4, 6, 3).groups(3), &[0.0f32; 24], None).unwrap_err();
+        assert!(e.to_string().contains("do not divide"), "{e}");
+        assert!(Conv1d::new(ConvShape::new(4, 6, 0), &[0.0f32; 0], None).is_err());
+        let conv = Conv1d::new(s, &[0.0f32; 36], None).unwrap();
+        let mut out = vec![0.0; 6 * 8];
+        let e = conv.forward(Cpu::best(), &[0.0; 39], 10, (0, 0), &mut out).unwrap_err();
+        assert!(e.to_string().contains("the input has 39 values"), "{e}");
+        assert!(conv.forward(Cpu::best(), &[0.0; 40], 10, (0, 0), &mut out[..47]).is_err());
+        let up = ConvTranspose1d::new(ConvShape::new(2, 2, 4).stride(2), &[0.0f32; 16], None).unwrap();
+        assert!(up.forward(Cpu::best(), &[0.0; 8], 4, 0, &mut [0.0; 19]).is_err());
+        assert!(up.forward(Cpu::best(), &[0.0; 7], 4, 0, &mut [0.0; 20]).is_err());
+    }
+}
