@@ -28,6 +28,9 @@ enum Command {
     Play(PlayArgs),
     /// List the output devices.
     Devices,
+    /// Show which kernel instruction sets this machine runs and which one is in use
+    /// (`SPIRAL_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|amx` forces one).
+    Cpu,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Play(args) => run_play(args),
         Command::Devices => run_devices(),
+        Command::Cpu => run_cpu(),
     };
     match result {
         Ok(code) => code,
@@ -106,6 +110,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_cpu() -> Result<ExitCode, String> {
+    use spiral::engine::kernels::{Cpu, Isa};
+    let chosen = Cpu::from_env().map_err(|e| e.to_string())?.isa();
+    println!("kernel instruction sets (SPIRAL_ISA forces one):");
+    for isa in Isa::ALL {
+        let state = if isa.is_available() { "available" } else { "unavailable: this CPU or OS lacks it" };
+        let mark = if isa == chosen { "  <- in use" } else { "" };
+        println!("  {:<12} {state}{mark}", isa.name());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_devices() -> Result<ExitCode, String> {

@@ -169,3 +169,33 @@ fn devices_lists_outputs() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.lines().any(|l| l.starts_with('*')), "no default device marked: {stdout}");
 }
+
+#[test]
+fn cpu_reports_the_levels_and_spiral_isa_forces_or_refuses_one() {
+    let run =
+        |isa: &str| Command::new(env!("CARGO_BIN_EXE_spiral")).arg("cpu").env("SPIRAL_ISA", isa).output().unwrap();
+    let out = run("");
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(listing.matches("<- in use").count(), 1, "{listing}");
+    for name in ["scalar", "avx2", "avx512", "avx512vnni", "avx512bf16", "amx"] {
+        assert!(listing.contains(&format!("  {name:<12} ")), "{name} missing: {listing}");
+    }
+
+    let forced = run("scalar");
+    assert!(forced.status.success());
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("scalar       available  <- in use"));
+
+    let unknown = run("sse9");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown instruction set \"sse9\""));
+
+    // Every level this machine lacks is refused by name, never emulated.
+    for line in listing.lines().filter(|l| l.contains("unavailable")) {
+        let name = line.split_whitespace().next().unwrap();
+        let refused = run(name);
+        assert_eq!(refused.status.code(), Some(1), "{name} was not refused");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains(&format!("cannot run the {name} path")), "{err}");
+    }
+}
