@@ -18,6 +18,7 @@
 pub mod frame;
 pub mod kernels;
 pub mod source;
+pub mod tensors;
 pub mod units;
 
 pub use frame::{Frame, FrameStamps};
