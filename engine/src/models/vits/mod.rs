@@ -1,0 +1,3 @@
+//! Piper / VITS voices.
+
+pub mod config;
