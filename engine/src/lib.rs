@@ -19,6 +19,7 @@ pub mod frame;
 pub mod kernels;
 pub mod source;
 pub mod tensors;
+pub mod text;
 pub mod units;
 
 pub use frame::{Frame, FrameStamps};
