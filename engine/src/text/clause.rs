@@ -98,28 +98,20 @@ pub(crate) struct ReadClause {
 /// The decoder yields the text's characters, then the terminating NUL, then reports end of
 /// input; espeak keeps one character of look-ahead (`ungot_char`) in a static that survives
 /// from one call to the next, and from one text to the next, so the reader carries it too.
-pub(crate) struct ClauseReader {
-    chars: Vec<char>,
-    /// Byte offset of each character, and the text length at index `chars.len()`.
-    offsets: Vec<usize>,
-    /// Next character the decoder hands out; `chars.len()` is the NUL.
+pub(crate) struct ClauseReader<'t> {
+    text: &'t str,
+    /// Byte offset of the next character the decoder hands out; `text.len()` is the NUL and
+    /// `text.len() + 1` means end of input.
     pos: usize,
     /// espeak's pushed-back character; `'\0'` means none.
     ungot: char,
 }
 
-impl ClauseReader {
+impl<'t> ClauseReader<'t> {
     /// A reader over `text` whose look-ahead holds `carried` (the character a previous text
     /// left in espeak's static, `'\0'` for none).
-    pub(crate) fn new(text: &str, carried: char) -> ClauseReader {
-        let mut chars = Vec::with_capacity(text.len());
-        let mut offsets = Vec::with_capacity(text.len() + 1);
-        for (i, c) in text.char_indices() {
-            chars.push(c);
-            offsets.push(i);
-        }
-        offsets.push(text.len());
-        ClauseReader { chars, offsets, pos: 0, ungot: carried }
+    pub(crate) fn new(text: &'t str, carried: char) -> Self {
+        ClauseReader { text, pos: 0, ungot: carried }
     }
 
     /// The character espeak's static look-ahead holds now (`'\0'` for none).
@@ -132,13 +124,16 @@ impl ClauseReader {
     pub(crate) fn resync(&mut self, end: Option<usize>) {
         match end {
             None => {
-                self.pos = self.chars.len() + 1;
+                self.pos = self.text.len() + 1;
                 self.ungot = '\0';
             }
             Some(offset) => {
-                let pos = self.offsets.partition_point(|&o| o < offset);
+                let mut pos = offset.min(self.text.len());
+                while !self.text.is_char_boundary(pos) {
+                    pos -= 1;
+                }
                 self.pos = pos;
-                self.ungot = if pos > 0 { self.chars[pos - 1] } else { '\0' };
+                self.ungot = self.text[..pos].chars().next_back().unwrap_or('\0');
             }
         }
     }
@@ -147,13 +142,16 @@ impl ClauseReader {
         if self.ungot != '\0' {
             return std::mem::replace(&mut self.ungot, '\0');
         }
-        if self.pos < self.chars.len() {
-            self.pos += 1;
-            self.chars[self.pos - 1]
-        } else {
-            // The NUL terminator is a character too; reading past it yields NUL again.
-            self.pos = (self.pos + 1).min(self.chars.len() + 1);
-            '\0'
+        match self.text.get(self.pos..).and_then(|rest| rest.chars().next()) {
+            Some(c) => {
+                self.pos += c.len_utf8();
+                c
+            }
+            None => {
+                // The NUL terminator is a character too; reading past it yields NUL again.
+                self.pos = (self.pos + 1).min(self.text.len() + 1);
+                '\0'
+            }
         }
     }
 
@@ -163,16 +161,16 @@ impl ClauseReader {
 
     /// The decoder's next character without consuming it (the look-ahead is not consulted).
     fn peek(&self) -> char {
-        self.chars.get(self.pos).copied().unwrap_or('\0')
+        self.text.get(self.pos..).and_then(|rest| rest.chars().next()).unwrap_or('\0')
     }
 
     fn eof(&self) -> bool {
-        self.ungot == '\0' && self.pos > self.chars.len()
+        self.ungot == '\0' && self.pos > self.text.len()
     }
 
     /// The text pointer espeak hands back: `None` at end of input.
     fn pointer(&self) -> Option<usize> {
-        (self.pos <= self.chars.len()).then(|| self.offsets[self.pos])
+        (self.pos <= self.text.len()).then_some(self.pos)
     }
 
     /// Reads one clause the way espeak-ng does and reports where it stopped and how it ended.

@@ -182,7 +182,8 @@ impl Espeak {
     /// followed by a letter would change espeak's global settings for every later text.
     pub(crate) fn clauses(&mut self, text: &str, mut each: impl FnMut(Clause) -> bool) -> Result<(), TextError> {
         let cleaned: String = text.chars().map(|c| if c == '\0' || c == '\u{1}' { ' ' } else { c }).collect();
-        let c_text = CString::new(cleaned.as_str()).expect("NULs were replaced above");
+        let c_text = CString::new(cleaned.as_str())
+            .map_err(|_| TextError::EspeakFailed { reason: "a NUL survived cleaning".into() })?;
         let base = c_text.as_ptr() as usize;
         let mut reader = ClauseReader::new(&cleaned, self.carried);
         let mut pointer: *const c_void = c_text.as_ptr().cast();
