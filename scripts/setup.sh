@@ -11,7 +11,9 @@ want_test_sink=0
 
 as_root() { if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-packages=(pkg-config libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils)
+# espeak-ng (library + data) turns text into phonemes for the Piper/VITS voice; spiral opens
+# libespeak-ng at run time, the -dev package only adds its headers for reference.
+packages=(pkg-config libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils espeak-ng libespeak-ng-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

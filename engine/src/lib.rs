@@ -21,6 +21,7 @@ pub mod models;
 pub mod onnx;
 pub mod source;
 pub mod tensors;
+pub mod text;
 pub mod units;
 pub mod voices;
 
