@@ -35,10 +35,12 @@ fn memory_bound(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     let best = Cpu::best();
 
-    // The roof: read the same number of bytes once, split across the pool like GEMV.
+    // The roof: read the same number of bytes once, split across the pool exactly as GEMV
+    // splits its rows (a few contiguous chunks per thread).
     let stream = values(bytes / 4);
+    let chunk = stream.len().div_ceil(rayon::current_num_threads() * 4);
     group.bench_function("stream_read_baseline", |b| {
-        b.iter(|| stream.par_chunks(1 << 16).map(|c| vector::dot(best, c, c)).sum::<f32>())
+        b.iter(|| stream.par_chunks(chunk).map(|c| vector::dot(best, c, c)).sum::<f32>())
     });
 
     // 2048 columns, as in the Qwen3-TTS projections: x stays in L1 and rows stream by.
