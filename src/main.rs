@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Speak text with a neural voice (the default voice is fetched on first use).
+    Speak(SpeakArgs),
     /// Play a WAV file (or the demo tone phrase) through the output spine.
     Play(PlayArgs),
     /// List the output devices.
@@ -64,6 +66,36 @@ struct PlayArgs {
     /// Sample rate of the demo tone phrase (a voice's rate: 22050 or 24000).
     #[arg(long, value_name = "HZ", default_value_t = 22_050)]
     tone_rate: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Args)]
+struct SpeakArgs {
+    /// Text to speak; without it, each line read from stdin is spoken as it arrives.
+    text: Option<String>,
+    /// A Piper voice (.onnx, with its .onnx.json beside it); default: en_US-joe-medium,
+    /// downloaded on first use.
+    #[arg(long, value_name = "PATH")]
+    voice: Option<PathBuf>,
+    /// Prior noise (the voice's config gives the default; 0 for the mean voice).
+    #[arg(long, value_name = "X")]
+    noise_scale: Option<f32>,
+    /// Speaking slowness: above 1 is slower.
+    #[arg(long, value_name = "X")]
+    length_scale: Option<f32>,
+    /// Duration noise (0: deterministic durations).
+    #[arg(long, value_name = "X")]
+    noise_w: Option<f32>,
+    /// Seed of the noise: the same seed, text and voice give the same audio.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Args)]
+struct OutputArgs {
     /// Where to play; with only --wav, nothing plays and the file is rendered at full speed.
     #[arg(long)]
     sink: Option<SinkKind>,
@@ -108,6 +140,7 @@ struct PlayArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Speak(args) => run_speak(args),
         Command::Play(args) => run_play(args),
         Command::Devices => run_devices(),
         Command::Cpu => run_cpu(),
@@ -184,6 +217,42 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give a WAV file or --tone HZ".into()),
     };
+    run_output(source, &args.output, start)
+}
+
+fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
+    use spiral::engine::models::vits::{PiperVoice, SpeechSource};
+    use spiral::engine::voices::{default_voice, Voice};
+    let voice = match &args.voice {
+        Some(path) => Voice::from_onnx_path(path),
+        None => default_voice(),
+    }
+    .map_err(|e| e.to_string())?;
+    let voice = std::sync::Arc::new(PiperVoice::load(&voice).map_err(|e| e.to_string())?);
+    let mut scales = voice.scales();
+    scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);
+    scales.length_scale = args.length_scale.unwrap_or(scales.length_scale);
+    scales.noise_w = args.noise_w.unwrap_or(scales.noise_w);
+    // The text is available from here: time to first audio counts from this moment.
+    let start = Instant::now();
+    let source = match &args.text {
+        Some(text) => SpeechSource::new(voice, text),
+        None => {
+            let (lines, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines().map_while(Result::ok) {
+                    if lines.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            SpeechSource::lines(voice, rx)
+        }
+    };
+    run_output(Box::new(source.with_scales(scales).with_seed(args.seed)), &args.output, start)
+}
+
+fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.volume) {
         return Err(format!("--volume {} is outside 0..=1", args.volume));
     }

@@ -252,3 +252,77 @@ fn voices_fetch_installs_the_default_voice_once() {
     assert_eq!(again, stdout);
     std::fs::remove_dir_all(&cache).unwrap(); // 60 MB
 }
+
+/// Speech end to end through the binary, headless: a text to a WAV file with its latency
+/// report, lines from stdin, and the errors a user can cause. The default voice comes
+/// through the same first-use download a user gets (cached afterwards).
+#[test]
+fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
+    let dir = common::scratch_dir("cli-speak");
+    let (wav, report) = (dir.join("out/hello.wav"), dir.join("out/r.json"));
+    let out = spiral(
+        &[
+            "speak",
+            "Good morning. The quick brown fox jumps over the lazy dog.",
+            "--wav",
+            wav.to_str().unwrap(),
+            "--latency-report",
+            report.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    assert_eq!((reader.spec().sample_rate, reader.spec().channels), (22_050, 1));
+    let samples: Vec<f32> = reader.samples::<f32>().map(Result::unwrap).collect();
+    let seconds = samples.len() as f64 / 22_050.0;
+    assert!((2.0..8.0).contains(&seconds), "{seconds} s of speech for two short sentences");
+    let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+    let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    assert!(rms > 0.02 && peak < 1.0, "rms {rms}, peak {peak}");
+    let crossings = samples.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count() as f64 / seconds;
+    assert!((200.0..6000.0).contains(&crossings), "{crossings} zero crossings per second is not speech");
+    let r = common::read_report(&report);
+    assert!(r["time_to_first_audio_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["underruns"], 0);
+
+    // Lines from stdin, each spoken as it arrives.
+    let lines_wav = dir.join("lines.wav");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .args(["speak", "--wav", lines_wav.to_str().unwrap(), "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "First line.").unwrap();
+        writeln!(stdin, "And a second one!").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let frames = hound::WavReader::open(&lines_wav).unwrap().duration();
+    assert!(frames > 22_050, "{frames} samples for two lines");
+
+    // A voice that is not there, and one without its config: clear errors, exit 1.
+    let missing = spiral(&["speak", "Hi.", "--voice", "/nonexistent/v.onnx", "--sink", "null"], &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/v.onnx"));
+    let lone = dir.join("lone.onnx");
+    std::fs::write(&lone, b"not a model").unwrap();
+    let no_config = spiral(&["speak", "Hi.", "--voice", lone.to_str().unwrap()], &[]);
+    assert_eq!(no_config.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_config.stderr).contains("lone.onnx.json"));
+    // A config beside a damaged model: the model file is named.
+    std::fs::copy(spiral_engine_default_config(), dir.join("lone.onnx.json")).unwrap();
+    let damaged = spiral(&["speak", "Hi.", "--voice", lone.to_str().unwrap()], &[]);
+    assert_eq!(damaged.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&damaged.stderr);
+    assert!(err.contains("lone.onnx") && err.contains("download"), "{err}");
+}
+
+fn spiral_engine_default_config() -> std::path::PathBuf {
+    spiral::engine::voices::default_voice().unwrap().config
+}

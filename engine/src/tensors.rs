@@ -59,6 +59,8 @@ pub enum TensorError {
     Duplicate { name: String, file: PathBuf },
     #[error("{file}: tensor {name:?} is missing; is this the right kind of model file? (download it again if it is)")]
     Missing { name: String, file: PathBuf },
+    #[error("{file}: tensor {name:?} has shape {got:?} where this model needs {want} dimensions; the file is for a different model")]
+    Rank { name: String, want: usize, got: Vec<usize>, file: PathBuf },
     #[error("{file}: tensor {name:?} has shape {got:?} where this model needs {want:?}; the file is for a different model configuration")]
     Shape { name: String, want: Vec<usize>, got: Vec<usize>, file: PathBuf },
 }

@@ -1,3 +1,4 @@
-//! Text-to-speech models.
+//! The text-to-speech models, one directory per family, built from the kernels.
 
+pub mod nn;
 pub mod vits;

@@ -52,4 +52,7 @@ pub enum SourceError {
     /// The source was configured with values it cannot honour.
     #[error("invalid source settings: {0}")]
     Invalid(String),
+    /// A model failed while producing audio (its text front end or its arithmetic).
+    #[error(transparent)]
+    Model(Box<dyn std::error::Error + Send + Sync>),
 }

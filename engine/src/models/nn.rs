@@ -1,0 +1,141 @@
+//! Layers shared by the models, owning their weights and running on the kernels.
+//!
+//! Signals are channels-first `[channels, len]`, as PyTorch stores them, so checkpoint
+//! tensors are used as they are.
+
+use crate::kernels::activation;
+use crate::kernels::conv::{Conv1d, ConvError, ConvShape, ConvTranspose1d};
+use crate::kernels::Cpu;
+use crate::tensors::{TensorError, Tensors};
+
+/// A 1-D convolution with its weights (`[out, in/groups, kernel]`) and `pad` zeros added
+/// at each end.
+#[derive(Debug)]
+pub struct Conv {
+    shape: ConvShape,
+    pad: (usize, usize),
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Conv {
+    /// `<module>.weight` (and `<module>.bias` when `bias`), taken from `t`.
+    pub fn load(t: &mut Tensors, module: &str, shape: ConvShape, pad: usize, bias: bool) -> Result<Conv, TensorError> {
+        let per_out = shape.in_channels / shape.groups.max(1);
+        let weight = t.take(&format!("{module}.weight"), &[shape.out_channels, per_out, shape.kernel])?;
+        let bias = if bias { Some(t.take(&format!("{module}.bias"), &[shape.out_channels])?) } else { None };
+        Ok(Conv { shape, pad: (pad, pad), weight, bias })
+    }
+
+    /// A convolution that keeps the length: `pad` = half the span on each side.
+    pub fn same(t: &mut Tensors, module: &str, shape: ConvShape) -> Result<Conv, TensorError> {
+        Conv::load(t, module, shape, (shape.span() - 1) / 2, true)
+    }
+
+    pub fn shape(&self) -> ConvShape {
+        self.shape
+    }
+
+    pub fn pad(&self) -> (usize, usize) {
+        self.pad
+    }
+
+    pub fn kernel(&self) -> Conv1d<'_, f32> {
+        Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load")
+    }
+
+    pub fn output_len(&self, len: usize) -> usize {
+        self.kernel().output_len(len, self.pad)
+    }
+
+    /// `x` (`[in, len]`) to a new `[out, output_len]`.
+    pub fn forward(&self, cpu: Cpu, x: &[f32], len: usize) -> Result<Vec<f32>, ConvError> {
+        let mut out = vec![0.0; self.shape.out_channels * self.output_len(len)];
+        self.kernel().forward(cpu, x, len, self.pad, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// A transposed 1-D convolution (`[in, out/groups, kernel]`) cropped by `crop` at each end,
+/// as PyTorch's `padding`.
+#[derive(Debug)]
+pub struct ConvTranspose {
+    shape: ConvShape,
+    crop: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl ConvTranspose {
+    pub fn load(t: &mut Tensors, module: &str, shape: ConvShape, crop: usize) -> Result<ConvTranspose, TensorError> {
+        let per_in = shape.out_channels / shape.groups.max(1);
+        let weight = t.take(&format!("{module}.weight"), &[shape.in_channels, per_in, shape.kernel])?;
+        let bias = t.take(&format!("{module}.bias"), &[shape.out_channels])?;
+        Ok(ConvTranspose { shape, crop, weight, bias })
+    }
+
+    pub fn shape(&self) -> ConvShape {
+        self.shape
+    }
+
+    pub fn crop(&self) -> usize {
+        self.crop
+    }
+
+    pub fn kernel(&self) -> ConvTranspose1d<'_, f32> {
+        ConvTranspose1d::new(self.shape, &self.weight, Some(&self.bias)).expect("shapes checked at load")
+    }
+
+    pub fn output_len(&self, len: usize) -> usize {
+        self.kernel().output_len(len, (self.crop, self.crop))
+    }
+
+    pub fn forward(&self, cpu: Cpu, x: &[f32], len: usize) -> Result<Vec<f32>, ConvError> {
+        let mut out = vec![0.0; self.shape.out_channels * self.output_len(len)];
+        self.kernel().forward(cpu, x, len, self.crop, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Layer normalisation over the channels of each time step (`gamma`, `beta`), as VITS's
+/// `modules.LayerNorm` on a `[channels, len]` signal.
+#[derive(Debug)]
+pub struct ChannelNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl ChannelNorm {
+    pub fn load(t: &mut Tensors, module: &str, channels: usize, eps: f32) -> Result<ChannelNorm, TensorError> {
+        let gamma = t.take(&format!("{module}.gamma"), &[channels])?;
+        let beta = t.take(&format!("{module}.beta"), &[channels])?;
+        Ok(ChannelNorm { gamma, beta, eps })
+    }
+
+    /// Normalises `x` (`[channels, len]`) in place.
+    pub fn apply(&self, cpu: Cpu, x: &mut [f32], len: usize) {
+        let c = self.gamma.len();
+        let (mut column, mut normed) = (vec![0.0; c], vec![0.0; c]);
+        for t in 0..len {
+            for (ch, v) in column.iter_mut().enumerate() {
+                *v = x[ch * len + t];
+            }
+            activation::layer_norm(cpu, &column, &self.gamma, &self.beta, self.eps, &mut normed);
+            for (ch, v) in normed.iter().enumerate() {
+                x[ch * len + t] = *v;
+            }
+        }
+    }
+}
+
+/// Transposes a `[rows, cols]` matrix into `[cols, rows]`.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}

@@ -1,0 +1,385 @@
+//! The HiFi-GAN generator: the latent (`[channels, frames]`) to audio, through transposed
+//! convolutions that upsample by the hop size in stages, each followed by the mean of
+//! multi-receptive-field residual blocks.
+
+use crate::kernels::activation;
+use crate::kernels::conv::{ConvShape, StreamingConv1d, StreamingConvTranspose1d};
+use crate::kernels::Cpu;
+use crate::models::nn::{Conv, ConvTranspose};
+use crate::tensors::Tensors;
+
+use super::{dim, ConvLookup, VitsError};
+use crate::onnx::ConvAttrs;
+
+/// HiFi-GAN's leaky-ReLU slope inside the network; the last one uses PyTorch's default.
+const SLOPE: f32 = 0.1;
+const POST_SLOPE: f32 = 0.01;
+
+/// A residual block: stages of (leaky ReLU, convolution)… whose output is added back.
+/// HiFi-GAN's type-1 blocks have two convolutions per stage, type-2 blocks one.
+struct ResBlock {
+    stages: Vec<Vec<Conv>>,
+}
+
+struct Stage {
+    up: ConvTranspose,
+    blocks: Vec<ResBlock>,
+}
+
+pub struct Generator {
+    pre: Conv,
+    stages: Vec<Stage>,
+    post: Conv,
+    hop: usize,
+}
+
+/// A `same`-padded convolution with the dilation the graph states.
+fn conv(t: &mut Tensors, attrs: &ConvLookup, module: &str) -> Result<Conv, VitsError> {
+    let [out, inp, kernel] = dim::<3>(t, &format!("{module}.weight"))?;
+    let dilation = geometry(attrs, module)?.dilation;
+    let bias = t.contains(&format!("{module}.bias"));
+    let shape = ConvShape::new(inp, out, kernel).dilation(dilation);
+    Ok(Conv::load(t, module, shape, (shape.span() - 1) / 2, bias)?)
+}
+
+/// HiFi-GAN configurations differ in strides and dilations, which the weights do not show.
+fn geometry(attrs: &ConvLookup, module: &str) -> Result<ConvAttrs, VitsError> {
+    attrs(module).ok_or_else(|| VitsError::Geometry(module.to_string()))
+}
+
+impl ResBlock {
+    fn load(t: &mut Tensors, attrs: &ConvLookup, module: &str) -> Result<ResBlock, VitsError> {
+        let mut stages = Vec::new();
+        if t.contains(&format!("{module}.convs1.0.weight")) {
+            // Type 1: (conv, conv) per stage.
+            while t.contains(&format!("{module}.convs1.{}.weight", stages.len())) {
+                let i = stages.len();
+                let first = conv(t, attrs, &format!("{module}.convs1.{i}"))?;
+                stages.push(vec![first, conv(t, attrs, &format!("{module}.convs2.{i}"))?]);
+            }
+        } else {
+            // Type 2: one conv per stage.
+            while t.contains(&format!("{module}.convs.{}.weight", stages.len())) {
+                stages.push(vec![conv(t, attrs, &format!("{module}.convs.{}", stages.len()))?]);
+            }
+        }
+        Ok(ResBlock { stages })
+    }
+}
+
+impl Generator {
+    pub fn load(t: &mut Tensors, attrs: &ConvLookup) -> Result<Generator, VitsError> {
+        let pre = conv(t, attrs, "dec.conv_pre")?;
+        let mut stages = Vec::new();
+        let mut block = 0;
+        while t.contains(&format!("dec.ups.{}.weight", stages.len())) {
+            let i = stages.len();
+            let module = format!("dec.ups.{i}");
+            let [inp, out, kernel] = dim::<3>(t, &format!("{module}.weight"))?;
+            let ConvAttrs { stride, pads: (crop, _), .. } = geometry(attrs, &module)?;
+            let up = ConvTranspose::load(t, &module, ConvShape::new(inp, out, kernel).stride(stride), crop)?;
+            // Blocks are numbered across stages; a stage's blocks have its channel count.
+            let mut blocks = Vec::new();
+            t.get(&format!("dec.resblocks.{block}.convs.0.weight"))
+                .or_else(|_| t.get(&format!("dec.resblocks.{block}.convs1.0.weight")))?;
+            while block_channels(t, block) == Some(out) {
+                blocks.push(ResBlock::load(t, attrs, &format!("dec.resblocks.{block}"))?);
+                block += 1;
+            }
+            stages.push(Stage { up, blocks });
+        }
+        let post = conv(t, attrs, "dec.conv_post")?;
+        let hop = stages.iter().map(|s| s.up.shape().stride).product();
+        Ok(Generator { pre, stages, post, hop })
+    }
+
+    /// Audio samples per latent frame.
+    pub fn hop(&self) -> usize {
+        self.hop
+    }
+
+    /// `hop · frames` samples from `z` (`[channels, frames]`): the stream fed at once.
+    pub fn forward(&self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
+        let mut stream = self.stream();
+        let mut audio = stream.push(cpu, z, frames)?;
+        audio.extend(stream.finish(cpu)?);
+        Ok(audio)
+    }
+
+    /// A decoder fed the latent a few frames at a time, whose output, concatenated, is
+    /// [`forward`](Self::forward)'s bit for bit.
+    pub fn stream(&self) -> GeneratorStream<'_> {
+        let mut chain: Vec<Box<dyn Stream + Send + '_>> = vec![Box::new(ConvStream::new(&self.pre, None))];
+        for stage in &self.stages {
+            chain.push(Box::new(UpStream::new(&stage.up, SLOPE)));
+            let branches = stage.blocks.iter().map(|b| b.stream()).collect();
+            chain.push(Box::new(Mean::new(branches, stage.up.shape().out_channels)));
+        }
+        chain.push(Box::new(ConvStream::new(&self.post, Some(POST_SLOPE))));
+        GeneratorStream { chain: Chain(chain), channels: self.pre.shape().in_channels }
+    }
+}
+
+/// The generator run incrementally; see [`Generator::stream`].
+pub struct GeneratorStream<'g> {
+    chain: Chain<Box<dyn Stream + Send + 'g>>,
+    channels: usize,
+}
+
+impl GeneratorStream<'_> {
+    /// Feeds `frames` latent frames (`[channels, frames]`) and returns the audio they
+    /// complete; the rest follows with later frames or at [`finish`](Self::finish).
+    pub fn push(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
+        let block = Block { data: z.to_vec(), channels: self.channels, len: frames };
+        let mut audio = self.chain.push(cpu, block)?.data;
+        activation::tanh(cpu, &mut audio);
+        Ok(audio)
+    }
+
+    /// The audio still held back for the right context, once the latent has ended.
+    pub fn finish(&mut self, cpu: Cpu) -> Result<Vec<f32>, VitsError> {
+        let mut audio = self.chain.finish(cpu)?.data;
+        activation::tanh(cpu, &mut audio);
+        Ok(audio)
+    }
+}
+
+/// A channels-first stretch of signal, `[channels, len]`.
+struct Block {
+    data: Vec<f32>,
+    channels: usize,
+    len: usize,
+}
+
+impl Block {
+    fn empty(channels: usize) -> Block {
+        Block { data: Vec::new(), channels, len: 0 }
+    }
+
+    /// Appends `other` along time.
+    fn append(&mut self, other: Block) {
+        if self.len == 0 {
+            *self = other;
+            return;
+        }
+        let len = self.len + other.len;
+        let mut data = vec![0.0; self.channels * len];
+        for c in 0..self.channels {
+            data[c * len..][..self.len].copy_from_slice(&self.data[c * self.len..][..self.len]);
+            data[c * len + self.len..][..other.len].copy_from_slice(&other.data[c * other.len..][..other.len]);
+        }
+        (self.data, self.len) = (data, len);
+    }
+
+    /// Removes and returns the first `m` time steps.
+    fn take_front(&mut self, m: usize) -> Block {
+        let rest = self.len - m;
+        let (mut front, mut back) = (vec![0.0; self.channels * m], vec![0.0; self.channels * rest]);
+        for c in 0..self.channels {
+            front[c * m..][..m].copy_from_slice(&self.data[c * self.len..][..m]);
+            back[c * rest..][..rest].copy_from_slice(&self.data[c * self.len + m..][..rest]);
+        }
+        (self.data, self.len) = (back, rest);
+        Block { data: front, channels: self.channels, len: m }
+    }
+}
+
+/// One piece of the decoder run incrementally: what a push returns is the continuation
+/// of the whole-signal output so far; `finish` returns the rest.
+trait Stream {
+    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError>;
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError>;
+}
+
+impl<S: Stream + ?Sized> Stream for Box<S> {
+    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
+        (**self).push(cpu, x)
+    }
+
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        (**self).finish(cpu)
+    }
+}
+
+/// Streams in series.
+struct Chain<S>(Vec<S>);
+
+impl<S: Stream> Stream for Chain<S> {
+    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
+        self.0.iter_mut().try_fold(x, |x, s| s.push(cpu, x))
+    }
+
+    /// Each piece's tail goes through the pieces after it before they finish in turn.
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        let mut tail: Option<Block> = None;
+        for s in &mut self.0 {
+            tail = Some(match tail.take() {
+                None => s.finish(cpu)?,
+                Some(x) => {
+                    let mut out = s.push(cpu, x)?;
+                    out.append(s.finish(cpu)?);
+                    out
+                }
+            });
+        }
+        Ok(tail.expect("a chain has pieces"))
+    }
+}
+
+/// A convolution after an optional leaky ReLU.
+struct ConvStream<'g> {
+    conv: StreamingConv1d<'g, f32>,
+    slope: Option<f32>,
+    channels: usize,
+}
+
+impl<'g> ConvStream<'g> {
+    fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
+        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, channels: conv.shape().out_channels }
+    }
+}
+
+impl Stream for ConvStream<'_> {
+    fn push(&mut self, cpu: Cpu, mut x: Block) -> Result<Block, VitsError> {
+        if let Some(slope) = self.slope {
+            leaky_relu(&mut x.data, slope);
+        }
+        let mut data = Vec::new();
+        let len = self.conv.process(cpu, &x.data, x.len, &mut data)?;
+        Ok(Block { data, channels: self.channels, len })
+    }
+
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        let mut data = Vec::new();
+        let len = self.conv.finish(cpu, &mut data);
+        Ok(Block { data, channels: self.channels, len })
+    }
+}
+
+/// Leaky ReLU, then a transposed convolution.
+struct UpStream<'g> {
+    up: StreamingConvTranspose1d<'g, f32>,
+    slope: f32,
+    channels: usize,
+}
+
+impl<'g> UpStream<'g> {
+    fn new(up: &'g ConvTranspose, slope: f32) -> Self {
+        let crop = (up.crop(), up.crop());
+        UpStream { up: StreamingConvTranspose1d::new(up.kernel(), crop), slope, channels: up.shape().out_channels }
+    }
+}
+
+impl Stream for UpStream<'_> {
+    fn push(&mut self, cpu: Cpu, mut x: Block) -> Result<Block, VitsError> {
+        leaky_relu(&mut x.data, self.slope);
+        let mut data = Vec::new();
+        let len = self.up.process(cpu, &x.data, x.len, &mut data)?;
+        Ok(Block { data, channels: self.channels, len })
+    }
+
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        let mut data = Vec::new();
+        let len = self.up.finish(cpu, &mut data);
+        Ok(Block { data, channels: self.channels, len })
+    }
+}
+
+/// `x + f(x)`: the input waits in `skip` until `f` (which lags by its right padding) has
+/// produced the matching outputs.
+struct Residual<'g> {
+    body: Chain<ConvStream<'g>>,
+    skip: Block,
+}
+
+impl Stream for Residual<'_> {
+    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
+        self.skip.append(Block { data: x.data.clone(), ..x });
+        let y = self.body.push(cpu, x)?;
+        Ok(self.add_skip(y))
+    }
+
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        let y = self.body.finish(cpu)?;
+        Ok(self.add_skip(y))
+    }
+}
+
+impl Residual<'_> {
+    fn add_skip(&mut self, mut y: Block) -> Block {
+        let x = self.skip.take_front(y.len);
+        // f(x) + x, in the reference's order.
+        y.data.iter_mut().zip(&x.data).for_each(|(a, b)| *a += b);
+        y
+    }
+}
+
+impl ResBlock {
+    fn stream(&self) -> Box<dyn Stream + Send + '_> {
+        let stages = self
+            .stages
+            .iter()
+            .map(|convs| {
+                let body = Chain(convs.iter().map(|c| ConvStream::new(c, Some(SLOPE))).collect());
+                Residual { body, skip: Block::empty(convs[0].shape().in_channels) }
+            })
+            .collect();
+        Box::new(Chain(stages))
+    }
+}
+
+/// The mean of parallel branches fed the same input; each branch's output waits in its
+/// queue until every branch has reached that point.
+struct Mean<'g> {
+    branches: Vec<Box<dyn Stream + Send + 'g>>,
+    queues: Vec<Block>,
+}
+
+impl<'g> Mean<'g> {
+    fn new(branches: Vec<Box<dyn Stream + Send + 'g>>, channels: usize) -> Self {
+        let queues = branches.iter().map(|_| Block::empty(channels)).collect();
+        Mean { branches, queues }
+    }
+
+    fn emit(&mut self) -> Block {
+        let ready = self.queues.iter().map(|q| q.len).min().unwrap_or(0);
+        let mut parts = self.queues.iter_mut().map(|q| q.take_front(ready));
+        let mut sum = parts.next().expect("a stage has residual blocks");
+        for part in parts {
+            sum.data.iter_mut().zip(&part.data).for_each(|(s, v)| *s += v);
+        }
+        let n = self.branches.len() as f32;
+        sum.data.iter_mut().for_each(|s| *s /= n);
+        sum
+    }
+}
+
+impl Stream for Mean<'_> {
+    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
+        for (branch, queue) in self.branches.iter_mut().zip(&mut self.queues) {
+            queue.append(branch.push(cpu, Block { data: x.data.clone(), ..x })?);
+        }
+        Ok(self.emit())
+    }
+
+    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
+        for (branch, queue) in self.branches.iter_mut().zip(&mut self.queues) {
+            queue.append(branch.finish(cpu)?);
+        }
+        Ok(self.emit())
+    }
+}
+
+fn block_channels(t: &Tensors, block: usize) -> Option<usize> {
+    ["convs", "convs1"]
+        .iter()
+        .find_map(|c| t.get(&format!("dec.resblocks.{block}.{c}.0.weight")).ok().map(|w| w.shape()[0]))
+}
+
+fn leaky_relu(x: &mut [f32], slope: f32) {
+    x.iter_mut().for_each(|v| {
+        if *v < 0.0 {
+            *v *= slope
+        }
+    });
+}

@@ -1,0 +1,226 @@
+//! A Piper voice as a frame [`Source`]: text goes in, and audio comes out a few latent
+//! frames at a time, so playback starts long before a sentence is fully synthesized.
+//!
+//! Per sentence: the text encoder and duration predictor run over the whole sentence
+//! (they are small, and attention needs it all); the flow runs first over a short window
+//! at the start (plus its context), then over the rest in one go; the generator is fed
+//! [`CHUNK`] frames at a time and returns the audio each completes. Sentences follow one
+//! another; with [`SpeechSource::lines`], text keeps arriving while earlier lines play.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::frame::Frame;
+use crate::kernels::Cpu;
+use crate::source::{Source, SourceError};
+use crate::units::{FrameIndex, SampleRate};
+
+use super::generator::GeneratorStream;
+use super::voice::{PiperVoice, SpeechError};
+use super::{Latent, Scales};
+
+/// Latent frames the flow decodes first, so the first audio waits for only this much.
+pub const FIRST_WINDOW: usize = 16;
+/// Latent frames fed to the generator per produced frame (16 × 256 samples at 22.05 kHz:
+/// 186 ms of audio).
+pub const CHUNK: usize = 16;
+/// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
+/// so the first sentence of a long text does not wait for the whole text to be read.
+const TEXT_PIECE: usize = 4096;
+
+self_cell::self_cell!(
+    /// The generator's streaming state, borrowing the voice it belongs to.
+    struct Decoder {
+        owner: Arc<PiperVoice>,
+        #[covariant]
+        dependent: GeneratorStream,
+    }
+);
+
+/// One sentence being decoded.
+struct Utterance {
+    prior: Latent,
+    /// The latent computed so far: frames `window_start..window_start + window.frames`.
+    window: Latent,
+    window_start: usize,
+    /// The next latent frame to feed the generator.
+    next: usize,
+    finished: bool,
+    decoder: Decoder,
+}
+
+/// Speech from a [`PiperVoice`], one [`Frame`] per generator step.
+pub struct SpeechSource {
+    voice: Arc<PiperVoice>,
+    cpu: Cpu,
+    scales: Scales,
+    rng: StdRng,
+    text: VecDeque<String>,
+    lines: Option<Receiver<String>>,
+    sentences: VecDeque<Vec<i64>>,
+    utterance: Option<Utterance>,
+    index: u64,
+    warn: Box<dyn FnMut(String) + Send>,
+}
+
+impl SpeechSource {
+    /// Speaks `text`, then ends.
+    pub fn new(voice: Arc<PiperVoice>, text: &str) -> SpeechSource {
+        let mut source = SpeechSource::with_input(voice, None);
+        source.queue(text);
+        source
+    }
+
+    /// Speaks each text received on `lines` as it arrives; ends when the sender is dropped
+    /// and everything received has been spoken.
+    pub fn lines(voice: Arc<PiperVoice>, lines: Receiver<String>) -> SpeechSource {
+        SpeechSource::with_input(voice, Some(lines))
+    }
+
+    fn with_input(voice: Arc<PiperVoice>, lines: Option<Receiver<String>>) -> SpeechSource {
+        SpeechSource {
+            scales: voice.scales(),
+            voice,
+            cpu: Cpu::best(),
+            rng: StdRng::seed_from_u64(0),
+            text: VecDeque::new(),
+            lines,
+            sentences: VecDeque::new(),
+            utterance: None,
+            index: 0,
+            warn: Box::new(|w| eprintln!("warning: {w}")),
+        }
+    }
+
+    /// Overrides the voice's noise and length scales.
+    pub fn with_scales(mut self, scales: Scales) -> Self {
+        self.scales = scales;
+        self
+    }
+
+    /// Seeds the noise (the same seed and text give the same audio).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = StdRng::seed_from_u64(seed);
+        self
+    }
+
+    /// Runs the kernels at this instruction-set level.
+    pub fn with_cpu(mut self, cpu: Cpu) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Where warnings go (phonemes the voice cannot say); stderr by default.
+    pub fn on_warning(mut self, warn: impl FnMut(String) + Send + 'static) -> Self {
+        self.warn = Box::new(warn);
+        self
+    }
+
+    /// Cuts `text` into pieces at line ends, each under [`TEXT_PIECE`] bytes where it can.
+    fn queue(&mut self, text: &str) {
+        let mut piece = String::new();
+        for line in text.split_inclusive('\n') {
+            if !piece.is_empty() && piece.len() + line.len() > TEXT_PIECE {
+                self.text.push_back(std::mem::take(&mut piece));
+            }
+            piece.push_str(line);
+        }
+        if !piece.trim().is_empty() {
+            self.text.push_back(piece);
+        }
+    }
+
+    fn read(&mut self, text: &str) -> Result<(), SpeechError> {
+        let (sentences, warn) = (&mut self.sentences, &mut self.warn);
+        self.voice.sentences(text, |s| {
+            if !s.dropped.is_empty() {
+                let symbols: String = s.dropped.iter().collect();
+                warn(format!("dropped phonemes the voice has no id for: {symbols:?}"));
+            }
+            sentences.push_back(s.ids);
+        })
+    }
+
+    fn start(&mut self, ids: &[i64]) -> Result<Utterance, SpeechError> {
+        let model = self.voice.model();
+        let encoded = model.encoder().forward(self.cpu, ids)?;
+        let durations = model.durations(self.cpu, &encoded, self.scales, &mut self.rng)?;
+        let prior = model.prior(&encoded, &durations, self.scales, &mut self.rng)?;
+        let window = model.latent(self.cpu, &prior, 0..FIRST_WINDOW)?;
+        let decoder = Decoder::new(self.voice.clone(), |voice| voice.model().generator().stream());
+        Ok(Utterance { prior, window, window_start: 0, next: 0, finished: false, decoder })
+    }
+
+    /// The next stretch of audio of the current sentence; `None` once it has all been returned.
+    fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
+        let (cpu, voice) = (self.cpu, self.voice.clone());
+        let Some(u) = self.utterance.as_mut() else { return Ok(None) };
+        if u.finished {
+            return Ok(None);
+        }
+        if u.next == u.prior.frames {
+            u.finished = true;
+            return Ok(Some(u.decoder.with_dependent_mut(|_, stream| stream.finish(cpu))?));
+        }
+        if u.next == u.window_start + u.window.frames {
+            u.window = voice.model().latent(cpu, &u.prior, u.next..u.prior.frames)?;
+            u.window_start = u.next;
+        }
+        let offset = u.next - u.window_start;
+        let n = CHUNK.min(u.window.frames - offset);
+        let mut z = vec![0.0; u.window.channels * n];
+        for (c, row) in z.chunks_exact_mut(n).enumerate() {
+            row.copy_from_slice(&u.window.z[c * u.window.frames + offset..][..n]);
+        }
+        u.next += n;
+        Ok(Some(u.decoder.with_dependent_mut(|_, stream| stream.push(cpu, &z, n))?))
+    }
+
+    fn produce(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
+        loop {
+            if self.utterance.is_some() {
+                match self.step()? {
+                    Some(audio) if !audio.is_empty() => return Ok(Some(audio)),
+                    Some(_) => continue,
+                    None => self.utterance = None,
+                }
+            }
+            if let Some(ids) = self.sentences.pop_front() {
+                self.utterance = Some(self.start(&ids)?);
+                continue;
+            }
+            if let Some(text) = self.text.pop_front() {
+                self.read(&text)?;
+                continue;
+            }
+            match self.lines.as_ref().map(Receiver::recv) {
+                Some(Ok(line)) => self.queue(&line),
+                Some(Err(_)) => self.lines = None,
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Source for SpeechSource {
+    fn sample_rate(&self) -> SampleRate {
+        self.voice.sample_rate()
+    }
+
+    fn channels(&self) -> u16 {
+        1
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(samples) = self.produce().map_err(|e| SourceError::Model(Box::new(e)))? else {
+            return Ok(None);
+        };
+        let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
+        self.index += 1;
+        Ok(Some(frame))
+    }
+}

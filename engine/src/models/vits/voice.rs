@@ -1,0 +1,88 @@
+//! A Piper voice ready to speak: its model, its config and the text front end that turns
+//! text into the model's phoneme ids.
+
+use thiserror::Error;
+
+use crate::onnx::{self, OnnxError};
+use crate::text::{PhonemeIdMap, Phonemizer, TextError};
+use crate::units::SampleRate;
+use crate::voices::Voice;
+
+use super::config::{ConfigError, VoiceConfig};
+use super::{Scales, Vits, VitsError};
+
+/// Why a voice could not be loaded or could not speak a text.
+#[derive(Debug, Error)]
+pub enum SpeechError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Model(#[from] VitsError),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("{name}: phoneme type {kind:?} is not supported (spiral speaks espeak-phoneme voices)")]
+    PhonemeType { name: String, kind: String },
+}
+
+/// One sentence as the model takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sentence {
+    pub ids: Vec<i64>,
+    /// Phonemes the voice has no id for, dropped (the caller may warn).
+    pub dropped: Vec<char>,
+}
+
+pub struct PiperVoice {
+    name: String,
+    model: Vits,
+    config: VoiceConfig,
+    phonemizer: Phonemizer,
+    ids: PhonemeIdMap,
+}
+
+impl PiperVoice {
+    /// Loads the voice's config and model and starts its text front end.
+    pub fn load(voice: &Voice) -> Result<PiperVoice, SpeechError> {
+        let config = voice.load_config()?;
+        if config.phoneme_type != "espeak" {
+            return Err(SpeechError::PhonemeType { name: voice.name.clone(), kind: config.phoneme_type.clone() });
+        }
+        let model = Vits::from_onnx(onnx::read(&voice.onnx)?)?;
+        let phonemizer = Phonemizer::new(&config.espeak_voice)?;
+        let ids = PhonemeIdMap::new(config.phoneme_id_map.clone())?;
+        Ok(PiperVoice { name: voice.name.clone(), model, config, phonemizer, ids })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn model(&self) -> &Vits {
+        &self.model
+    }
+
+    pub fn sample_rate(&self) -> SampleRate {
+        SampleRate(self.config.sample_rate)
+    }
+
+    /// The scales the voice's config asks for.
+    pub fn scales(&self) -> Scales {
+        Scales {
+            noise_scale: self.config.noise_scale,
+            length_scale: self.config.length_scale,
+            noise_w: self.config.noise_w,
+        }
+    }
+
+    /// Each sentence of `text` as phoneme ids, handed to `each` as soon as it is read.
+    pub fn sentences(&self, text: &str, mut each: impl FnMut(Sentence)) -> Result<(), SpeechError> {
+        self.phonemizer.for_each_sentence(text, |phonemes| {
+            let (ids, dropped) = self.ids.ids(&phonemes);
+            each(Sentence { ids, dropped });
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(())
+    }
+}

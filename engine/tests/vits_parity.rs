@@ -1,0 +1,193 @@
+//! The en_US-joe-medium voice on spiral's kernels against onnxruntime running the same ONNX
+//! file (fixtures made by scripts/fixtures/vits_model.py, noise scales 0 so both are
+//! deterministic). The voice is fetched through the same code path a user's first
+//! `spiral speak` takes, into the user's cache.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::Value;
+use spiral_engine::kernels::{Cpu, Isa};
+use spiral_engine::models::vits::{PiperVoice, Scales, SpeechSource};
+use spiral_engine::Source;
+
+fn voice() -> Arc<PiperVoice> {
+    static VOICE: OnceLock<Arc<PiperVoice>> = OnceLock::new();
+    VOICE
+        .get_or_init(|| {
+            let voice = spiral_engine::voices::default_voice().expect("fetch the default voice");
+            Arc::new(PiperVoice::load(&voice).expect("load the default voice"))
+        })
+        .clone()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vits")
+}
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(fixtures().join("cases.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["cases"].as_array().unwrap().clone()
+}
+
+/// A case's tensor, if the fixture has it.
+fn tensor(case: &Value, name: &str) -> Option<Vec<f32>> {
+    let file = case["tensors"][name]["file"].as_str()?;
+    let bytes = std::fs::read(fixtures().join(file)).unwrap();
+    Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
+fn ids(case: &Value) -> Vec<i64> {
+    case["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+}
+
+fn scales(case: &Value) -> Scales {
+    let s: Vec<f32> = case["scales"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    Scales { noise_scale: s[0], length_scale: s[1], noise_w: s[2] }
+}
+
+/// Signal-to-error ratio of `got` against `want`, in dB.
+fn snr_db(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let noise: f64 = got.iter().zip(want).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+    let signal: f64 = want.iter().map(|v| f64::from(*v).powi(2)).sum();
+    10.0 * (signal / noise.max(1e-300)).log10()
+}
+
+/// `got` within `rel` of `want`, relative to the largest value of `want`.
+fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= rel * scale, "{what}: worst error {worst:e} above {rel:e} of {scale}");
+}
+
+fn cpus() -> Vec<Cpu> {
+    Isa::ALL.into_iter().filter_map(|i| Cpu::forced(i).ok()).filter(|c| c.isa() <= Isa::Avx512Bf16).collect()
+}
+
+#[test]
+fn every_stage_matches_onnxruntime_on_every_path() {
+    let voice = voice();
+    let model = voice.model();
+    let mut rng = StdRng::seed_from_u64(0);
+    for cpu in cpus() {
+        for case in cases() {
+            let name = format!("{} on {}", case["name"], cpu.isa());
+            let scales = scales(&case);
+            let encoded = model.encoder().forward(cpu, &ids(&case)).unwrap();
+            for (key, got) in [("x", &encoded.hidden), ("m_p", &encoded.mean), ("logs_p", &encoded.log_scale)] {
+                if let Some(want) = tensor(&case, key) {
+                    close(&format!("{name} {key}"), got, &want, 1e-5);
+                }
+            }
+            let durations = model.durations(cpu, &encoded, scales, &mut rng).unwrap();
+            let want: Vec<usize> = tensor(&case, "w_ceil").unwrap().iter().map(|&d| d as usize).collect();
+            assert_eq!(durations, want, "{name}: durations");
+            let prior = model.prior(&encoded, &durations, scales, &mut rng).unwrap();
+            if let Some(want) = tensor(&case, "z_p") {
+                close(&format!("{name} z_p"), &prior.z, &want, 1e-5);
+            }
+            let latent = model.latent(cpu, &prior, 0..prior.frames).unwrap();
+            if let Some(want) = tensor(&case, "z") {
+                close(&format!("{name} z"), &latent.z, &want, 1e-5);
+            }
+            let audio = model.decode(cpu, &latent).unwrap();
+            let snr = snr_db(&audio, &tensor(&case, "audio").unwrap());
+            eprintln!("{name}: audio SNR {snr:.1} dB against onnxruntime");
+            // The bar is 40 dB; f32 arithmetic gives about 90, so 60 catches any real slip.
+            assert!(snr >= 60.0, "{name}: audio SNR {snr:.1} dB");
+        }
+    }
+}
+
+#[test]
+fn the_fixture_texts_give_the_reference_phoneme_ids() {
+    let voice = voice();
+    for case in cases() {
+        let mut sentences = Vec::new();
+        voice.sentences(case["text"].as_str().unwrap(), |s| sentences.push(s)).unwrap();
+        assert_eq!(sentences.len(), 1, "{}", case["name"]);
+        assert!(sentences[0].dropped.is_empty());
+        assert_eq!(sentences[0].ids, ids(&case), "{}", case["name"]);
+    }
+}
+
+#[test]
+fn windows_of_the_latent_and_chunks_of_the_decoder_equal_the_whole() {
+    let voice = voice();
+    let model = voice.model();
+    let cpu = Cpu::best();
+    let case = &cases()[3];
+    let mut rng = StdRng::seed_from_u64(0);
+    let encoded = model.encoder().forward(cpu, &ids(case)).unwrap();
+    let durations = model.durations(cpu, &encoded, scales(case), &mut rng).unwrap();
+    let prior = model.prior(&encoded, &durations, scales(case), &mut rng).unwrap();
+    let whole = model.latent(cpu, &prior, 0..prior.frames).unwrap();
+    for split in [1, 16, 50, prior.frames - 1] {
+        let (a, b) =
+            (model.latent(cpu, &prior, 0..split).unwrap(), model.latent(cpu, &prior, split..prior.frames).unwrap());
+        for c in 0..whole.channels {
+            let row = &whole.z[c * whole.frames..][..whole.frames];
+            assert_eq!(&a.z[c * split..][..split], &row[..split], "split {split}, channel {c}");
+            assert_eq!(&b.z[c * b.frames..][..b.frames], &row[split..], "split {split}, channel {c}");
+        }
+    }
+    let audio = model.decode(cpu, &whole).unwrap();
+    for chunk in [1, 3, 16] {
+        let mut stream = model.generator().stream();
+        let mut out = Vec::new();
+        for start in (0..whole.frames).step_by(chunk) {
+            let n = chunk.min(whole.frames - start);
+            let z: Vec<f32> =
+                (0..whole.channels).flat_map(|c| whole.z[c * whole.frames + start..][..n].to_vec()).collect();
+            out.extend(stream.push(cpu, &z, n).unwrap());
+        }
+        out.extend(stream.finish(cpu).unwrap());
+        assert!(out == audio, "chunks of {chunk} frames differ from the whole decode");
+    }
+}
+
+#[test]
+fn the_speech_source_streams_what_the_reference_says() {
+    let voice = voice();
+    let case = &cases()[4];
+    let mut source = SpeechSource::new(voice.clone(), case["text"].as_str().unwrap()).with_scales(scales(case));
+    assert_eq!(source.sample_rate().0, 22_050);
+    let mut audio = Vec::new();
+    let mut frames = 0;
+    while let Some(frame) = source.next_frame().unwrap() {
+        assert_eq!(frame.index.0, frames);
+        frames += 1;
+        audio.extend(frame.samples);
+    }
+    assert!(frames > 1, "one sentence should arrive in several frames");
+    let snr = snr_db(&audio, &tensor(case, "audio").unwrap());
+    assert!(snr >= 60.0, "streamed audio SNR {snr:.1} dB");
+}
+
+#[test]
+fn odd_text_is_spoken_or_skipped_never_a_panic() {
+    let voice = voice();
+    let speak = |text: &str| {
+        let mut warnings = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut source = SpeechSource::new(voice.clone(), text).on_warning(move |w| tx.send(w).unwrap());
+        let mut samples = 0;
+        while let Some(frame) = source.next_frame().unwrap() {
+            samples += frame.samples.len();
+        }
+        warnings.extend(rx.try_iter());
+        (samples, warnings)
+    };
+    assert_eq!(speak("").0, 0);
+    assert_eq!(speak("   \n\t ").0, 0);
+    let (samples, _) = speak("Emoji 🦀 and symbols ∑ ≠ §, then words.");
+    assert!(samples > 22_050 / 2);
+    let (samples, _) = speak("One.\nTwo!\n\nThree? Four; five: six.");
+    assert!(samples > 22_050);
+    let err = voice.model().encoder().forward(Cpu::best(), &[1, 0, 999, 2]).err().unwrap().to_string();
+    assert!(err.contains("999"), "{err}");
+}
