@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Speed of the reference runtime (piper-tts + onnxruntime) on this machine.
+"""Speed of spiral's VITS voice against the reference runtime (piper-tts + onnxruntime), same
+sentences, same run, interleaved.
 
-For each sentence: time to first audio (text handed to `PiperVoice.synthesize` -> its
+For each sentence, for piper: time to first audio (text handed to `PiperVoice.synthesize` -> its
 first AudioChunk; piper streams one chunk per sentence, so for a one-sentence text this
 is the whole sentence's synthesis including phonemization), the synthesis time until the
 generator is exhausted, and the real-time factor (synthesis seconds / audio seconds).
 Median over repeats after one warm-up run per sentence. The voice's own default scales
 are used (noise 0.667, length 1, noise_w 0.8), i.e. what a piper user hears; the noise
-does not change the amount of work. Prints JSON.
+does not change the amount of work.
 
-Usage: python3 scripts/bench_piper.py [--sentences scripts/fixtures/sentences.txt]
-                                      [--repeats 5] [--threads 0] [--model PATH.onnx]
+For spiral (`--spiral target/release/spiral`): each repeat runs `spiral speak TEXT --wav`
+and reads its latency report: time to first audio (text handed over -> first sample handed
+to the sink, model already loaded) and the real-time factor (time spent producing frames /
+audio seconds). Piper and spiral runs alternate, so load on the machine hits both alike.
+Prints JSON with both and the ratios.
+
+Usage: python3 scripts/bench_vits.py [--spiral target/release/spiral] [--sentences FILE]
+                                     [--repeats 5] [--threads 0] [--model PATH.onnx]
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ MODEL_FILE = "en_US-joe-medium.onnx"
 
 def fail(message: str) -> None:
     """Stop with a message naming the problem and the fix."""
-    sys.exit(f"bench_piper.py: {message}")
+    sys.exit(f"bench_vits.py: {message}")
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -88,12 +95,54 @@ def measure(voice, text: str) -> tuple[float, float, float]:
     return first, total, samples / rate
 
 
+def measure_spiral(binary: Path, text: str, scratch: Path) -> tuple[float, float, float]:
+    """(time to first audio, production time, audio seconds) of one `spiral speak` run."""
+    import subprocess
+
+    report = scratch / "report.json"
+    run = subprocess.run(
+        [str(binary), "speak", text, "--wav", str(scratch / "out.wav"), "--latency-report", str(report), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        fail(f"spiral speak failed on {text!r}: {run.stderr.strip()}")
+    r = json.loads(report.read_text())
+    return r["time_to_first_audio_ms"] / 1000, r["production_seconds"], r["audio_seconds"]
+
+
+def summarize(runs: list[tuple[float, float, float]]) -> dict:
+    """Medians of (first audio, synthesis, audio) runs."""
+    ttfa = statistics.median(r[0] for r in runs)
+    synth = statistics.median(r[1] for r in runs)
+    audio = runs[0][2]
+    return {
+        "audio_s": round(audio, 4),
+        "ttfa_ms_median": round(ttfa * 1000, 2),
+        "synth_ms_median": round(synth * 1000, 2),
+        "rtf_median": round(synth / audio, 4),
+    }
+
+
+def totals(rows: list[dict]) -> dict:
+    total_synth = sum(r["synth_ms_median"] for r in rows) / 1000
+    total_audio = sum(r["audio_s"] for r in rows)
+    return {
+        "rtf_median_over_sentences": round(statistics.median(r["rtf_median"] for r in rows), 4),
+        "rtf_aggregate": round(total_synth / total_audio, 4),
+        "ttfa_ms_median_over_sentences": round(statistics.median(r["ttfa_ms_median"] for r in rows), 2),
+        "ttfa_ms_max": max(r["ttfa_ms_median"] for r in rows),
+        "audio_s_total": round(total_audio, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per sentence (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
     parser.add_argument("--model", type=Path, help=f"path of {MODEL_FILE} (default: the installed package)")
+    parser.add_argument("--spiral", type=Path, help="the spiral binary to measure beside piper (cargo build --release)")
     args = parser.parse_args()
     if args.repeats < 1:
         fail("--repeats must be at least 1")
@@ -112,27 +161,28 @@ def main() -> None:
     voice = load_voice(model, args.threads)
     load_seconds = time.perf_counter() - load_start
 
-    rows = []
+    if args.spiral is not None and not args.spiral.is_file():
+        fail(f"--spiral {args.spiral}: no such file; build it with cargo build --release")
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-vits-"))
+    rows, ours = [], []
     for index, text in enumerate(sentences):
         measure(voice, text)  # warm-up: first-call allocations, phonemizer caches
-        runs = [measure(voice, text) for _ in range(args.repeats)]
-        ttfa = statistics.median(r[0] for r in runs)
-        synth = statistics.median(r[1] for r in runs)
-        audio = runs[0][2]
-        rows.append(
-            {
-                "index": index,
-                "text": text,
-                "audio_s": round(audio, 4),
-                "ttfa_ms_median": round(ttfa * 1000, 2),
-                "synth_ms_median": round(synth * 1000, 2),
-                "rtf_median": round(synth / audio, 4),
-            }
-        )
-        print(f"{index}: rtf {rows[-1]['rtf_median']}, first audio {rows[-1]['ttfa_ms_median']} ms", file=sys.stderr)
+        if args.spiral:
+            measure_spiral(args.spiral, text, scratch)
+        runs, spiral_runs = [], []
+        for _ in range(args.repeats):
+            runs.append(measure(voice, text))
+            if args.spiral:
+                spiral_runs.append(measure_spiral(args.spiral, text, scratch))
+        rows.append({"index": index, "text": text, **summarize(runs)})
+        line = f"{index}: piper rtf {rows[-1]['rtf_median']}, first audio {rows[-1]['ttfa_ms_median']} ms"
+        if args.spiral:
+            ours.append({"index": index, "text": text, **summarize(spiral_runs)})
+            line += f"; spiral rtf {ours[-1]['rtf_median']}, first audio {ours[-1]['ttfa_ms_median']} ms"
+        print(line, file=sys.stderr)
 
-    total_synth = sum(r["synth_ms_median"] for r in rows) / 1000
-    total_audio = sum(r["audio_s"] for r in rows)
     report = {
         "runtime": "piper-tts " + importlib.metadata.version("piper-tts") + ", onnxruntime " + onnxruntime.__version__,
         "model": str(model),
@@ -145,14 +195,15 @@ def main() -> None:
         "repeats": args.repeats,
         "model_load_ms": round(load_seconds * 1000, 1),
         "sentences": rows,
-        "summary": {
-            "rtf_median_over_sentences": round(statistics.median(r["rtf_median"] for r in rows), 4),
-            "rtf_aggregate": round(total_synth / total_audio, 4),
-            "ttfa_ms_median_over_sentences": round(statistics.median(r["ttfa_ms_median"] for r in rows), 2),
-            "ttfa_ms_max": max(r["ttfa_ms_median"] for r in rows),
-            "audio_s_total": round(total_audio, 3),
-        },
+        "summary": totals(rows),
     }
+    if args.spiral:
+        report["spiral"] = {"binary": str(args.spiral), "sentences": ours, "summary": totals(ours)}
+        p, o = report["summary"], report["spiral"]["summary"]
+        report["speedup"] = {
+            "rtf_aggregate": round(p["rtf_aggregate"] / o["rtf_aggregate"], 2),
+            "ttfa_median": round(p["ttfa_ms_median_over_sentences"] / o["ttfa_ms_median_over_sentences"], 2),
+        }
     print(json.dumps(report, indent=1, ensure_ascii=False))
 
 
