@@ -7,10 +7,14 @@
 //! `[in, out/groups, kernel]` for a transposed one), so a checkpoint's tensors are used as
 //! they are.
 //!
-//! A convolution is one [`gemm`] per group: the weights are A (`[out, in·kernel]`) and the
-//! im2col matrix of the signal is a grouped [`View`] of it, so no im2col copy is made.
-//! Depthwise convolutions (one channel per group) are a sum of shifted, scaled copies of
-//! each channel instead, with [`vector::axpy`]. A transposed convolution multiplies first
+//! A convolution with one group and stride 1 (every convolution of a HiFi-GAN generator) is
+//! computed directly, with time as the SIMD dimension ([`ConvMethod::Direct`], in
+//! `conv/direct.rs`). Any other is one [`gemm`] per group: the weights are A
+//! (`[out, in·kernel]`) and the im2col matrix of the signal is a grouped [`View`] of it, so no
+//! im2col copy is made; depthwise convolutions (one channel per group) are a sum of shifted,
+//! scaled copies of each channel instead, with [`vector::axpy`]. The method is chosen from
+//! the shape alone (see [`ConvMethod::for_shape`]), never from the signal length, so a
+//! stream and the whole signal take the same one. A transposed convolution multiplies first
 //! (`[out·kernel, in] × [in, len]`) and then adds each tap's row into the output at its
 //! offset (col2im).
 //!
@@ -26,6 +30,8 @@ use thiserror::Error;
 use super::cpu::Cpu;
 use super::gemm::{self, Element, View, ViewMut};
 use super::vector;
+
+mod direct;
 
 /// The hyperparameters of a convolution (or of a transposed one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +131,47 @@ pub struct Conv1d<'w, W> {
     shape: ConvShape,
     weight: &'w [W],
     bias: Option<&'w [f32]>,
+    method: ConvMethod,
+}
+
+/// How a [`Conv1d`] computes its output. Both give the definition's value to within f32
+/// rounding; they round differently, so one stream must stay with one method (a
+/// [`Conv1d`] does: its method is fixed when it is built).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvMethod {
+    /// Register tiles of output channels × vectors of time, each output one chain of fused
+    /// multiply-adds over (input channel, tap) in order. One group, stride 1 only.
+    Direct,
+    /// One blocked GEMM per group over an implicit im2col view of the signal (a depthwise
+    /// convolution: a shifted axpy per tap). Any shape.
+    Gemm,
+}
+
+impl ConvMethod {
+    /// Input channels from which a 1×1 convolution goes to the GEMM: there the operand is the
+    /// signal itself (nothing to pack but a transpose), and the GEMM's 12×32 tile reuses each
+    /// loaded value more than the direct tile does.
+    pub const GEMM_POINTWISE_IN_CHANNELS: usize = 512;
+
+    /// The method [`Conv1d::new`] picks: [`ConvMethod::Direct`] for one group at stride 1,
+    /// except 1×1 convolutions over at least [`Self::GEMM_POINTWISE_IN_CHANNELS`] inputs;
+    /// [`ConvMethod::Gemm`] for everything else. It depends on the shape alone.
+    pub fn for_shape(shape: ConvShape) -> ConvMethod {
+        let pointwise_gemm = shape.kernel == 1 && shape.in_channels >= Self::GEMM_POINTWISE_IN_CHANNELS;
+        if Self::Direct.supports(shape) && !pointwise_gemm {
+            ConvMethod::Direct
+        } else {
+            ConvMethod::Gemm
+        }
+    }
+
+    /// Whether this method can compute `shape`.
+    pub fn supports(self, shape: ConvShape) -> bool {
+        match self {
+            ConvMethod::Direct => shape.groups == 1 && shape.stride == 1,
+            ConvMethod::Gemm => true,
+        }
+    }
 }
 
 impl<'w, W: Element> Conv1d<'w, W> {
@@ -136,11 +183,28 @@ impl<'w, W: Element> Conv1d<'w, W> {
         if let Some(b) = bias {
             expect_len("the bias", b.len(), shape.out_channels, shape)?;
         }
-        Ok(Conv1d { shape, weight, bias })
+        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape) })
+    }
+
+    /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
+    /// compare them, or to match output made by the other); an error if it cannot do the shape.
+    pub fn with_method(self, method: ConvMethod) -> Result<Self, ConvError> {
+        if !method.supports(self.shape) {
+            return Err(ConvError::Shape(format!(
+                "{:?}: the {method:?} method needs one group and stride 1; use ConvMethod::Gemm",
+                self.shape
+            )));
+        }
+        Ok(Conv1d { method, ..self })
     }
 
     pub fn shape(&self) -> ConvShape {
         self.shape
+    }
+
+    /// How this convolution computes.
+    pub fn method(&self) -> ConvMethod {
+        self.method
     }
 
     /// Output length for `len` input values padded by `pad` (left, right) zeros; 0 when the
@@ -189,6 +253,20 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs.
     fn run(&self, cpu: Cpu, x: &[f32], len: usize, t_out: usize, out: &mut [f32]) {
         let s = self.shape;
+        if self.method == ConvMethod::Direct {
+            let d = direct::Direct {
+                weight: self.weight,
+                bias: self.bias,
+                in_channels: s.in_channels,
+                out_channels: s.out_channels,
+                kernel: s.kernel,
+                dilation: s.dilation,
+                x,
+                len,
+            };
+            direct::run(cpu, &d, t_out, out);
+            return;
+        }
         let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
         for (o, row) in out.chunks_exact_mut(t_out).enumerate() {
             row.fill(self.bias.map_or(0.0, |b| b[o]));
@@ -579,7 +657,17 @@ mod tests {
             (ConvShape::new(3, 5, 4).stride(3), (2, 0), 31),             // strided, causal-ish pad
             (ConvShape::new(3, 2, 9), (0, 0), 5),                        // kernel longer than input
             (ConvShape::new(2, 3, 3), (2, 0), 0),                        // empty input
+            // Direct tiles: 15 rows (8 + 4 + 2 + 1), time tails around 16 and 48 lanes.
+            (ConvShape::new(5, 15, 3).dilation(2), (2, 2), 47),
+            (ConvShape::new(3, 15, 5), (2, 2), 97),
+            (ConvShape::new(4, 9, 2).dilation(7), (0, 7), 17),
+            (ConvShape::new(12, 3, 7).dilation(3), (9, 9), 113),
         ]
+    }
+
+    /// The methods that can compute `s`.
+    fn methods(s: ConvShape) -> Vec<ConvMethod> {
+        [ConvMethod::Direct, ConvMethod::Gemm].into_iter().filter(|m| m.supports(s)).collect()
     }
 
     #[test]
@@ -588,18 +676,93 @@ mod tests {
             let w = random(s.out_channels * s.in_channels / s.groups * s.kernel, 100 + i as u64);
             let bias = random(s.out_channels, 200 + i as u64);
             let x = random(s.in_channels * len, 300 + i as u64);
-            for with_bias in [false, true] {
+            for (with_bias, method) in
+                [false, true].into_iter().flat_map(|b| methods(s).into_iter().map(move |m| (b, m)))
+            {
                 let b = with_bias.then_some(&bias[..]);
-                let conv = Conv1d::new(s, &w, b).unwrap();
+                let conv = Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap();
                 let (want, mag, t_out) = conv_reference(s, &w, b, &x, len, pad);
                 assert_eq!(conv.output_len(len, pad), t_out);
                 for cpu in available() {
                     let mut out = vec![f32::NAN; s.out_channels * t_out];
                     conv.forward(cpu, &x, len, pad, &mut out).unwrap();
-                    check(&out, &want, &mag, s.in_channels * s.kernel, &format!("{} {s:?} pad {pad:?}", cpu.isa()));
+                    let what = format!("{} {method:?} {s:?} pad {pad:?}", cpu.isa());
+                    check(&out, &want, &mag, s.in_channels * s.kernel, &what);
                 }
             }
         }
+    }
+
+    #[test]
+    fn bf16_weights_are_widened_exactly_by_both_methods() {
+        let s = ConvShape::new(6, 11, 3).dilation(2);
+        let (len, pad) = (53, (2, 2));
+        let wf = random(s.out_channels * s.in_channels * s.kernel, 31);
+        let wb: Vec<u16> = wf.iter().map(|&v| crate::kernels::bf16::scalar::narrow(v)).collect();
+        let widened: Vec<f32> = wb.iter().map(|&b| crate::kernels::bf16::scalar::widen(b)).collect();
+        let x = random(s.in_channels * len, 32);
+        let (want, mag, t_out) = conv_reference(s, &widened, None, &x, len, pad);
+        for method in methods(s) {
+            let conv = Conv1d::new(s, &wb, None).unwrap().with_method(method).unwrap();
+            let exact = Conv1d::new(s, &widened, None).unwrap().with_method(method).unwrap();
+            for cpu in available() {
+                let (mut out, mut same) = (vec![0.0; s.out_channels * t_out], vec![0.0; s.out_channels * t_out]);
+                conv.forward(cpu, &x, len, pad, &mut out).unwrap();
+                exact.forward(cpu, &x, len, pad, &mut same).unwrap();
+                check(&out, &want, &mag, s.in_channels * s.kernel, &format!("{} {method:?} bf16", cpu.isa()));
+                assert_eq!(out, same, "{} {method:?}: bf16 weights and their f32 widening", cpu.isa());
+            }
+        }
+    }
+
+    /// A vocoder-sized call runs on the pool in blocks; one-sample chunks of the same stream
+    /// run on the calling thread, one tile at a time. Both must give the same bits.
+    #[test]
+    fn a_threaded_direct_call_equals_its_stream_bit_for_bit() {
+        let s = ConvShape::new(32, 32, 7).dilation(3);
+        let (len, pad) = (1500, (9, 9));
+        let w = random(s.out_channels * s.in_channels * s.kernel, 41);
+        let (bias, x) = (random(s.out_channels, 42), random(s.in_channels * len, 43));
+        let conv = Conv1d::new(s, &w, Some(&bias)).unwrap();
+        assert_eq!(conv.method(), ConvMethod::Direct);
+        let t_out = conv.output_len(len, pad);
+        let mut whole = vec![0.0; s.out_channels * t_out];
+        let sizes: Vec<usize> = (0..)
+            .map(|k| [1, 5, 16, 47, 130][k % 5])
+            .scan(0, |at, n| {
+                let n = usize::min(n, len - *at);
+                *at += n;
+                (n > 0).then_some(n)
+            })
+            .collect();
+        for cpu in available() {
+            conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
+            let mut stream = StreamingConv1d::new(conv, pad);
+            let mut pieces = vec![];
+            for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
+                let mut out = vec![];
+                let m = stream.process(cpu, chunk, n, &mut out).unwrap();
+                pieces.push((out, m));
+            }
+            let mut out = vec![];
+            let m = stream.finish(cpu, &mut out);
+            pieces.push((out, m));
+            assert!(concat_in_time(&pieces, s.out_channels) == whole, "{}", cpu.isa());
+        }
+    }
+
+    #[test]
+    fn the_method_follows_the_shape_and_direct_refuses_what_it_cannot_do() {
+        let w = [0.0f32; 4 * 4 * 3];
+        let pick = |s: ConvShape| Conv1d::new(s, &w[..s.out_channels * s.in_channels / s.groups * s.kernel], None);
+        assert_eq!(pick(ConvShape::new(4, 4, 3).dilation(5)).unwrap().method(), ConvMethod::Direct);
+        assert_eq!(pick(ConvShape::new(4, 4, 3).stride(2)).unwrap().method(), ConvMethod::Gemm);
+        assert_eq!(pick(ConvShape::new(4, 4, 3).groups(2)).unwrap().method(), ConvMethod::Gemm);
+        let big = ConvShape::new(ConvMethod::GEMM_POINTWISE_IN_CHANNELS, 4, 1);
+        assert_eq!(ConvMethod::for_shape(big), ConvMethod::Gemm);
+        assert_eq!(ConvMethod::for_shape(ConvShape::new(big.in_channels, 4, 2)), ConvMethod::Direct);
+        let e = pick(ConvShape::new(4, 4, 3).groups(2)).unwrap().with_method(ConvMethod::Direct).unwrap_err();
+        assert!(e.to_string().contains("one group and stride 1") && e.to_string().contains("Gemm"), "{e}");
     }
 
     #[test]
@@ -674,9 +837,9 @@ mod tests {
             let w = random(s.out_channels * s.in_channels / s.groups * s.kernel, 7);
             let bias = random(s.out_channels, 8);
             let x = random(s.in_channels * len, 9);
-            let conv = Conv1d::new(s, &w, Some(&bias)).unwrap();
-            let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
-            for cpu in available() {
+            for (method, cpu) in methods(s).into_iter().flat_map(|m| available().into_iter().map(move |c| (m, c))) {
+                let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
+                let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
                 conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
                 for sizes in chunkings(len) {
                     let mut stream = StreamingConv1d::new(conv, pad);
@@ -690,7 +853,7 @@ mod tests {
                     let m = stream.finish(cpu, &mut out);
                     pieces.push((out, m));
                     let streamed = concat_in_time(&pieces, s.out_channels);
-                    assert_eq!(streamed, whole, "{} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                    assert_eq!(streamed, whole, "{} {method:?} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
                 }
             }
         }

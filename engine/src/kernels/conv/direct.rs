@@ -1,0 +1,416 @@
+//! Direct convolution for one group at stride 1 (any dilation), with time as the SIMD
+//! dimension: `x[i][t..t + lanes]` is one vector of a channels-first signal, so no im2col
+//! operand is packed and small output-channel counts do not starve the FMA units.
+//!
+//! A register tile holds R output channels × V vectors of time. For each input channel i and
+//! tap j (i outer, j inner, always in that order) it loads the V vectors of `x[i]` at
+//! `t + j·dilation` and multiply-adds each with a broadcast of `w[o][i][j]` for its R
+//! channels. Accumulators start at the bias, and every output value is one chain of fused
+//! multiply-adds over (i, j) in the same order whatever tile, chunk or thread computes it;
+//! time tails are masked, so a value's lane position changes nothing. That is what keeps
+//! [`StreamingConv1d`](super::StreamingConv1d) bit-for-bit equal to the whole-signal call.
+//!
+//! Weights are read in place from PyTorch's `[out, in, kernel]` layout: the R channels of a
+//! tile are R sequential streams (one per row), which the hardware prefetchers follow, and
+//! one broadcast load each per (i, j). Read that way the AVX-512 tile already runs at
+//! 94-99 % of the FMA peak on the vocoder's shapes (docs/KERNELS.md), so a repacked copy
+//! has little to gain, and it would make [`Conv1d`](super::Conv1d) own memory instead of
+//! borrowing the checkpoint's (and stop being `Copy`). bf16 weights widen as they are
+//! broadcast, exactly.
+//!
+//! Work is cut into blocks of [`ROWS`] output channels × a time chunk sized so that the
+//! chunk's input (all input channels, plus the span) stays in L2; large calls share the
+//! blocks out on the rayon pool, small ones run on the calling thread.
+
+use rayon::prelude::*;
+
+use crate::kernels::cpu::{Cpu, Isa};
+use crate::kernels::gemm::Element;
+
+/// A direct convolution over an already padded signal.
+pub(super) struct Direct<'a, W> {
+    /// `[out_channels, in_channels, kernel]`.
+    pub weight: &'a [W],
+    pub bias: Option<&'a [f32]>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub dilation: usize,
+    /// `[in_channels, len]`, at least `(t_out − 1) + span` long.
+    pub x: &'a [f32],
+    pub len: usize,
+}
+
+/// Output channels per block of work (a multiple of every path's tile height).
+const ROWS: usize = 8;
+
+/// Time positions per tile row on every path (3 vectors of 16 or of 8 lanes divide it), so a
+/// time chunk is a whole number of tiles on either.
+const TILE_T: usize = 48;
+
+/// Input bytes (all input channels of one time chunk) kept within this, a quarter of the 1 MB
+/// L2, so the chunk stays there while every row block reads it.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// Below this many multiply-adds one thread is faster than waking the pool.
+const PARALLEL_MACS: usize = 1 << 21;
+
+/// `out` (`[out_channels, t_out]`) = the convolution of `d.x`.
+pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, t_out: usize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), d.out_channels * t_out);
+    let span = (d.kernel - 1) * d.dilation + 1;
+    debug_assert!(d.x.len() == d.in_channels * d.len && d.len + 1 >= t_out + span);
+    let row_blocks = d.out_channels.div_ceil(ROWS);
+    // The longest chunk whose input fits the budget, whole tiles, at least one tile.
+    let fits = (CHUNK_BYTES / 4 / d.in_channels.max(1)).saturating_sub(span) / TILE_T * TILE_T;
+    let mut chunk = fits.max(TILE_T);
+    let macs = d.out_channels * d.in_channels * d.kernel * t_out;
+    let threads = if macs >= PARALLEL_MACS { rayon::current_num_threads() } else { 1 };
+    if threads > 1 {
+        // Enough blocks for every thread to take a few, so uneven finishing evens out.
+        let chunks = t_out.div_ceil(chunk).max((4 * threads).div_ceil(row_blocks));
+        chunk = t_out.div_ceil(chunks).div_ceil(TILE_T).max(1) * TILE_T;
+    }
+    let chunks = t_out.div_ceil(chunk);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let block = |b: usize| {
+        // Chunk-major, so consecutive blocks on one thread reuse the chunk's input from L2.
+        let (c, r) = (b / row_blocks, b % row_blocks);
+        let (o0, t0) = (r * ROWS, c * chunk);
+        let rows = ROWS.min(d.out_channels - o0);
+        let t1 = (t0 + chunk).min(t_out);
+        // SAFETY: blocks are disjoint (rows o0..o0+rows × times t0..t1 of `out`, inside it),
+        // and the `Cpu` token proves the path's instructions exist.
+        unsafe { run_block(cpu, d, o0, rows, t0, t1, ptr, t_out) }
+    };
+    if threads > 1 {
+        (0..chunks * row_blocks).into_par_iter().for_each(block);
+    } else {
+        (0..chunks * row_blocks).for_each(block);
+    }
+}
+
+/// The output, shared by the blocks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each block writes only its own rows × times (see `run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Rows `o0..o0 + rows` × times `t0..t1` of the output.
+///
+/// # Safety
+/// Nothing else writes that part of `out` meanwhile; `out` is `[out_channels, t_out]`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_block<W: Element>(
+    cpu: Cpu,
+    d: &Direct<W>,
+    o0: usize,
+    rows: usize,
+    t0: usize,
+    t1: usize,
+    out: OutPtr,
+    t_out: usize,
+) {
+    let at = Block { o0, rows, t0, t1, out: out.0, t_out };
+    match cpu.isa() {
+        Isa::Scalar => scalar::block(d, &at),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::block(d, &at),
+        #[cfg(target_arch = "x86_64")]
+        _ => avx512::block(d, &at),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => scalar::block(d, &at),
+    }
+}
+
+/// Where a block writes: rows `o0..o0 + rows` × times `t0..t1` of `out` (`[_, t_out]`).
+struct Block {
+    o0: usize,
+    rows: usize,
+    t0: usize,
+    t1: usize,
+    out: *mut f32,
+    t_out: usize,
+}
+
+mod scalar {
+    use super::{Block, Direct};
+    use crate::kernels::gemm::Element;
+
+    /// The reference: each output row starts at its bias and adds `w·x` (rounded product,
+    /// then rounded sum) over (i, j) in order.
+    ///
+    /// # Safety
+    /// As [`super::run_block`].
+    pub(super) unsafe fn block<W: Element>(d: &Direct<W>, at: &Block) {
+        let n = at.t1 - at.t0;
+        let per_out = d.in_channels * d.kernel;
+        for o in at.o0..at.o0 + at.rows {
+            // SAFETY: this block's part of row o, which the caller gives to it alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(at.out.add(o * at.t_out + at.t0), n) };
+            row.fill(d.bias.map_or(0.0, |b| b[o]));
+            let w = &d.weight[o * per_out..][..per_out];
+            for i in 0..d.in_channels {
+                for j in 0..d.kernel {
+                    let wv = w[i * d.kernel + j].to_f32();
+                    let x = &d.x[i * d.len + at.t0 + j * d.dilation..][..n];
+                    row.iter_mut().zip(x).for_each(|(y, &x)| *y += wv * x);
+                }
+            }
+        }
+    }
+}
+
+/// The register tile, written once over a SIMD vector type.
+#[cfg(target_arch = "x86_64")]
+mod tile {
+    use super::{Block, Direct};
+    use crate::kernels::gemm::Element;
+
+    /// The vector operations a tile needs. Every method is `inline(always)`: inlined into the
+    /// `target_feature` function of its path, the intrinsics inline with them.
+    pub(super) trait Simd {
+        type V: Copy;
+        /// Which lanes of the last vector of a tile are inside the output.
+        type Mask: Copy;
+        const LANES: usize;
+        /// Tallest tile this path's registers hold at [`V`] vectors of time.
+        const MAX_ROWS: usize;
+        unsafe fn zero() -> Self::V;
+        unsafe fn splat(v: f32) -> Self::V;
+        unsafe fn mask(lanes: usize) -> Self::Mask;
+        unsafe fn load(p: *const f32) -> Self::V;
+        /// Loads the masked lanes, zeros elsewhere, reading nothing outside the mask.
+        unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self::V;
+        /// `a·b + c` with one rounding.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+        unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self::V);
+    }
+
+    /// A block, tile by tile: [`Simd::MAX_ROWS`]-row tiles, then smaller ones for the rest
+    /// of the rows; each tile row is `V` (at most 3) vectors of time, fewer at the end.
+    ///
+    /// # Safety
+    /// As [`super::run_block`], and the CPU runs `S`'s instructions.
+    #[inline(always)]
+    pub(super) unsafe fn block<S: Simd, W: Element, const V: usize>(d: &Direct<W>, at: &Block) {
+        let width = V * S::LANES;
+        let mut o = at.o0;
+        while o < at.o0 + at.rows {
+            let left = at.o0 + at.rows - o;
+            let r = [8, 4, 2, 1].into_iter().find(|&r| r <= left && r <= S::MAX_ROWS).unwrap_or(1);
+            // SAFETY (every tile call): rows o..o+r and the tile's times lie in the block.
+            let mut t = at.t0;
+            while t + width <= at.t1 {
+                // Whole tiles load and store unmasked: on AVX2 a mask would take the 16th ymm.
+                let m = S::mask(S::LANES);
+                unsafe {
+                    match r {
+                        8 => tile::<S, W, 8, V, false>(d, at, o, t, m),
+                        4 => tile::<S, W, 4, V, false>(d, at, o, t, m),
+                        2 => tile::<S, W, 2, V, false>(d, at, o, t, m),
+                        _ => tile::<S, W, 1, V, false>(d, at, o, t, m),
+                    }
+                }
+                t += width;
+            }
+            if t < at.t1 {
+                let n = at.t1 - t;
+                let vecs = n.div_ceil(S::LANES);
+                let m = S::mask(n - (vecs - 1) * S::LANES);
+                unsafe {
+                    match (r, vecs) {
+                        (8, 3) => tile::<S, W, 8, 3, true>(d, at, o, t, m),
+                        (8, 2) => tile::<S, W, 8, 2, true>(d, at, o, t, m),
+                        (8, _) => tile::<S, W, 8, 1, true>(d, at, o, t, m),
+                        (4, 3) => tile::<S, W, 4, 3, true>(d, at, o, t, m),
+                        (4, 2) => tile::<S, W, 4, 2, true>(d, at, o, t, m),
+                        (4, _) => tile::<S, W, 4, 1, true>(d, at, o, t, m),
+                        (2, 3) => tile::<S, W, 2, 3, true>(d, at, o, t, m),
+                        (2, 2) => tile::<S, W, 2, 2, true>(d, at, o, t, m),
+                        (2, _) => tile::<S, W, 2, 1, true>(d, at, o, t, m),
+                        (_, 3) => tile::<S, W, 1, 3, true>(d, at, o, t, m),
+                        (_, 2) => tile::<S, W, 1, 2, true>(d, at, o, t, m),
+                        _ => tile::<S, W, 1, 1, true>(d, at, o, t, m),
+                    }
+                }
+            }
+            o += r;
+        }
+    }
+
+    /// Output rows `o..o + R` × `NV` vectors of time from `t`; with `TAIL`, the last vector
+    /// only in the lanes of `last`.
+    ///
+    /// # Safety
+    /// Those outputs lie in the block; every lane loaded under the masks reads an input that
+    /// exists (`t + lane + j·dilation < len`), which holds for outputs inside `t_out`.
+    #[inline(always)]
+    unsafe fn tile<S: Simd, W: Element, const R: usize, const NV: usize, const TAIL: bool>(
+        d: &Direct<W>,
+        at: &Block,
+        o: usize,
+        t: usize,
+        last: S::Mask,
+    ) {
+        unsafe {
+            let per_out = d.in_channels * d.kernel;
+            let w: [*const W; R] = std::array::from_fn(|r| d.weight.as_ptr().add((o + r) * per_out));
+            let mut acc: [[S::V; NV]; R] =
+                std::array::from_fn(|r| [d.bias.map_or(S::zero(), |b| S::splat(*b.get_unchecked(o + r))); NV]);
+            let mut xi = d.x.as_ptr().add(t);
+            let mut q = 0;
+            for _ in 0..d.in_channels {
+                let mut xj = xi;
+                for _ in 0..d.kernel {
+                    let xv: [S::V; NV] = std::array::from_fn(|v| {
+                        if !TAIL || v + 1 < NV {
+                            S::load(xj.add(v * S::LANES))
+                        } else {
+                            S::load_masked(xj.add(v * S::LANES), last)
+                        }
+                    });
+                    for r in 0..R {
+                        let wv = S::splat((*w[r].add(q)).to_f32());
+                        for v in 0..NV {
+                            acc[r][v] = S::fma(wv, xv[v], acc[r][v]);
+                        }
+                    }
+                    q += 1;
+                    xj = xj.add(d.dilation);
+                }
+                xi = xi.add(d.len);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let y = at.out.add((o + r) * at.t_out + t);
+                for (v, &a) in row.iter().enumerate() {
+                    if !TAIL || v + 1 < NV {
+                        S::store(y.add(v * S::LANES), a)
+                    } else {
+                        S::store_masked(y.add(v * S::LANES), last, a)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::tile::{self, Simd};
+    use super::{Block, Direct};
+    use crate::kernels::gemm::Element;
+
+    /// 8 lanes; 4 rows × 2 vectors: 8 accumulators (two FMA pipes × 4 cycles of latency),
+    /// 2 inputs and a broadcast. 4 × 3 would need all 16 ymm, and the compiler then spills.
+    struct Avx2;
+
+    impl Simd for Avx2 {
+        type V = __m256;
+        type Mask = __m256i;
+        const LANES: usize = 8;
+        const MAX_ROWS: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn mask(lanes: usize) -> __m256i {
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, m: __m256i) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, m: __m256i, v: __m256) {
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+    }
+
+    /// # Safety
+    /// As [`super::run_block`], on a CPU with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block<W: Element>(d: &Direct<W>, at: &Block) {
+        unsafe { tile::block::<Avx2, W, 2>(d, at) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::tile::{self, Simd};
+    use super::{Block, Direct};
+    use crate::kernels::gemm::Element;
+
+    /// 16 lanes; 8 rows × 3 vectors is 24 accumulators, with 3 inputs and a broadcast 28 of
+    /// the 32 zmm.
+    struct Avx512;
+
+    impl Simd for Avx512 {
+        type V = __m512;
+        type Mask = __mmask16;
+        const LANES: usize = 16;
+        const MAX_ROWS: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m512 {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn mask(lanes: usize) -> __mmask16 {
+            ((1u32 << lanes) - 1) as __mmask16
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(p: *const f32, m: __mmask16) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(p: *mut f32, m: __mmask16, v: __m512) {
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+    }
+
+    /// # Safety
+    /// As [`super::run_block`], on a CPU with AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn block<W: Element>(d: &Direct<W>, at: &Block) {
+        unsafe { tile::block::<Avx512, W, 3>(d, at) }
+    }
+}
