@@ -5,11 +5,14 @@
 //!   (the compute roof);
 //! - GEMM at 256..2048, in GFLOP/s, against the `gemm` crate (its AVX-512 kernels, rayon on
 //!   every core) and `matrixmultiply` (threaded) on the same matrices.
+//! - conv1d at the VITS HiFi-GAN's shapes, in GFLOP/s on one thread: the direct method
+//!   against the im2col GEMM method, with the FMA roof in the same group.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
+use spiral::engine::kernels::conv::{Conv1d, ConvMethod, ConvShape};
 use spiral::engine::kernels::gemm::{self as gemm_k, View, ViewMut};
 use spiral::engine::kernels::gemv::{gemv, Matrix, Weights};
 use spiral::engine::kernels::{bf16, q8, vector, Cpu, Isa};
@@ -217,5 +220,39 @@ fn matrix_multiply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, memory_bound, compute_bound, matrix_multiply);
+/// The generator's convolutions (in, out, kernel, dilation, input length), "same" padding,
+/// each by both methods on a one-thread pool: the kernel's own speed, not the pool's.
+fn convolutions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv1d");
+    group.sample_size(20);
+    let best = Cpu::best();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    if Isa::Avx512.is_available() {
+        const PEAK_ITERS: usize = 4096;
+        group.throughput(Throughput::Elements((PEAK_ITERS * 8 * 16 * 2) as u64));
+        // SAFETY: AVX-512F was checked just above.
+        group.bench_function("fma_peak_flops", |b| b.iter(|| unsafe { fma_peak(black_box(PEAK_ITERS)) }));
+    }
+    let shapes =
+        [(32, 32, 7, 3, 2048), (64, 64, 5, 6, 512), (128, 128, 3, 1, 128), (192, 256, 7, 1, 16), (192, 384, 5, 1, 300)];
+    for (cin, cout, k, d, n) in shapes {
+        let s = ConvShape::new(cin, cout, k).dilation(d);
+        let (w, bias, x) = (values(cout * cin * k), values(cout + 1)[1..].to_vec(), values(cin * n + 2)[2..].to_vec());
+        let pad = ((s.span() - 1) / 2, s.span() - 1 - (s.span() - 1) / 2);
+        let conv = Conv1d::new(s, &w, Some(&bias)).expect("a valid shape");
+        let mut out = vec![0.0; cout * conv.output_len(n, pad)];
+        group.throughput(Throughput::Elements(2 * (cin * cout * k * conv.output_len(n, pad)) as u64)); // flops
+        let name = format!("{}/{cin}to{cout}_k{k}_d{d}_n{n}", best.isa());
+        for method in [ConvMethod::Direct, ConvMethod::Gemm] {
+            let conv = conv.with_method(method).expect("one group, stride 1: both methods");
+            let id = BenchmarkId::new(format!("{method:?}_1thread").to_lowercase(), &name);
+            group.bench_function(id, |b| {
+                one.install(|| b.iter(|| conv.forward(best, black_box(&x), n, pad, &mut out).expect("sizes match")))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, memory_bound, compute_bound, matrix_multiply, convolutions);
 criterion_main!(benches);

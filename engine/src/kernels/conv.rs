@@ -562,6 +562,7 @@ impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
 mod tests {
     use super::*;
     use crate::kernels::testing::{available, random};
+    use crate::kernels::Isa;
 
     /// out[o, t] in f64 straight from the definition, and the sum of |terms| for the bound.
     fn conv_reference(
@@ -683,11 +684,16 @@ mod tests {
                 let conv = Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap();
                 let (want, mag, t_out) = conv_reference(s, &w, b, &x, len, pad);
                 assert_eq!(conv.output_len(len, pad), t_out);
+                let mut simd: Option<Vec<f32>> = None;
                 for cpu in available() {
                     let mut out = vec![f32::NAN; s.out_channels * t_out];
                     conv.forward(cpu, &x, len, pad, &mut out).unwrap();
                     let what = format!("{} {method:?} {s:?} pad {pad:?}", cpu.isa());
                     check(&out, &want, &mag, s.in_channels * s.kernel, &what);
+                    // The direct SIMD paths run the same FMA chains, 8 or 16 lanes wide.
+                    if method == ConvMethod::Direct && cpu.isa() >= Isa::Avx2 {
+                        assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from AVX2");
+                    }
                 }
             }
         }
