@@ -411,12 +411,15 @@ pub struct StreamingConv1d<'w, W> {
     /// Input not yet consumed, `[in_channels, pending]`, and the number of values per channel.
     pending: Vec<f32>,
     len: usize,
+    /// Where the next `pending` is assembled.
+    spare: Vec<f32>,
 }
 
 impl<'w, W: Element> StreamingConv1d<'w, W> {
     pub fn new(conv: Conv1d<'w, W>, pad: (usize, usize)) -> Self {
         let len = pad.0;
-        StreamingConv1d { conv, right_pad: pad.1, pending: vec![0.0; conv.shape.in_channels * len], len }
+        let pending = vec![0.0; conv.shape.in_channels * len];
+        StreamingConv1d { conv, right_pad: pad.1, pending, spare: Vec::new(), len }
     }
 
     /// Feeds `chunk` (`[in_channels, n]`) and appends every output it completes to `out`
@@ -436,14 +439,15 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
     }
 
     fn append(&mut self, chunk: &[f32], n: usize) {
-        let channels = self.conv.shape.in_channels;
+        // Rebuilt in the spare buffer, whose capacity stays: no allocation once warm.
         let len = self.len + n;
-        let mut joined = vec![0.0; channels * len];
-        for c in 0..channels {
-            joined[c * len..][..self.len].copy_from_slice(&self.pending[c * self.len..][..self.len]);
-            joined[c * len + self.len..][..n].copy_from_slice(&chunk[c * n..][..n]);
+        self.spare.clear();
+        for c in 0..self.conv.shape.in_channels {
+            self.spare.extend_from_slice(&self.pending[c * self.len..][..self.len]);
+            self.spare.extend_from_slice(&chunk[c * n..][..n]);
         }
-        (self.pending, self.len) = (joined, len);
+        std::mem::swap(&mut self.pending, &mut self.spare);
+        self.len = len;
     }
 
     /// Every output whose span is in `pending`, then drops the input no later output needs.
@@ -453,17 +457,17 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         if t_out == 0 {
             return 0;
         }
-        let mut fresh = vec![0.0; s.out_channels * t_out];
-        self.conv.run(cpu, &self.pending, self.len, t_out, &mut fresh);
-        out.extend_from_slice(&fresh);
-        // The next output starts t_out strides on.
+        let start = out.len();
+        out.resize(start + s.out_channels * t_out, 0.0);
+        self.conv.run(cpu, &self.pending, self.len, t_out, &mut out[start..]);
+        // The next output starts t_out strides on; keep the rest, compacted in place.
         let consumed = t_out * s.stride;
         let keep = self.len - consumed;
-        let mut rest = vec![0.0; s.in_channels * keep];
         for c in 0..s.in_channels {
-            rest[c * keep..][..keep].copy_from_slice(&self.pending[c * self.len + consumed..][..keep]);
+            self.pending.copy_within(c * self.len + consumed..(c + 1) * self.len, c * keep);
         }
-        (self.pending, self.len) = (rest, keep);
+        self.pending.truncate(s.in_channels * keep);
+        self.len = keep;
         t_out
     }
 }

@@ -2,6 +2,10 @@
 //! convolutions that upsample by the hop size in stages, each followed by the mean of
 //! multi-receptive-field residual blocks.
 
+use std::collections::VecDeque;
+
+use rayon::prelude::*;
+
 use crate::kernels::activation;
 use crate::kernels::conv::{ConvShape, StreamingConv1d, StreamingConvTranspose1d};
 use crate::kernels::Cpu;
@@ -131,7 +135,7 @@ impl GeneratorStream<'_> {
     /// complete; the rest follows with later frames or at [`finish`](Self::finish).
     pub fn push(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
         let block = Block { data: z.to_vec(), channels: self.channels, len: frames };
-        let mut audio = self.chain.push(cpu, block)?.data;
+        let mut audio = self.chain.push(cpu, &block)?.data;
         activation::tanh(cpu, &mut audio);
         Ok(audio)
     }
@@ -145,6 +149,7 @@ impl GeneratorStream<'_> {
 }
 
 /// A channels-first stretch of signal, `[channels, len]`.
+#[derive(Clone)]
 struct Block {
     data: Vec<f32>,
     channels: usize,
@@ -152,6 +157,11 @@ struct Block {
 }
 
 impl Block {
+    fn new(data: Vec<f32>, channels: usize, len: usize) -> Block {
+        debug_assert_eq!(data.len(), channels * len);
+        Block { data, channels, len }
+    }
+
     fn empty(channels: usize) -> Block {
         Block { data: Vec::new(), channels, len: 0 }
     }
@@ -160,39 +170,83 @@ impl Block {
     fn append(&mut self, other: Block) {
         if self.len == 0 {
             *self = other;
-            return;
+        } else if other.len > 0 {
+            let mut queue = Queue::new(self.channels);
+            queue.push(std::mem::replace(self, Block::empty(other.channels)));
+            queue.push(other);
+            *self = queue.take(queue.len);
         }
-        let len = self.len + other.len;
-        let mut data = vec![0.0; self.channels * len];
-        for c in 0..self.channels {
-            data[c * len..][..self.len].copy_from_slice(&self.data[c * self.len..][..self.len]);
-            data[c * len + self.len..][..other.len].copy_from_slice(&other.data[c * other.len..][..other.len]);
-        }
-        (self.data, self.len) = (data, len);
+    }
+}
+
+/// Stretches of one signal waiting to be used, consumed from the front without moving
+/// what stays.
+struct Queue {
+    blocks: VecDeque<Block>,
+    /// Time steps of the front block already consumed.
+    offset: usize,
+    len: usize,
+    channels: usize,
+}
+
+impl Queue {
+    fn new(channels: usize) -> Queue {
+        Queue { blocks: VecDeque::new(), offset: 0, len: 0, channels }
     }
 
-    /// Removes and returns the first `m` time steps.
-    fn take_front(&mut self, m: usize) -> Block {
-        let rest = self.len - m;
-        let (mut front, mut back) = (vec![0.0; self.channels * m], vec![0.0; self.channels * rest]);
-        for c in 0..self.channels {
-            front[c * m..][..m].copy_from_slice(&self.data[c * self.len..][..m]);
-            back[c * rest..][..rest].copy_from_slice(&self.data[c * self.len + m..][..rest]);
+    fn push(&mut self, block: Block) {
+        if block.len > 0 {
+            self.len += block.len;
+            self.blocks.push_back(block);
         }
-        (self.data, self.len) = (back, rest);
-        Block { data: front, channels: self.channels, len: m }
+    }
+
+    /// Calls `f(channel, destination offset, values)` over the first `m` time steps, then
+    /// drops them.
+    fn consume(&mut self, m: usize, mut f: impl FnMut(usize, usize, &[f32])) {
+        debug_assert!(m <= self.len);
+        let mut done = 0;
+        while done < m {
+            let front = &self.blocks[0];
+            let n = (front.len - self.offset).min(m - done);
+            for c in 0..self.channels {
+                f(c, done, &front.data[c * front.len + self.offset..][..n]);
+            }
+            done += n;
+            self.offset += n;
+            if self.offset == front.len {
+                self.blocks.pop_front();
+                self.offset = 0;
+            }
+        }
+        self.len -= m;
+    }
+
+    /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
+    fn add_into(&mut self, y: &mut Block) {
+        let len = y.len;
+        self.consume(len, |c, at, x| {
+            y.data[c * len + at..][..x.len()].iter_mut().zip(x).for_each(|(a, b)| *a += b);
+        });
+    }
+
+    /// The first `m` time steps as one block.
+    fn take(&mut self, m: usize) -> Block {
+        let mut out = Block::new(vec![0.0; self.channels * m], self.channels, m);
+        self.consume(m, |c, at, x| out.data[c * m + at..][..x.len()].copy_from_slice(x));
+        out
     }
 }
 
 /// One piece of the decoder run incrementally: what a push returns is the continuation
 /// of the whole-signal output so far; `finish` returns the rest.
 trait Stream {
-    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError>;
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError>;
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError>;
 }
 
 impl<S: Stream + ?Sized> Stream for Box<S> {
-    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
         (**self).push(cpu, x)
     }
 
@@ -205,8 +259,9 @@ impl<S: Stream + ?Sized> Stream for Box<S> {
 struct Chain<S>(Vec<S>);
 
 impl<S: Stream> Stream for Chain<S> {
-    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
-        self.0.iter_mut().try_fold(x, |x, s| s.push(cpu, x))
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
+        let (first, rest) = self.0.split_first_mut().expect("a chain has pieces");
+        rest.iter_mut().try_fold(first.push(cpu, x)?, |x, s| s.push(cpu, &x))
     }
 
     /// Each piece's tail goes through the pieces after it before they finish in turn.
@@ -216,7 +271,7 @@ impl<S: Stream> Stream for Chain<S> {
             tail = Some(match tail.take() {
                 None => s.finish(cpu)?,
                 Some(x) => {
-                    let mut out = s.push(cpu, x)?;
+                    let mut out = s.push(cpu, &x)?;
                     out.append(s.finish(cpu)?);
                     out
                 }
@@ -231,28 +286,32 @@ struct ConvStream<'g> {
     conv: StreamingConv1d<'g, f32>,
     slope: Option<f32>,
     channels: usize,
+    /// The activated input, reused between calls.
+    scratch: Vec<f32>,
 }
 
 impl<'g> ConvStream<'g> {
     fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
-        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, channels: conv.shape().out_channels }
+        let channels = conv.shape().out_channels;
+        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, channels, scratch: Vec::new() }
     }
 }
 
 impl Stream for ConvStream<'_> {
-    fn push(&mut self, cpu: Cpu, mut x: Block) -> Result<Block, VitsError> {
-        if let Some(slope) = self.slope {
-            leaky_relu(&mut x.data, slope);
-        }
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
+        let input = match self.slope {
+            Some(slope) => leaky_relu(&x.data, slope, &mut self.scratch),
+            None => &x.data,
+        };
         let mut data = Vec::new();
-        let len = self.conv.process(cpu, &x.data, x.len, &mut data)?;
-        Ok(Block { data, channels: self.channels, len })
+        let len = self.conv.process(cpu, input, x.len, &mut data)?;
+        Ok(Block::new(data, self.channels, len))
     }
 
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
         let mut data = Vec::new();
         let len = self.conv.finish(cpu, &mut data);
-        Ok(Block { data, channels: self.channels, len })
+        Ok(Block::new(data, self.channels, len))
     }
 }
 
@@ -261,27 +320,29 @@ struct UpStream<'g> {
     up: StreamingConvTranspose1d<'g, f32>,
     slope: f32,
     channels: usize,
+    scratch: Vec<f32>,
 }
 
 impl<'g> UpStream<'g> {
     fn new(up: &'g ConvTranspose, slope: f32) -> Self {
         let crop = (up.crop(), up.crop());
-        UpStream { up: StreamingConvTranspose1d::new(up.kernel(), crop), slope, channels: up.shape().out_channels }
+        let up_stream = StreamingConvTranspose1d::new(up.kernel(), crop);
+        UpStream { up: up_stream, slope, channels: up.shape().out_channels, scratch: Vec::new() }
     }
 }
 
 impl Stream for UpStream<'_> {
-    fn push(&mut self, cpu: Cpu, mut x: Block) -> Result<Block, VitsError> {
-        leaky_relu(&mut x.data, self.slope);
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
+        let input = leaky_relu(&x.data, self.slope, &mut self.scratch);
         let mut data = Vec::new();
-        let len = self.up.process(cpu, &x.data, x.len, &mut data)?;
-        Ok(Block { data, channels: self.channels, len })
+        let len = self.up.process(cpu, input, x.len, &mut data)?;
+        Ok(Block::new(data, self.channels, len))
     }
 
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
         let mut data = Vec::new();
         let len = self.up.finish(cpu, &mut data);
-        Ok(Block { data, channels: self.channels, len })
+        Ok(Block::new(data, self.channels, len))
     }
 }
 
@@ -289,28 +350,22 @@ impl Stream for UpStream<'_> {
 /// produced the matching outputs.
 struct Residual<'g> {
     body: Chain<ConvStream<'g>>,
-    skip: Block,
+    skip: Queue,
 }
 
 impl Stream for Residual<'_> {
-    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
-        self.skip.append(Block { data: x.data.clone(), ..x });
-        let y = self.body.push(cpu, x)?;
-        Ok(self.add_skip(y))
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
+        let mut y = self.body.push(cpu, x)?;
+        self.skip.push(x.clone());
+        // f(x) + x, as the reference adds them.
+        self.skip.add_into(&mut y);
+        Ok(y)
     }
 
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        let y = self.body.finish(cpu)?;
-        Ok(self.add_skip(y))
-    }
-}
-
-impl Residual<'_> {
-    fn add_skip(&mut self, mut y: Block) -> Block {
-        let x = self.skip.take_front(y.len);
-        // f(x) + x, in the reference's order.
-        y.data.iter_mut().zip(&x.data).for_each(|(a, b)| *a += b);
-        y
+        let mut y = self.body.finish(cpu)?;
+        self.skip.add_into(&mut y);
+        Ok(y)
     }
 }
 
@@ -321,52 +376,55 @@ impl ResBlock {
             .iter()
             .map(|convs| {
                 let body = Chain(convs.iter().map(|c| ConvStream::new(c, Some(SLOPE))).collect());
-                Residual { body, skip: Block::empty(convs[0].shape().in_channels) }
+                Residual { body, skip: Queue::new(convs[0].shape().in_channels) }
             })
             .collect();
         Box::new(Chain(stages))
     }
 }
 
-/// The mean of parallel branches fed the same input; each branch's output waits in its
-/// queue until every branch has reached that point.
+/// The mean of parallel branches fed the same input (run on the thread pool: they are
+/// independent); each branch's output waits in its queue until every branch has reached
+/// that point.
 struct Mean<'g> {
     branches: Vec<Box<dyn Stream + Send + 'g>>,
-    queues: Vec<Block>,
+    queues: Vec<Queue>,
 }
 
 impl<'g> Mean<'g> {
     fn new(branches: Vec<Box<dyn Stream + Send + 'g>>, channels: usize) -> Self {
-        let queues = branches.iter().map(|_| Block::empty(channels)).collect();
+        let queues = branches.iter().map(|_| Queue::new(channels)).collect();
         Mean { branches, queues }
     }
 
-    fn emit(&mut self) -> Block {
+    fn run(
+        &mut self,
+        each: impl Fn(&mut Box<dyn Stream + Send + 'g>) -> Result<Block, VitsError> + Sync + Send,
+    ) -> Result<Block, VitsError> {
+        let outputs: Vec<Result<Block, VitsError>> = self.branches.par_iter_mut().map(each).collect();
+        for (queue, out) in self.queues.iter_mut().zip(outputs) {
+            queue.push(out?);
+        }
+        // Σ branches in order, then ÷ n, as the reference computes the mean.
         let ready = self.queues.iter().map(|q| q.len).min().unwrap_or(0);
-        let mut parts = self.queues.iter_mut().map(|q| q.take_front(ready));
-        let mut sum = parts.next().expect("a stage has residual blocks");
-        for part in parts {
-            sum.data.iter_mut().zip(&part.data).for_each(|(s, v)| *s += v);
+        let (first, rest) = self.queues.split_first_mut().expect("a stage has residual blocks");
+        let mut sum = first.take(ready);
+        for queue in rest {
+            queue.add_into(&mut sum);
         }
         let n = self.branches.len() as f32;
         sum.data.iter_mut().for_each(|s| *s /= n);
-        sum
+        Ok(sum)
     }
 }
 
 impl Stream for Mean<'_> {
-    fn push(&mut self, cpu: Cpu, x: Block) -> Result<Block, VitsError> {
-        for (branch, queue) in self.branches.iter_mut().zip(&mut self.queues) {
-            queue.append(branch.push(cpu, Block { data: x.data.clone(), ..x })?);
-        }
-        Ok(self.emit())
+    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
+        self.run(|branch| branch.push(cpu, x))
     }
 
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        for (branch, queue) in self.branches.iter_mut().zip(&mut self.queues) {
-            queue.append(branch.finish(cpu)?);
-        }
-        Ok(self.emit())
+        self.run(|branch| branch.finish(cpu))
     }
 }
 
@@ -376,10 +434,9 @@ fn block_channels(t: &Tensors, block: usize) -> Option<usize> {
         .find_map(|c| t.get(&format!("dec.resblocks.{block}.{c}.0.weight")).ok().map(|w| w.shape()[0]))
 }
 
-fn leaky_relu(x: &mut [f32], slope: f32) {
-    x.iter_mut().for_each(|v| {
-        if *v < 0.0 {
-            *v *= slope
-        }
-    });
+/// `scratch` ← leaky ReLU of `x` (max(v, slope·v) for slope < 1, which vectorises).
+fn leaky_relu<'s>(x: &[f32], slope: f32, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+    scratch.clear();
+    scratch.extend(x.iter().map(|&v| v.max(v * slope)));
+    scratch
 }
