@@ -14,6 +14,8 @@ For spiral (`--spiral target/release/spiral`): each repeat runs `spiral speak TE
 and reads its latency report: time to first audio (text handed over -> first sample handed
 to the sink, model already loaded) and the real-time factor (time spent producing frames /
 audio seconds). Piper and spiral runs alternate, so load on the machine hits both alike.
+`--paced` also plays each sentence once through `spiral speak --sink null --period-ms 10`
+(a device paced by the real clock with a 10 ms period) and records its underruns.
 Prints JSON with both and the ratios.
 
 Usage: python3 scripts/bench_vits.py [--spiral target/release/spiral] [--sentences FILE]
@@ -111,6 +113,18 @@ def measure_spiral(binary: Path, text: str, scratch: Path) -> tuple[float, float
     return r["time_to_first_audio_ms"] / 1000, r["production_seconds"], r["audio_seconds"]
 
 
+def paced_underruns(binary: Path, text: str, scratch: Path) -> int:
+    """Underruns of one real-time playback at a 10 ms period while synthesizing."""
+    import subprocess
+
+    report = scratch / "paced.json"
+    args = [str(binary), "speak", text, "--sink", "null", "--period-ms", "10", "-q", "--latency-report", str(report)]
+    run = subprocess.run(args, capture_output=True, text=True)
+    if run.returncode != 0:
+        fail(f"spiral speak --sink null failed on {text!r}: {run.stderr.strip()}")
+    return json.loads(report.read_text())["underruns"]
+
+
 def summarize(runs: list[tuple[float, float, float]]) -> dict:
     """Medians of (first audio, synthesis, audio) runs."""
     ttfa = statistics.median(r[0] for r in runs)
@@ -143,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads; 0 = its default")
     parser.add_argument("--model", type=Path, help=f"path of {MODEL_FILE} (default: the installed package)")
     parser.add_argument("--spiral", type=Path, help="the spiral binary to measure beside piper (cargo build --release)")
+    parser.add_argument("--paced", action="store_true", help="also play each sentence in real time (10 ms period)")
     args = parser.parse_args()
     if args.repeats < 1:
         fail("--repeats must be at least 1")
@@ -180,6 +195,8 @@ def main() -> None:
         line = f"{index}: piper rtf {rows[-1]['rtf_median']}, first audio {rows[-1]['ttfa_ms_median']} ms"
         if args.spiral:
             ours.append({"index": index, "text": text, **summarize(spiral_runs)})
+            if args.paced:
+                ours[-1]["underruns_10ms_period"] = paced_underruns(args.spiral, text, scratch)
             line += f"; spiral rtf {ours[-1]['rtf_median']}, first audio {ours[-1]['ttfa_ms_median']} ms"
         print(line, file=sys.stderr)
 
@@ -199,6 +216,8 @@ def main() -> None:
     }
     if args.spiral:
         report["spiral"] = {"binary": str(args.spiral), "sentences": ours, "summary": totals(ours)}
+        if args.paced:
+            report["spiral"]["summary"]["underruns_10ms_period"] = sum(r["underruns_10ms_period"] for r in ours)
         p, o = report["summary"], report["spiral"]["summary"]
         report["speedup"] = {
             "rtf_aggregate": round(p["rtf_aggregate"] / o["rtf_aggregate"], 2),

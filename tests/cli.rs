@@ -287,6 +287,17 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert!(r["time_to_first_audio_ms"].as_f64().unwrap() > 0.0, "{r}");
     assert_eq!(r["underruns"], 0);
 
+    // Played in real time at a 10 ms period while synthesizing. Whether it keeps up is a
+    // benchmark (scripts/bench_vits.py --paced, release build), not a test of a debug build.
+    let paced = dir.join("paced.json");
+    let out = spiral(
+        &["speak", "Every buffer arrives on time.", "--sink", "null", "--period-ms", "10", "-q", "--latency-report"],
+        &[&paced],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = common::read_report(&paced);
+    assert!(r["underruns"].is_u64() && r["audio_seconds"].as_f64().unwrap() > 1.0, "{r}");
+
     // Lines from stdin, each spoken as it arrives.
     let lines_wav = dir.join("lines.wav");
     let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))

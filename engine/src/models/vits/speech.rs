@@ -2,8 +2,8 @@
 //! frames at a time, so playback starts long before a sentence is fully synthesized.
 //!
 //! Per sentence: the text encoder and duration predictor run over the whole sentence
-//! (they are small, and attention needs it all); the flow runs first over a short window
-//! at the start (plus its context), then over the rest in one go; the generator is fed
+//! (they are small, and attention needs it all); the flow runs over short windows at the
+//! start (plus its context, see [`WINDOWS`]), then over the rest in one go; the generator is fed
 //! [`CHUNK`] frames at a time and returns the audio each completes. Sentences follow one
 //! another; with [`SpeechSource::lines`], text keeps arriving while earlier lines play.
 
@@ -23,8 +23,11 @@ use super::generator::GeneratorStream;
 use super::voice::{PiperVoice, SpeechError};
 use super::{Latent, Scales};
 
-/// Latent frames the flow decodes first, so the first audio waits for only this much.
-pub const FIRST_WINDOW: usize = 16;
+/// Ends of the latent windows the flow decodes, in frames from the start of a sentence;
+/// after the last, the rest of the sentence goes in one window. The first is short so the
+/// first audio waits for little; the second is short too, because it must be ready before
+/// the first chunk's audio (the few frames the generator's look-ahead lets out) has played.
+pub const WINDOWS: [usize; 2] = [16, 64];
 /// Latent frames fed to the generator per produced frame (16 × 256 samples at 22.05 kHz:
 /// 186 ms of audio).
 pub const CHUNK: usize = 16;
@@ -150,7 +153,7 @@ impl SpeechSource {
         let encoded = model.encoder().forward(self.cpu, ids)?;
         let durations = model.durations(self.cpu, &encoded, self.scales, &mut self.rng)?;
         let prior = model.prior(&encoded, &durations, self.scales, &mut self.rng)?;
-        let window = model.latent(self.cpu, &prior, 0..FIRST_WINDOW)?;
+        let window = model.latent(self.cpu, &prior, 0..WINDOWS[0])?;
         let decoder = Decoder::new(self.voice.clone(), |voice| voice.model().generator().stream());
         Ok(Utterance { prior, window, window_start: 0, next: 0, finished: false, decoder })
     }
@@ -167,7 +170,8 @@ impl SpeechSource {
             return Ok(Some(u.decoder.with_dependent_mut(|_, stream| stream.finish(cpu))?));
         }
         if u.next == u.window_start + u.window.frames {
-            u.window = voice.model().latent(cpu, &u.prior, u.next..u.prior.frames)?;
+            let end = WINDOWS.iter().copied().find(|&w| w > u.next).unwrap_or(u.prior.frames);
+            u.window = voice.model().latent(cpu, &u.prior, u.next..end)?;
             u.window_start = u.next;
         }
         let offset = u.next - u.window_start;
