@@ -6,7 +6,8 @@
 //! - GEMM at 256..2048, in GFLOP/s, against the `gemm` crate (its AVX-512 kernels, rayon on
 //!   every core) and `matrixmultiply` (threaded) on the same matrices.
 //! - conv1d at the VITS HiFi-GAN's shapes, in GFLOP/s on one thread: the direct method
-//!   against the im2col GEMM method, with the FMA roof in the same group.
+//!   against the im2col GEMM method and, at 32 and 64 channels, against itself with bf16
+//!   products, with the FMA roof in the same group.
 
 use std::hint::black_box;
 
@@ -221,7 +222,8 @@ fn matrix_multiply(c: &mut Criterion) {
 }
 
 /// The generator's convolutions (in, out, kernel, dilation, input length), "same" padding,
-/// each by both methods on a one-thread pool: the kernel's own speed, not the pool's.
+/// by the direct and GEMM methods (and the direct method with bf16 products on the small
+/// channel counts) on a one-thread pool: the kernel's own speed, not the pool's.
 fn convolutions(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv1d");
     group.sample_size(20);
@@ -233,9 +235,18 @@ fn convolutions(c: &mut Criterion) {
         // SAFETY: AVX-512F was checked just above.
         group.bench_function("fma_peak_flops", |b| b.iter(|| unsafe { fma_peak(black_box(PEAK_ITERS)) }));
     }
-    let shapes =
-        [(32, 32, 7, 3, 2048), (64, 64, 5, 6, 512), (128, 128, 3, 1, 128), (192, 256, 7, 1, 16), (192, 384, 5, 1, 300)];
-    for (cin, cout, k, d, n) in shapes {
+    use ConvMethod::{Direct, DirectBf16, Gemm};
+    let (both, bf16) = (&[Direct, Gemm][..], &[Direct, DirectBf16][..]);
+    // bf16 products (opt-in) against f32 on the generator's 32- and 64-channel convolutions.
+    let shapes = [
+        ((32, 32, 7, 3, 2048), both),
+        ((32, 32, 7, 3, 4096), bf16),
+        ((64, 64, 5, 6, 512), &[Direct, Gemm, DirectBf16][..]),
+        ((128, 128, 3, 1, 128), both),
+        ((192, 256, 7, 1, 16), both),
+        ((192, 384, 5, 1, 300), both),
+    ];
+    for ((cin, cout, k, d, n), methods) in shapes {
         let s = ConvShape::new(cin, cout, k).dilation(d);
         let (w, bias, x) = (values(cout * cin * k), values(cout + 1)[1..].to_vec(), values(cin * n + 2)[2..].to_vec());
         let pad = ((s.span() - 1) / 2, s.span() - 1 - (s.span() - 1) / 2);
@@ -243,8 +254,8 @@ fn convolutions(c: &mut Criterion) {
         let mut out = vec![0.0; cout * conv.output_len(n, pad)];
         group.throughput(Throughput::Elements(2 * (cin * cout * k * conv.output_len(n, pad)) as u64)); // flops
         let name = format!("{}/{cin}to{cout}_k{k}_d{d}_n{n}", best.isa());
-        for method in [ConvMethod::Direct, ConvMethod::Gemm] {
-            let conv = conv.with_method(method).expect("one group, stride 1: both methods");
+        for &method in methods {
+            let conv = conv.with_method(method).expect("one group, stride 1: every method");
             let id = BenchmarkId::new(format!("{method:?}_1thread").to_lowercase(), &name);
             group.bench_function(id, |b| {
                 one.install(|| b.iter(|| conv.forward(best, black_box(&x), n, pad, &mut out).expect("sizes match")))

@@ -9,7 +9,8 @@
 //!
 //! A convolution with one group and stride 1 (every convolution of a HiFi-GAN generator) is
 //! computed directly, with time as the SIMD dimension ([`ConvMethod::Direct`], in
-//! `conv/direct.rs`). Any other is one [`gemm`] per group: the weights are A
+//! `conv/direct.rs`); on request with bf16 products, `VDPBF16PS` on channel pairs
+//! ([`ConvMethod::DirectBf16`], in `conv/direct_bf16.rs`). Any other is one [`gemm`] per group: the weights are A
 //! (`[out, in·kernel]`) and the im2col matrix of the signal is a grouped [`View`] of it, so no
 //! im2col copy is made; depthwise convolutions (one channel per group) are a sum of shifted,
 //! scaled copies of each channel instead, with [`vector::axpy`]. The method is chosen from
@@ -32,6 +33,7 @@ use super::gemm::{self, Element, View, ViewMut};
 use super::vector;
 
 mod direct;
+mod direct_bf16;
 
 /// The hyperparameters of a convolution (or of a transposed one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,9 +136,10 @@ pub struct Conv1d<'w, W> {
     method: ConvMethod,
 }
 
-/// How a [`Conv1d`] computes its output. Both give the definition's value to within f32
-/// rounding; they round differently, so one stream must stay with one method (a
-/// [`Conv1d`] does: its method is fixed when it is built).
+/// How a [`Conv1d`] computes its output. `Direct` and `Gemm` give the definition's value to
+/// within f32 rounding, `DirectBf16` the definition's value on bf16-rounded weights and
+/// inputs; they round differently, so one stream must stay with one method (a [`Conv1d`]
+/// does: its method is fixed when it is built).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvMethod {
     /// Register tiles of output channels × vectors of time, each output one chain of fused
@@ -145,6 +148,14 @@ pub enum ConvMethod {
     /// One blocked GEMM per group over an implicit im2col view of the signal (a depthwise
     /// convolution: a shifted axpy per tap). Any shape.
     Gemm,
+    /// [`ConvMethod::Direct`] with bf16 products: weights and inputs rounded to bf16 (to
+    /// nearest even), products summed in f32 from the f32 bias. `VDPBF16PS` on channel pairs
+    /// from [`Isa::Avx512Bf16`](crate::kernels::Isa::Avx512Bf16) on; below it, the f32 direct
+    /// kernel on the rounded operands (the last bits may differ between the two). About twice
+    /// the f32 rate where the instruction runs at full width, at bf16's precision (8
+    /// significant bits per operand): opt in with [`Conv1d::with_method`], never chosen by
+    /// [`ConvMethod::for_shape`]. One group, stride 1 only.
+    DirectBf16,
 }
 
 impl ConvMethod {
@@ -168,7 +179,7 @@ impl ConvMethod {
     /// Whether this method can compute `shape`.
     pub fn supports(self, shape: ConvShape) -> bool {
         match self {
-            ConvMethod::Direct => shape.groups == 1 && shape.stride == 1,
+            ConvMethod::Direct | ConvMethod::DirectBf16 => shape.groups == 1 && shape.stride == 1,
             ConvMethod::Gemm => true,
         }
     }
@@ -187,7 +198,8 @@ impl<'w, W: Element> Conv1d<'w, W> {
     }
 
     /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
-    /// compare them, or to match output made by the other); an error if it cannot do the shape.
+    /// compare them, to match output made by another, or to opt into
+    /// [`ConvMethod::DirectBf16`]); an error if it cannot do the shape.
     pub fn with_method(self, method: ConvMethod) -> Result<Self, ConvError> {
         if !method.supports(self.shape) {
             return Err(ConvError::Shape(format!(
@@ -239,6 +251,11 @@ impl<'w, W: Element> Conv1d<'w, W> {
             self.run(cpu, input, len, t_out, out);
             return Ok(());
         }
+        if self.method == ConvMethod::DirectBf16 {
+            // It copies its input anyway (rounded, or packed in pairs), padding as it goes.
+            direct_bf16::run(cpu, &self.direct(input, len), pad, t_out, out);
+            return Ok(());
+        }
         let padded = len + pad.0 + pad.1;
         with_scratch(s.in_channels * padded, |x| {
             for (c, row) in x.chunks_exact_mut(padded).enumerate() {
@@ -250,22 +267,28 @@ impl<'w, W: Element> Conv1d<'w, W> {
         Ok(())
     }
 
+    /// The direct kernels' view of this convolution over `x` (`[in_channels, len]`).
+    fn direct<'a>(&'a self, x: &'a [f32], len: usize) -> direct::Direct<'a, W> {
+        let s = self.shape;
+        direct::Direct {
+            weight: self.weight,
+            bias: self.bias,
+            in_channels: s.in_channels,
+            out_channels: s.out_channels,
+            kernel: s.kernel,
+            dilation: s.dilation,
+            x,
+            len,
+        }
+    }
+
     /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs.
     fn run(&self, cpu: Cpu, x: &[f32], len: usize, t_out: usize, out: &mut [f32]) {
         let s = self.shape;
-        if self.method == ConvMethod::Direct {
-            let d = direct::Direct {
-                weight: self.weight,
-                bias: self.bias,
-                in_channels: s.in_channels,
-                out_channels: s.out_channels,
-                kernel: s.kernel,
-                dilation: s.dilation,
-                x,
-                len,
-            };
-            direct::run(cpu, &d, t_out, out);
-            return;
+        match self.method {
+            ConvMethod::Direct => return direct::run(cpu, &self.direct(x, len), t_out, out),
+            ConvMethod::DirectBf16 => return direct_bf16::run(cpu, &self.direct(x, len), (0, 0), t_out, out),
+            ConvMethod::Gemm => {}
         }
         let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
         for (o, row) in out.chunks_exact_mut(t_out).enumerate() {
@@ -662,17 +685,32 @@ mod tests {
             (ConvShape::new(3, 5, 4).stride(3), (2, 0), 31),             // strided, causal-ish pad
             (ConvShape::new(3, 2, 9), (0, 0), 5),                        // kernel longer than input
             (ConvShape::new(2, 3, 3), (2, 0), 0),                        // empty input
+            (ConvShape::new(3, 4, 2), (1, 2), 0),                        // outputs of padding alone
             // Direct tiles: 15 rows (8 + 4 + 2 + 1), time tails around 16 and 48 lanes.
             (ConvShape::new(5, 15, 3).dilation(2), (2, 2), 47),
             (ConvShape::new(3, 15, 5), (2, 2), 97),
             (ConvShape::new(4, 9, 2).dilation(7), (0, 7), 17),
             (ConvShape::new(12, 3, 7).dilation(3), (9, 9), 113),
+            // One input channel: in bf16 mode one channel pair, half of it the zero channel.
+            (ConvShape::new(1, 3, 4), (1, 2), 21),
+            // An odd pair count and 8 + 1 rows over two full tiles and a tail.
+            (ConvShape::new(7, 9, 3).dilation(4), (4, 4), 110),
         ]
     }
 
     /// The methods that can compute `s`.
     fn methods(s: ConvShape) -> Vec<ConvMethod> {
-        [ConvMethod::Direct, ConvMethod::Gemm].into_iter().filter(|m| m.supports(s)).collect()
+        [ConvMethod::Direct, ConvMethod::DirectBf16, ConvMethod::Gemm].into_iter().filter(|m| m.supports(s)).collect()
+    }
+
+    /// The values `method` multiplies: rounded to bf16 for [`ConvMethod::DirectBf16`].
+    fn operands(method: ConvMethod, v: &[f32]) -> Vec<f32> {
+        use crate::kernels::bf16::scalar::{narrow, widen};
+        if method == ConvMethod::DirectBf16 {
+            v.iter().map(|&v| widen(narrow(v))).collect()
+        } else {
+            v.to_vec()
+        }
     }
 
     #[test]
@@ -686,8 +724,12 @@ mod tests {
             {
                 let b = with_bias.then_some(&bias[..]);
                 let conv = Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap();
-                let (want, mag, t_out) = conv_reference(s, &w, b, &x, len, pad);
+                let (wr, xr) = (operands(method, &w), operands(method, &x));
+                let (want, mag, t_out) = conv_reference(s, &wr, b, &xr, len, pad);
                 assert_eq!(conv.output_len(len, pad), t_out);
+                // The f32 direct kernel on the rounded operands: what bf16 mode computes below
+                // the BF16 level.
+                let on_rounded = Conv1d::new(s, &wr, b).unwrap().with_method(ConvMethod::Direct);
                 let mut simd: Option<Vec<f32>> = None;
                 for cpu in available() {
                     let mut out = vec![f32::NAN; s.out_channels * t_out];
@@ -695,24 +737,51 @@ mod tests {
                     let what = format!("{} {method:?} {s:?} pad {pad:?}", cpu.isa());
                     check(&out, &want, &mag, s.in_channels * s.kernel, &what);
                     // The direct SIMD paths run the same FMA chains, 8 or 16 lanes wide.
-                    if method == ConvMethod::Direct && cpu.isa() >= Isa::Avx2 {
+                    let fma_chains = method == ConvMethod::Direct
+                        || (method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16);
+                    if fma_chains && cpu.isa() >= Isa::Avx2 {
                         assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from AVX2");
+                    }
+                    if method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16 {
+                        let mut same = vec![f32::NAN; out.len()];
+                        on_rounded.as_ref().unwrap().forward(cpu, &xr, len, pad, &mut same).unwrap();
+                        assert_eq!(out, same, "{what}: not the f32 kernel on the rounded operands");
                     }
                 }
             }
         }
     }
 
+    /// The bf16 mode really multiplies bf16 values: on operands that bf16 cannot hold, its
+    /// output leaves the f32 definition by far more than f32 rounding (and meets the rounded
+    /// one, which the test above checks).
     #[test]
-    fn bf16_weights_are_widened_exactly_by_both_methods() {
+    fn bf16_mode_rounds_its_operands() {
+        let s = ConvShape::new(16, 8, 5).dilation(2);
+        let (len, pad) = (200, (4, 4));
+        let (w, x) = (random(s.out_channels * s.in_channels * s.kernel, 51), random(s.in_channels * len, 52));
+        let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::DirectBf16).unwrap();
+        let (exact, _, t_out) = conv_reference(s, &w, None, &x, len, pad);
+        for cpu in available() {
+            let mut out = vec![0.0; s.out_channels * t_out];
+            conv.forward(cpu, &x, len, pad, &mut out).unwrap();
+            let err = out.iter().zip(&exact).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max);
+            // bf16 keeps 8 significant bits: errors of 2^-9 relative per operand, not 2^-24.
+            assert!(err > 1e-4, "{}: largest error {err} is f32's, not bf16's", cpu.isa());
+            assert!(err < 0.1, "{}: largest error {err}", cpu.isa());
+        }
+    }
+
+    #[test]
+    fn bf16_weights_are_widened_exactly_by_every_method() {
         let s = ConvShape::new(6, 11, 3).dilation(2);
         let (len, pad) = (53, (2, 2));
         let wf = random(s.out_channels * s.in_channels * s.kernel, 31);
         let wb: Vec<u16> = wf.iter().map(|&v| crate::kernels::bf16::scalar::narrow(v)).collect();
         let widened: Vec<f32> = wb.iter().map(|&b| crate::kernels::bf16::scalar::widen(b)).collect();
         let x = random(s.in_channels * len, 32);
-        let (want, mag, t_out) = conv_reference(s, &widened, None, &x, len, pad);
         for method in methods(s) {
+            let (want, mag, t_out) = conv_reference(s, &widened, None, &operands(method, &x), len, pad);
             let conv = Conv1d::new(s, &wb, None).unwrap().with_method(method).unwrap();
             let exact = Conv1d::new(s, &widened, None).unwrap().with_method(method).unwrap();
             for cpu in available() {
@@ -726,17 +795,15 @@ mod tests {
     }
 
     /// A vocoder-sized call runs on the pool in blocks; one-sample chunks of the same stream
-    /// run on the calling thread, one tile at a time. Both must give the same bits.
+    /// run on the calling thread, one tile at a time. Both must give the same bits, in f32
+    /// and in bf16 mode; the threaded call must also meet the definition.
     #[test]
     fn a_threaded_direct_call_equals_its_stream_bit_for_bit() {
         let s = ConvShape::new(32, 32, 7).dilation(3);
         let (len, pad) = (1500, (9, 9));
         let w = random(s.out_channels * s.in_channels * s.kernel, 41);
         let (bias, x) = (random(s.out_channels, 42), random(s.in_channels * len, 43));
-        let conv = Conv1d::new(s, &w, Some(&bias)).unwrap();
-        assert_eq!(conv.method(), ConvMethod::Direct);
-        let t_out = conv.output_len(len, pad);
-        let mut whole = vec![0.0; s.out_channels * t_out];
+        assert_eq!(Conv1d::new(s, &w, Some(&bias)).unwrap().method(), ConvMethod::Direct);
         let sizes: Vec<usize> = (0..)
             .map(|k| [1, 5, 16, 47, 130][k % 5])
             .scan(0, |at, n| {
@@ -745,19 +812,26 @@ mod tests {
                 (n > 0).then_some(n)
             })
             .collect();
-        for cpu in available() {
-            conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
-            let mut stream = StreamingConv1d::new(conv, pad);
-            let mut pieces = vec![];
-            for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
+        for method in [ConvMethod::Direct, ConvMethod::DirectBf16] {
+            let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
+            let t_out = conv.output_len(len, pad);
+            let (want, mag, _) = conv_reference(s, &operands(method, &w), Some(&bias), &operands(method, &x), len, pad);
+            let mut whole = vec![0.0; s.out_channels * t_out];
+            for cpu in available() {
+                conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
+                check(&whole, &want, &mag, s.in_channels * s.kernel, &format!("{} {method:?}", cpu.isa()));
+                let mut stream = StreamingConv1d::new(conv, pad);
+                let mut pieces = vec![];
+                for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
+                    let mut out = vec![];
+                    let m = stream.process(cpu, chunk, n, &mut out).unwrap();
+                    pieces.push((out, m));
+                }
                 let mut out = vec![];
-                let m = stream.process(cpu, chunk, n, &mut out).unwrap();
+                let m = stream.finish(cpu, &mut out);
                 pieces.push((out, m));
+                assert!(concat_in_time(&pieces, s.out_channels) == whole, "{} {method:?}", cpu.isa());
             }
-            let mut out = vec![];
-            let m = stream.finish(cpu, &mut out);
-            pieces.push((out, m));
-            assert!(concat_in_time(&pieces, s.out_channels) == whole, "{}", cpu.isa());
         }
     }
 
@@ -771,8 +845,17 @@ mod tests {
         let big = ConvShape::new(ConvMethod::GEMM_POINTWISE_IN_CHANNELS, 4, 1);
         assert_eq!(ConvMethod::for_shape(big), ConvMethod::Gemm);
         assert_eq!(ConvMethod::for_shape(ConvShape::new(big.in_channels, 4, 2)), ConvMethod::Direct);
-        let e = pick(ConvShape::new(4, 4, 3).groups(2)).unwrap().with_method(ConvMethod::Direct).unwrap_err();
-        assert!(e.to_string().contains("one group and stride 1") && e.to_string().contains("Gemm"), "{e}");
+        for method in [ConvMethod::Direct, ConvMethod::DirectBf16] {
+            let e = pick(ConvShape::new(4, 4, 3).groups(2)).unwrap().with_method(method).unwrap_err();
+            assert!(e.to_string().contains("one group and stride 1") && e.to_string().contains("Gemm"), "{e}");
+            assert!(e.to_string().contains(&format!("{method:?}")), "{e}");
+        }
+        // bf16 products are opted into, never picked: no shape gets them by default.
+        let bf16 = pick(ConvShape::new(4, 4, 3)).unwrap().with_method(ConvMethod::DirectBf16).unwrap();
+        assert_eq!(bf16.method(), ConvMethod::DirectBf16);
+        for s in conv_cases().into_iter().map(|c| c.0).chain([big, ConvShape::new(64, 64, 5).dilation(6)]) {
+            assert_ne!(ConvMethod::for_shape(s), ConvMethod::DirectBf16, "{s:?}");
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //!
 //! Work is cut into blocks of [`ROWS`] output channels × a time chunk sized so that the
 //! chunk's input (all input channels, plus the span) stays in L2; large calls share the
-//! blocks out on the rayon pool, small ones run on the calling thread.
+//! blocks out on the rayon pool, small ones run on the calling thread. The blocking
+//! ([`schedule`]) and the loop that covers a block with tiles ([`tile::block`]) are shared
+//! with the bf16-product kernel in `direct_bf16.rs`, which brings its own tile.
 
 use rayon::prelude::*;
 
@@ -53,85 +55,102 @@ const TILE_T: usize = 48;
 const CHUNK_BYTES: usize = 256 << 10;
 
 /// Below this many multiply-adds one thread is faster than waking the pool.
-const PARALLEL_MACS: usize = 1 << 21;
+pub(super) const PARALLEL_MACS: usize = 1 << 21;
 
 /// `out` (`[out_channels, t_out]`) = the convolution of `d.x`.
 pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, t_out: usize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), d.out_channels * t_out);
     let span = (d.kernel - 1) * d.dilation + 1;
     debug_assert!(d.x.len() == d.in_channels * d.len && d.len + 1 >= t_out + span);
-    let row_blocks = d.out_channels.div_ceil(ROWS);
-    // The longest chunk whose input fits the budget, whole tiles, at least one tile.
-    let fits = (CHUNK_BYTES / 4 / d.in_channels.max(1)).saturating_sub(span) / TILE_T * TILE_T;
-    let mut chunk = fits.max(TILE_T);
+    let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * d.in_channels };
     let macs = d.out_channels * d.in_channels * d.kernel * t_out;
+    // SAFETY: `schedule` hands each block a disjoint part of `out`, and the `Cpu` token
+    // proves the path's instructions exist.
+    schedule(work, macs, out, |at| unsafe { run_block(cpu, d, at) });
+}
+
+/// What [`schedule`] cuts into blocks.
+pub(super) struct Work {
+    pub out_channels: usize,
+    pub t_out: usize,
+    /// Input positions one output spans.
+    pub span: usize,
+    /// Bytes of input (all input channels) per time position, for the L2 budget.
+    pub input_bytes_per_time: usize,
+}
+
+/// Cuts `out` (`[out_channels, t_out]`) into blocks of [`ROWS`] output channels × a time chunk
+/// whose input fits [`CHUNK_BYTES`] and runs `block` on each: on the rayon pool from
+/// [`PARALLEL_MACS`] multiply-adds, else on the calling thread. Shared by the f32 and the bf16
+/// kernels, so both block and thread alike.
+pub(super) fn schedule(w: Work, macs: usize, out: &mut [f32], block: impl Fn(&Block) + Sync) {
+    debug_assert_eq!(out.len(), w.out_channels * w.t_out);
+    let row_blocks = w.out_channels.div_ceil(ROWS);
+    // The longest chunk whose input fits the budget, whole tiles, at least one tile.
+    let fits = (CHUNK_BYTES / w.input_bytes_per_time.max(1)).saturating_sub(w.span) / TILE_T * TILE_T;
+    let mut chunk = fits.max(TILE_T);
     let threads = if macs >= PARALLEL_MACS { rayon::current_num_threads() } else { 1 };
     if threads > 1 {
         // Enough blocks for every thread to take a few, so uneven finishing evens out.
-        let chunks = t_out.div_ceil(chunk).max((4 * threads).div_ceil(row_blocks));
-        chunk = t_out.div_ceil(chunks).div_ceil(TILE_T).max(1) * TILE_T;
+        let chunks = w.t_out.div_ceil(chunk).max((4 * threads).div_ceil(row_blocks));
+        chunk = w.t_out.div_ceil(chunks).div_ceil(TILE_T).max(1) * TILE_T;
     }
-    let chunks = t_out.div_ceil(chunk);
+    let chunks = w.t_out.div_ceil(chunk);
     let ptr = OutPtr(out.as_mut_ptr());
-    let block = |b: usize| {
+    let one = |b: usize| {
         // Chunk-major, so consecutive blocks on one thread reuse the chunk's input from L2.
         let (c, r) = (b / row_blocks, b % row_blocks);
         let (o0, t0) = (r * ROWS, c * chunk);
-        let rows = ROWS.min(d.out_channels - o0);
-        let t1 = (t0 + chunk).min(t_out);
-        // SAFETY: blocks are disjoint (rows o0..o0+rows × times t0..t1 of `out`, inside it),
-        // and the `Cpu` token proves the path's instructions exist.
-        unsafe { run_block(cpu, d, o0, rows, t0, t1, ptr, t_out) }
+        let rows = ROWS.min(w.out_channels - o0);
+        let t1 = (t0 + chunk).min(w.t_out);
+        // Blocks are disjoint: rows o0..o0+rows × times t0..t1 of `out`, inside it.
+        block(&Block { o0, rows, t0, t1, out: ptr.get(), t_out: w.t_out });
     };
     if threads > 1 {
-        (0..chunks * row_blocks).into_par_iter().for_each(block);
+        (0..chunks * row_blocks).into_par_iter().for_each(one);
     } else {
-        (0..chunks * row_blocks).for_each(block);
+        (0..chunks * row_blocks).for_each(one);
     }
 }
 
 /// The output, shared by the blocks that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: each block writes only its own rows × times (see `run`).
+// SAFETY: each block writes only its own rows × times (see `schedule`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Rows `o0..o0 + rows` × times `t0..t1` of the output.
+impl OutPtr {
+    /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One block of the output.
 ///
 /// # Safety
-/// Nothing else writes that part of `out` meanwhile; `out` is `[out_channels, t_out]`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_block<W: Element>(
-    cpu: Cpu,
-    d: &Direct<W>,
-    o0: usize,
-    rows: usize,
-    t0: usize,
-    t1: usize,
-    out: OutPtr,
-    t_out: usize,
-) {
-    let at = Block { o0, rows, t0, t1, out: out.0, t_out };
+/// Nothing else writes that block of `at.out` meanwhile; `at.out` is `[out_channels, t_out]`.
+unsafe fn run_block<W: Element>(cpu: Cpu, d: &Direct<W>, at: &Block) {
     match cpu.isa() {
-        Isa::Scalar => scalar::block(d, &at),
+        Isa::Scalar => scalar::block(d, at),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::block(d, &at),
+        Isa::Avx2 => avx2::block(d, at),
         #[cfg(target_arch = "x86_64")]
-        _ => avx512::block(d, &at),
+        _ => avx512::block(d, at),
         #[cfg(not(target_arch = "x86_64"))]
-        _ => scalar::block(d, &at),
+        _ => scalar::block(d, at),
     }
 }
 
 /// Where a block writes: rows `o0..o0 + rows` × times `t0..t1` of `out` (`[_, t_out]`).
-struct Block {
-    o0: usize,
-    rows: usize,
-    t0: usize,
-    t1: usize,
-    out: *mut f32,
-    t_out: usize,
+pub(super) struct Block {
+    pub o0: usize,
+    pub rows: usize,
+    pub t0: usize,
+    pub t1: usize,
+    pub out: *mut f32,
+    pub t_out: usize,
 }
 
 mod scalar {
@@ -162,20 +181,23 @@ mod scalar {
     }
 }
 
-/// The register tile, written once over a SIMD vector type.
+/// The register tile, written once over a SIMD vector type, and the loop that covers a block
+/// with tiles (shared with the bf16 kernel).
 #[cfg(target_arch = "x86_64")]
-mod tile {
+pub(super) mod tile {
+    use std::marker::PhantomData;
+
     use super::{Block, Direct};
     use crate::kernels::gemm::Element;
 
     /// The vector operations a tile needs. Every method is `inline(always)`: inlined into the
     /// `target_feature` function of its path, the intrinsics inline with them.
-    pub(super) trait Simd {
+    pub(in crate::kernels::conv) trait Simd {
         type V: Copy;
         /// Which lanes of the last vector of a tile are inside the output.
         type Mask: Copy;
         const LANES: usize;
-        /// Tallest tile this path's registers hold at [`V`] vectors of time.
+        /// Tallest tile this path's registers hold at `V` vectors of time.
         const MAX_ROWS: usize;
         unsafe fn zero() -> Self::V;
         unsafe fn splat(v: f32) -> Self::V;
@@ -189,51 +211,97 @@ mod tile {
         unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self::V);
     }
 
-    /// A block, tile by tile: [`Simd::MAX_ROWS`]-row tiles, then smaller ones for the rest
+    /// A kernel that computes one register tile: R output rows × NV vectors of time.
+    pub(in crate::kernels::conv) trait Tiles {
+        /// Which lanes of the last vector of a tile are inside the output.
+        type Mask: Copy;
+        const LANES: usize;
+        /// Tallest tile the path's registers hold.
+        const MAX_ROWS: usize;
+        unsafe fn mask(lanes: usize) -> Self::Mask;
+        /// Output rows `o..o + R` × `NV` vectors of time from `t`; with `TAIL`, the last
+        /// vector only in the lanes of `last`.
+        ///
+        /// # Safety
+        /// Those outputs lie in the block; every lane loaded under the masks reads an input
+        /// that exists (`t + lane + j·dilation < len`), which holds for outputs inside `t_out`.
+        unsafe fn tile<const R: usize, const NV: usize, const TAIL: bool>(
+            &self,
+            at: &Block,
+            o: usize,
+            t: usize,
+            last: Self::Mask,
+        );
+    }
+
+    /// The f32 tile: FMA chains over (input channel, tap) on `S`'s vectors.
+    pub(super) struct Fma<'d, 'a, S, W>(pub &'d Direct<'a, W>, pub PhantomData<S>);
+
+    impl<S: Simd, W: Element> Tiles for Fma<'_, '_, S, W> {
+        type Mask = S::Mask;
+        const LANES: usize = S::LANES;
+        const MAX_ROWS: usize = S::MAX_ROWS;
+        #[inline(always)]
+        unsafe fn mask(lanes: usize) -> S::Mask {
+            unsafe { S::mask(lanes) }
+        }
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const NV: usize, const TAIL: bool>(
+            &self,
+            at: &Block,
+            o: usize,
+            t: usize,
+            last: S::Mask,
+        ) {
+            unsafe { tile::<S, W, R, NV, TAIL>(self.0, at, o, t, last) }
+        }
+    }
+
+    /// A block, tile by tile: [`Tiles::MAX_ROWS`]-row tiles, then smaller ones for the rest
     /// of the rows; each tile row is `V` (at most 3) vectors of time, fewer at the end.
     ///
     /// # Safety
-    /// As [`super::run_block`], and the CPU runs `S`'s instructions.
+    /// As [`super::run_block`], and the CPU runs `T`'s instructions.
     #[inline(always)]
-    pub(super) unsafe fn block<S: Simd, W: Element, const V: usize>(d: &Direct<W>, at: &Block) {
-        let width = V * S::LANES;
+    pub(in crate::kernels::conv) unsafe fn block<T: Tiles, const V: usize>(k: &T, at: &Block) {
+        let width = V * T::LANES;
         let mut o = at.o0;
         while o < at.o0 + at.rows {
             let left = at.o0 + at.rows - o;
-            let r = [8, 4, 2, 1].into_iter().find(|&r| r <= left && r <= S::MAX_ROWS).unwrap_or(1);
+            let r = [8, 4, 2, 1].into_iter().find(|&r| r <= left && r <= T::MAX_ROWS).unwrap_or(1);
             // SAFETY (every tile call): rows o..o+r and the tile's times lie in the block.
             let mut t = at.t0;
             while t + width <= at.t1 {
                 // Whole tiles load and store unmasked: on AVX2 a mask would take the 16th ymm.
-                let m = S::mask(S::LANES);
+                let m = T::mask(T::LANES);
                 unsafe {
                     match r {
-                        8 => tile::<S, W, 8, V, false>(d, at, o, t, m),
-                        4 => tile::<S, W, 4, V, false>(d, at, o, t, m),
-                        2 => tile::<S, W, 2, V, false>(d, at, o, t, m),
-                        _ => tile::<S, W, 1, V, false>(d, at, o, t, m),
+                        8 => k.tile::<8, V, false>(at, o, t, m),
+                        4 => k.tile::<4, V, false>(at, o, t, m),
+                        2 => k.tile::<2, V, false>(at, o, t, m),
+                        _ => k.tile::<1, V, false>(at, o, t, m),
                     }
                 }
                 t += width;
             }
             if t < at.t1 {
                 let n = at.t1 - t;
-                let vecs = n.div_ceil(S::LANES);
-                let m = S::mask(n - (vecs - 1) * S::LANES);
+                let vecs = n.div_ceil(T::LANES);
+                let m = T::mask(n - (vecs - 1) * T::LANES);
                 unsafe {
                     match (r, vecs) {
-                        (8, 3) => tile::<S, W, 8, 3, true>(d, at, o, t, m),
-                        (8, 2) => tile::<S, W, 8, 2, true>(d, at, o, t, m),
-                        (8, _) => tile::<S, W, 8, 1, true>(d, at, o, t, m),
-                        (4, 3) => tile::<S, W, 4, 3, true>(d, at, o, t, m),
-                        (4, 2) => tile::<S, W, 4, 2, true>(d, at, o, t, m),
-                        (4, _) => tile::<S, W, 4, 1, true>(d, at, o, t, m),
-                        (2, 3) => tile::<S, W, 2, 3, true>(d, at, o, t, m),
-                        (2, 2) => tile::<S, W, 2, 2, true>(d, at, o, t, m),
-                        (2, _) => tile::<S, W, 2, 1, true>(d, at, o, t, m),
-                        (_, 3) => tile::<S, W, 1, 3, true>(d, at, o, t, m),
-                        (_, 2) => tile::<S, W, 1, 2, true>(d, at, o, t, m),
-                        _ => tile::<S, W, 1, 1, true>(d, at, o, t, m),
+                        (8, 3) => k.tile::<8, 3, true>(at, o, t, m),
+                        (8, 2) => k.tile::<8, 2, true>(at, o, t, m),
+                        (8, _) => k.tile::<8, 1, true>(at, o, t, m),
+                        (4, 3) => k.tile::<4, 3, true>(at, o, t, m),
+                        (4, 2) => k.tile::<4, 2, true>(at, o, t, m),
+                        (4, _) => k.tile::<4, 1, true>(at, o, t, m),
+                        (2, 3) => k.tile::<2, 3, true>(at, o, t, m),
+                        (2, 2) => k.tile::<2, 2, true>(at, o, t, m),
+                        (2, _) => k.tile::<2, 1, true>(at, o, t, m),
+                        (_, 3) => k.tile::<1, 3, true>(at, o, t, m),
+                        (_, 2) => k.tile::<1, 2, true>(at, o, t, m),
+                        _ => k.tile::<1, 1, true>(at, o, t, m),
                     }
                 }
             }
@@ -301,7 +369,9 @@ mod tile {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::tile::{self, Simd};
+    use std::marker::PhantomData;
+
+    use super::tile::{self, Fma, Simd};
     use super::{Block, Direct};
     use crate::kernels::gemm::Element;
 
@@ -352,7 +422,7 @@ mod avx2 {
     /// As [`super::run_block`], on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn block<W: Element>(d: &Direct<W>, at: &Block) {
-        unsafe { tile::block::<Avx2, W, 2>(d, at) }
+        unsafe { tile::block::<_, 2>(&Fma::<Avx2, W>(d, PhantomData), at) }
     }
 }
 
@@ -360,7 +430,9 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::tile::{self, Simd};
+    use std::marker::PhantomData;
+
+    use super::tile::{self, Fma, Simd};
     use super::{Block, Direct};
     use crate::kernels::gemm::Element;
 
@@ -411,6 +483,6 @@ mod avx512 {
     /// As [`super::run_block`], on a CPU with AVX-512 F/BW/VL/DQ.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     pub(super) unsafe fn block<W: Element>(d: &Direct<W>, at: &Block) {
-        unsafe { tile::block::<Avx512, W, 3>(d, at) }
+        unsafe { tile::block::<_, 3>(&Fma::<Avx512, W>(d, PhantomData), at) }
     }
 }
