@@ -68,6 +68,7 @@ mod scratch {
     }
 
     /// `f` with `len` 32-bit words (contents unspecified).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn words<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
         with(&WORDS, len, f)
     }
@@ -118,6 +119,7 @@ fn rounded<W: Element>(cpu: Cpu, d: &Direct<W>, pad: (usize, usize), t_out: usiz
 /// `hi` past its end (`hi` is at most as long as `lo`). One flat loop that the compiler
 /// vectorizes (the rounding is branchless); inlined into the caller's `target_feature`
 /// function, at that width.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn pack<W: Element>(lo: &[W], hi: &[W], dst: &mut [u32]) {
     debug_assert!(dst.len() == lo.len() && hi.len() <= lo.len());
