@@ -45,6 +45,12 @@ struct VoicesArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Mixed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SinkKind {
     /// The audio device through cpal.
     Cpal,
@@ -90,6 +96,10 @@ struct SpeakArgs {
     /// Seed of the noise: the same seed, text and voice give the same audio.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Arithmetic of the vocoder's last stages: `mixed` multiplies in bf16 where the CPU
+    /// does so natively (the default there), `f32` reproduces the reference to ~90 dB.
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -221,14 +231,23 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
 }
 
 fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
-    use spiral::engine::models::vits::{PiperVoice, SpeechSource};
+    use spiral::engine::kernels::Cpu;
+    use spiral::engine::models::vits::{PiperVoice, Precision, SpeechSource};
     use spiral::engine::voices::{default_voice, Voice};
+    // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
+    let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     let voice = match &args.voice {
         Some(path) => Voice::from_onnx_path(path),
         None => default_voice(),
     }
     .map_err(|e| e.to_string())?;
-    let voice = std::sync::Arc::new(PiperVoice::load(&voice).map_err(|e| e.to_string())?);
+    let precision = match args.precision {
+        Some(PrecisionArg::F32) => Precision::F32,
+        Some(PrecisionArg::Mixed) => Precision::Mixed,
+        None => Precision::for_cpu(cpu),
+    };
+    let voice = PiperVoice::load(&voice).map_err(|e| e.to_string())?.with_precision(precision);
+    let voice = std::sync::Arc::new(voice);
     let mut scales = voice.scales();
     scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);
     scales.length_scale = args.length_scale.unwrap_or(scales.length_scale);
@@ -249,7 +268,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             SpeechSource::lines(voice, rx)
         }
     };
-    run_output(Box::new(source.with_scales(scales).with_seed(args.seed)), &args.output, start)
+    run_output(Box::new(source.with_scales(scales).with_seed(args.seed).with_cpu(cpu)), &args.output, start)
 }
 
 fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {

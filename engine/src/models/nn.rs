@@ -4,7 +4,7 @@
 //! tensors are used as they are.
 
 use crate::kernels::activation;
-use crate::kernels::conv::{Conv1d, ConvError, ConvShape, ConvTranspose1d};
+use crate::kernels::conv::{Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d};
 use crate::kernels::Cpu;
 use crate::tensors::{TensorError, Tensors};
 
@@ -16,6 +16,8 @@ pub struct Conv {
     pad: (usize, usize),
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// The kernel's method when not the one its shape picks.
+    method: Option<ConvMethod>,
 }
 
 impl Conv {
@@ -24,7 +26,7 @@ impl Conv {
         let per_out = shape.in_channels / shape.groups.max(1);
         let weight = t.take(&format!("{module}.weight"), &[shape.out_channels, per_out, shape.kernel])?;
         let bias = if bias { Some(t.take(&format!("{module}.bias"), &[shape.out_channels])?) } else { None };
-        Ok(Conv { shape, pad: (pad, pad), weight, bias })
+        Ok(Conv { shape, pad: (pad, pad), weight, bias, method: None })
     }
 
     /// A convolution that keeps the length: `pad` = half the span on each side.
@@ -40,8 +42,20 @@ impl Conv {
         self.pad
     }
 
+    /// Runs this convolution with `method` (for example bf16 products) instead of the one
+    /// its shape picks; an error if the method cannot do the shape.
+    pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
+        self.kernel().with_method(method)?;
+        self.method = Some(method);
+        Ok(())
+    }
+
     pub fn kernel(&self) -> Conv1d<'_, f32> {
-        Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load")
+        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
+        match self.method {
+            Some(method) => conv.with_method(method).expect("checked when set"),
+            None => conv,
+        }
     }
 
     pub fn output_len(&self, len: usize) -> usize {

@@ -9,7 +9,8 @@ use crate::units::SampleRate;
 use crate::voices::Voice;
 
 use super::config::{ConfigError, VoiceConfig};
-use super::{Scales, Vits, VitsError};
+use super::{Precision, Scales, Vits, VitsError};
+use crate::kernels::Cpu;
 
 /// Why a voice could not be loaded or could not speak a text.
 #[derive(Debug, Error)]
@@ -49,7 +50,8 @@ impl PiperVoice {
         if config.phoneme_type != "espeak" {
             return Err(SpeechError::PhonemeType { name: voice.name.clone(), kind: config.phoneme_type.clone() });
         }
-        let model = Vits::from_onnx(onnx::read(&voice.onnx)?)?;
+        let mut model = Vits::from_onnx(onnx::read(&voice.onnx)?)?;
+        model.set_precision(Precision::for_cpu(Cpu::best()));
         let phonemizer = Phonemizer::new(&config.espeak_voice)?;
         let ids = PhonemeIdMap::new(config.phoneme_id_map.clone())?;
         Ok(PiperVoice { name: voice.name.clone(), model, config, phonemizer, ids })
@@ -61,6 +63,12 @@ impl PiperVoice {
 
     pub fn model(&self) -> &Vits {
         &self.model
+    }
+
+    /// Overrides the arithmetic chosen for this CPU (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.model.set_precision(precision);
+        self
     }
 
     pub fn sample_rate(&self) -> SampleRate {
