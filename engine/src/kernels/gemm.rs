@@ -568,11 +568,16 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     let (mut a_buf, mut b_buf) = PACKED.take();
     let kc_max = blocking.kc.min(k).next_multiple_of(K::K_ALIGN);
     let a_panels_max = blocking.mc.min(m).div_ceil(mr);
-    // Each thread packs its own rows of A into a region of its own.
-    let by_rows = a_panels_max >= threads;
+    // A product of one block of Bᵀ and one slice of K runs in a single parallel region:
+    // each thread packs its own columns of Bᵀ and all of A, so no thread waits for another's
+    // packing (a second region costs more than packing A twice at these sizes).
+    let single = threads > 1 && n <= blocking.nc && k <= blocking.kc && n.div_ceil(nr) >= threads;
+    // Otherwise each thread packs its own rows of A into a region of its own.
+    let by_rows = !single && a_panels_max >= threads;
     let a_region = if by_rows { a_panels_max.div_ceil(threads) } else { a_panels_max } * mr * kc_max;
+    let regions = if by_rows || single { threads } else { 1 };
     let packed_b = b_buf.get::<K::P>(blocking.nc.min(n).next_multiple_of(nr) * kc_max);
-    let packed_a = Shared(a_buf.get::<K::P>(a_region * if by_rows { threads } else { 1 }).as_mut_ptr());
+    let packed_a = Shared(a_buf.get::<K::P>(a_region * regions).as_mut_ptr());
     // Runs `f(t)` for each share t of `parts`, across the pool when there are several.
     let each = |parts: usize, f: &(dyn Fn(usize) + Sync)| {
         if parts == 1 {
@@ -616,6 +621,29 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
         }
         kernel.end();
     };
+    if single {
+        let (kc_pad, b_panels) = (k.next_multiple_of(K::K_ALIGN), n.div_ceil(nr));
+        let packed_b = Shared(packed_b.as_mut_ptr());
+        each(threads, &|t| {
+            let cols = share(b_panels, threads, t);
+            let (first, count) = (cols.start * nr, (cols.end * nr).min(n) - cols.start * nr);
+            // SAFETY: thread t alone writes its columns' panels of Bᵀ and region t of A.
+            let (b_mine, a_mine) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(packed_b.get().add(cols.start * nr * kc_pad), cols.len() * nr * kc_pad),
+                    std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region),
+                )
+            };
+            pack::<_, _, K::B>(bt, first, count, 0, k, kc_pad, convert, b_mine);
+            for ic in (0..m).step_by(blocking.mc) {
+                let mc = blocking.mc.min(m - ic);
+                pack::<_, _, K::A>(a, ic, mc, 0, k, kc_pad, convert, a_mine);
+                tiles(a_mine.as_ptr(), packed_b.get(), ic, mc, 0..mc.div_ceil(mr), 0, n, cols.clone(), kc_pad, accumulate);
+            }
+        });
+        PACKED.set((a_buf, b_buf));
+        return;
+    }
     for jc in (0..n).step_by(blocking.nc) {
         let nc = blocking.nc.min(n - jc);
         let b_panels = nc.div_ceil(nr);
