@@ -247,6 +247,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         None => Precision::for_cpu(cpu),
     };
     let voice = PiperVoice::load(&voice).map_err(|e| e.to_string())?.with_precision(precision);
+    voice.warm_up(cpu).map_err(|e| e.to_string())?;
     let voice = std::sync::Arc::new(voice);
     let mut scales = voice.scales();
     scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);

@@ -630,7 +630,10 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             // SAFETY: thread t alone writes its columns' panels of Bᵀ and region t of A.
             let (b_mine, a_mine) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(packed_b.get().add(cols.start * nr * kc_pad), cols.len() * nr * kc_pad),
+                    std::slice::from_raw_parts_mut(
+                        packed_b.get().add(cols.start * nr * kc_pad),
+                        cols.len() * nr * kc_pad,
+                    ),
                     std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region),
                 )
             };
@@ -638,7 +641,18 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             for ic in (0..m).step_by(blocking.mc) {
                 let mc = blocking.mc.min(m - ic);
                 pack::<_, _, K::A>(a, ic, mc, 0, k, kc_pad, convert, a_mine);
-                tiles(a_mine.as_ptr(), packed_b.get(), ic, mc, 0..mc.div_ceil(mr), 0, n, cols.clone(), kc_pad, accumulate);
+                tiles(
+                    a_mine.as_ptr(),
+                    packed_b.get(),
+                    ic,
+                    mc,
+                    0..mc.div_ceil(mr),
+                    0,
+                    n,
+                    cols.clone(),
+                    kc_pad,
+                    accumulate,
+                );
             }
         });
         PACKED.set((a_buf, b_buf));

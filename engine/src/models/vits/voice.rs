@@ -65,6 +65,18 @@ impl PiperVoice {
         &self.model
     }
 
+    /// Runs one short sentence through every stage and drops the audio, so the first real
+    /// sentence does not pay for the thread pool's start, first-touch page faults and the
+    /// kernels' scratch buffers (about 5-10 ms of first-audio time on this machine).
+    pub fn warm_up(&self, cpu: Cpu) -> Result<(), SpeechError> {
+        let mut ids = Vec::new();
+        self.sentences("Hello.", |s| ids = s.ids)?;
+        let scales = Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        self.model.synthesize(cpu, &ids, scales, &mut rng)?;
+        Ok(())
+    }
+
     /// Overrides the arithmetic chosen for this CPU (see [`Precision`]).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.model.set_precision(precision);
