@@ -142,14 +142,3 @@ impl ChannelNorm {
         }
     }
 }
-
-/// Transposes a `[rows, cols]` matrix into `[cols, rows]`.
-pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = x[r * cols + c];
-        }
-    }
-    out
-}

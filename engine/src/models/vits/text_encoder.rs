@@ -91,11 +91,7 @@ impl TextEncoder {
         Ok(TextEncoder { embedding, symbols, hidden, layers, proj })
     }
 
-    pub fn symbols(&self) -> usize {
-        self.symbols
-    }
-
-    /// Encodes phoneme ids (each below [`symbols`](Self::symbols)).
+    /// Encodes phoneme ids (each must be below the voice's symbol count).
     pub fn forward(&self, cpu: Cpu, ids: &[i64]) -> Result<Encoded, VitsError> {
         let (len, h) = (ids.len(), self.hidden);
         // Embedding · √hidden, laid out channels-first.
