@@ -317,6 +317,14 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     let frames = hound::WavReader::open(&lines_wav).unwrap().duration();
     assert!(frames > 22_050, "{frames} samples for two lines");
 
+    // Any Piper voice by its path (here the default one, wherever the cache put it).
+    let by_path = dir.join("by_path.wav");
+    let model = spiral::engine::voices::default_voice().unwrap().onnx;
+    let out =
+        spiral(&["speak", "Hi.", "--voice", model.to_str().unwrap(), "--wav", by_path.to_str().unwrap(), "-q"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(hound::WavReader::open(&by_path).unwrap().duration() > 2_000);
+
     // A voice that is not there, and one without its config: clear errors, exit 1.
     let missing = spiral(&["speak", "Hi.", "--voice", "/nonexistent/v.onnx", "--sink", "null"], &[]);
     assert_eq!(missing.status.code(), Some(1));
