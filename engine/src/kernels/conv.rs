@@ -421,6 +421,21 @@ impl<'w, W: Element> ConvTranspose1d<'w, W> {
     }
 }
 
+/// A convolution fed a signal in chunks ([`StreamingConv1d`], [`StreamingConvTranspose1d`]):
+/// the outputs of every `process` and of `finish`, concatenated in time, are the output of
+/// the whole-signal call.
+pub trait ChunkedConv {
+    /// Channels of every output chunk.
+    fn out_channels(&self) -> usize;
+
+    /// Feeds `chunk` (`[in_channels, n]`) and appends every output it completes to `out`
+    /// (channel-major: `[out_channels, m]` for the m new outputs, which it returns).
+    fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError>;
+
+    /// Ends the signal and appends the last outputs to `out`; returns how many.
+    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize;
+}
+
 /// A [`Conv1d`] fed in chunks: the output of all chunks, concatenated, is the output of
 /// [`Conv1d::forward`] over the whole signal padded by `pad`. The stream keeps the input
 /// it still needs (at most one span) between calls; the left padding is its initial
@@ -443,22 +458,6 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         let len = pad.0;
         let pending = vec![0.0; conv.shape.in_channels * len];
         StreamingConv1d { conv, right_pad: pad.1, pending, spare: Vec::new(), len }
-    }
-
-    /// Feeds `chunk` (`[in_channels, n]`) and appends every output it completes to `out`
-    /// (channel-major: `[out_channels, m]` for the m new outputs, which it returns).
-    pub fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
-        let s = self.conv.shape;
-        expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        self.append(chunk, n);
-        Ok(self.emit(cpu, out))
-    }
-
-    /// Feeds the right padding and appends the last outputs to `out`; returns how many.
-    pub fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
-        let zeros = vec![0.0; self.conv.shape.in_channels * self.right_pad];
-        self.append(&zeros, self.right_pad);
-        self.emit(cpu, out)
     }
 
     fn append(&mut self, chunk: &[f32], n: usize) {
@@ -492,6 +491,28 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         self.pending.truncate(s.in_channels * keep);
         self.len = keep;
         t_out
+    }
+}
+
+impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
+    fn out_channels(&self) -> usize {
+        self.conv.shape.out_channels
+    }
+
+    /// Feeds `chunk` (`[in_channels, n]`) and appends every output it completes to `out`
+    /// (channel-major: `[out_channels, m]` for the m new outputs, which it returns).
+    fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
+        let s = self.conv.shape;
+        expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
+        self.append(chunk, n);
+        Ok(self.emit(cpu, out))
+    }
+
+    /// Feeds the right padding and appends the last outputs to `out`; returns how many.
+    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+        let zeros = vec![0.0; self.conv.shape.in_channels * self.right_pad];
+        self.append(&zeros, self.right_pad);
+        self.emit(cpu, out)
     }
 }
 
@@ -529,9 +550,33 @@ impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
         StreamingConvTranspose1d { conv, crop, held, context, history, seen: 0, next: crop.0 }
     }
 
+    /// Positions `next..end` from the window `x` (`[in_channels, len]`), whose last input is
+    /// input `seen + len − history − 1` of the signal.
+    fn window(&mut self, cpu: Cpu, x: &[f32], len: usize, end: usize, out: &mut Vec<f32>) -> usize {
+        let s = self.conv.shape;
+        if end <= self.next {
+            return 0;
+        }
+        // The window's first input is input seen − history (before the signal: zeros).
+        let origin = self.seen as isize * s.stride as isize - (self.history * s.stride) as isize;
+        let m = end - self.next;
+        let mut fresh = vec![0.0; s.out_channels * m];
+        let start = (self.next as isize - origin) as usize;
+        self.conv.forward(cpu, x, len, start, &mut fresh).expect("window sizes follow the shape");
+        out.extend_from_slice(&fresh);
+        self.next = end;
+        m
+    }
+}
+
+impl<W: Element> ChunkedConv for StreamingConvTranspose1d<'_, W> {
+    fn out_channels(&self) -> usize {
+        self.conv.shape.out_channels
+    }
+
     /// Feeds `chunk` (`[in_channels, n]`) and appends the positions it makes final to `out`
     /// (`[out_channels, m]`); returns m.
-    pub fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
+    fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
         if n == 0 {
@@ -554,7 +599,7 @@ impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
 
     /// Appends the positions left (up to the full output less the right crop) to `out`;
     /// returns how many.
-    pub fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
         let s = self.conv.shape;
         if self.seen == 0 {
             return 0;
@@ -564,24 +609,6 @@ impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
         let emitted = self.window(cpu, &x, self.history, end, out);
         self.context = x;
         emitted
-    }
-
-    /// Positions `next..end` from the window `x` (`[in_channels, len]`), whose last input is
-    /// input `seen + len − history − 1` of the signal.
-    fn window(&mut self, cpu: Cpu, x: &[f32], len: usize, end: usize, out: &mut Vec<f32>) -> usize {
-        let s = self.conv.shape;
-        if end <= self.next {
-            return 0;
-        }
-        // The window's first input is input seen − history (before the signal: zeros).
-        let origin = self.seen as isize * s.stride as isize - (self.history * s.stride) as isize;
-        let m = end - self.next;
-        let mut fresh = vec![0.0; s.out_channels * m];
-        let start = (self.next as isize - origin) as usize;
-        self.conv.forward(cpu, x, len, start, &mut fresh).expect("window sizes follow the shape");
-        out.extend_from_slice(&fresh);
-        self.next = end;
-        m
     }
 }
 
@@ -820,17 +847,8 @@ mod tests {
             for cpu in available() {
                 conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
                 check(&whole, &want, &mag, s.in_channels * s.kernel, &format!("{} {method:?}", cpu.isa()));
-                let mut stream = StreamingConv1d::new(conv, pad);
-                let mut pieces = vec![];
-                for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
-                    let mut out = vec![];
-                    let m = stream.process(cpu, chunk, n, &mut out).unwrap();
-                    pieces.push((out, m));
-                }
-                let mut out = vec![];
-                let m = stream.finish(cpu, &mut out);
-                pieces.push((out, m));
-                assert!(concat_in_time(&pieces, s.out_channels) == whole, "{} {method:?}", cpu.isa());
+                let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
+                assert!(streamed == whole, "{} {method:?}", cpu.isa());
             }
         }
     }
@@ -897,31 +915,38 @@ mod tests {
         vec![vec![len], vec![1; len], ragged]
     }
 
-    /// Splits `[channels, len]` into the chunks of `sizes`.
-    fn chunks(x: &[f32], channels: usize, len: usize, sizes: &[usize]) -> Vec<Vec<f32>> {
+    /// `x` (`[channels, len]`) fed to `stream` in chunks of `sizes`, then finished: the
+    /// outputs concatenated in time.
+    fn stream(
+        cpu: Cpu,
+        mut stream: impl ChunkedConv,
+        x: &[f32],
+        channels: usize,
+        len: usize,
+        sizes: &[usize],
+    ) -> Vec<f32> {
+        let mut pieces = vec![];
         let mut at = 0;
-        sizes
-            .iter()
-            .map(|&n| {
-                let chunk = (0..channels).flat_map(|c| x[c * len + at..][..n].to_vec()).collect();
-                at += n;
-                chunk
-            })
-            .collect()
-    }
-
-    /// `[channels, m]` pieces, concatenated along time.
-    fn concat_in_time(pieces: &[(Vec<f32>, usize)], channels: usize) -> Vec<f32> {
-        let total: usize = pieces.iter().map(|p| p.1).sum();
-        let mut out = vec![0.0; channels * total];
+        for &n in sizes {
+            let chunk: Vec<f32> = (0..channels).flat_map(|c| x[c * len + at..][..n].to_vec()).collect();
+            at += n;
+            let mut out = vec![];
+            let m = stream.process(cpu, &chunk, n, &mut out).unwrap();
+            pieces.push((out, m));
+        }
+        let mut out = vec![];
+        let m = stream.finish(cpu, &mut out);
+        pieces.push((out, m));
+        let (outs, total) = (stream.out_channels(), pieces.iter().map(|p| p.1).sum::<usize>());
+        let mut whole = vec![0.0; outs * total];
         let mut at = 0;
         for (v, m) in pieces {
-            for c in 0..channels {
-                out[c * total + at..][..*m].copy_from_slice(&v[c * m..][..*m]);
+            for c in 0..outs {
+                whole[c * total + at..][..m].copy_from_slice(&v[c * m..][..m]);
             }
             at += m;
         }
-        out
+        whole
     }
 
     #[test]
@@ -935,17 +960,7 @@ mod tests {
                 let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
                 conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
                 for sizes in chunkings(len) {
-                    let mut stream = StreamingConv1d::new(conv, pad);
-                    let mut pieces = vec![];
-                    for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
-                        let mut out = vec![];
-                        let m = stream.process(cpu, chunk, n, &mut out).unwrap();
-                        pieces.push((out, m));
-                    }
-                    let mut out = vec![];
-                    let m = stream.finish(cpu, &mut out);
-                    pieces.push((out, m));
-                    let streamed = concat_in_time(&pieces, s.out_channels);
+                    let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
                     assert_eq!(streamed, whole, "{} {method:?} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
                 }
             }
@@ -972,17 +987,7 @@ mod tests {
             for cpu in available() {
                 up.forward(cpu, &x, len, crop.0, &mut whole).unwrap();
                 for sizes in chunkings(len) {
-                    let mut stream = StreamingConvTranspose1d::new(up, crop);
-                    let mut pieces = vec![];
-                    for (chunk, &n) in chunks(&x, s.in_channels, len, &sizes).iter().zip(&sizes) {
-                        let mut out = vec![];
-                        let m = stream.process(cpu, chunk, n, &mut out).unwrap();
-                        pieces.push((out, m));
-                    }
-                    let mut out = vec![];
-                    let m = stream.finish(cpu, &mut out);
-                    pieces.push((out, m));
-                    let streamed = concat_in_time(&pieces, s.out_channels);
+                    let streamed = stream(cpu, StreamingConvTranspose1d::new(up, crop), &x, s.in_channels, len, &sizes);
                     assert_eq!(streamed, whole, "{} {s:?} crop {crop:?} chunks {sizes:?}", cpu.isa());
                 }
             }

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 
 use crate::kernels::activation;
-use crate::kernels::conv::{ConvMethod, ConvShape, StreamingConv1d, StreamingConvTranspose1d};
+use crate::kernels::conv::{ChunkedConv, ConvMethod, ConvShape, StreamingConv1d, StreamingConvTranspose1d};
 use crate::kernels::Cpu;
 use crate::models::nn::{Conv, ConvTranspose};
 use crate::tensors::Tensors;
@@ -135,7 +135,7 @@ impl Generator {
     pub fn stream(&self) -> GeneratorStream<'_> {
         let mut chain: Vec<Box<dyn Stream + Send + '_>> = vec![Box::new(ConvStream::new(&self.pre, None))];
         for stage in &self.stages {
-            chain.push(Box::new(UpStream::new(&stage.up, SLOPE)));
+            chain.push(Box::new(ConvStream::up(&stage.up, SLOPE)));
             let branches = stage.blocks.iter().map(|b| b.stream()).collect();
             chain.push(Box::new(Mean::new(branches, stage.up.shape().out_channels)));
         }
@@ -301,23 +301,28 @@ impl<S: Stream> Stream for Chain<S> {
     }
 }
 
-/// A convolution after an optional leaky ReLU.
-struct ConvStream<'g> {
-    conv: StreamingConv1d<'g, f32>,
+/// A streaming convolution (plain or transposed) after an optional leaky ReLU.
+struct ConvStream<S> {
+    conv: S,
     slope: Option<f32>,
-    channels: usize,
     /// The activated input, reused between calls.
     scratch: Vec<f32>,
 }
 
-impl<'g> ConvStream<'g> {
+impl<'g> ConvStream<StreamingConv1d<'g, f32>> {
     fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
-        let channels = conv.shape().out_channels;
-        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, channels, scratch: Vec::new() }
+        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, scratch: Vec::new() }
     }
 }
 
-impl Stream for ConvStream<'_> {
+impl<'g> ConvStream<StreamingConvTranspose1d<'g, f32>> {
+    fn up(up: &'g ConvTranspose, slope: f32) -> Self {
+        let conv = StreamingConvTranspose1d::new(up.kernel(), (up.crop(), up.crop()));
+        ConvStream { conv, slope: Some(slope), scratch: Vec::new() }
+    }
+}
+
+impl<S: ChunkedConv> Stream for ConvStream<S> {
     fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
         let input = match self.slope {
             Some(slope) => leaky_relu(&x.data, slope, &mut self.scratch),
@@ -325,51 +330,20 @@ impl Stream for ConvStream<'_> {
         };
         let mut data = Vec::new();
         let len = self.conv.process(cpu, input, x.len, &mut data)?;
-        Ok(Block::new(data, self.channels, len))
+        Ok(Block::new(data, self.conv.out_channels(), len))
     }
 
     fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
         let mut data = Vec::new();
         let len = self.conv.finish(cpu, &mut data);
-        Ok(Block::new(data, self.channels, len))
-    }
-}
-
-/// Leaky ReLU, then a transposed convolution.
-struct UpStream<'g> {
-    up: StreamingConvTranspose1d<'g, f32>,
-    slope: f32,
-    channels: usize,
-    scratch: Vec<f32>,
-}
-
-impl<'g> UpStream<'g> {
-    fn new(up: &'g ConvTranspose, slope: f32) -> Self {
-        let crop = (up.crop(), up.crop());
-        let up_stream = StreamingConvTranspose1d::new(up.kernel(), crop);
-        UpStream { up: up_stream, slope, channels: up.shape().out_channels, scratch: Vec::new() }
-    }
-}
-
-impl Stream for UpStream<'_> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        let input = leaky_relu(&x.data, self.slope, &mut self.scratch);
-        let mut data = Vec::new();
-        let len = self.up.process(cpu, input, x.len, &mut data)?;
-        Ok(Block::new(data, self.channels, len))
-    }
-
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        let mut data = Vec::new();
-        let len = self.up.finish(cpu, &mut data);
-        Ok(Block::new(data, self.channels, len))
+        Ok(Block::new(data, self.conv.out_channels(), len))
     }
 }
 
 /// `x + f(x)`: the input waits in `skip` until `f` (which lags by its right padding) has
 /// produced the matching outputs.
 struct Residual<'g> {
-    body: Chain<ConvStream<'g>>,
+    body: Chain<ConvStream<StreamingConv1d<'g, f32>>>,
     skip: Queue,
 }
 
