@@ -91,7 +91,7 @@ fn every_stage_matches_onnxruntime_on_every_path() {
             if let Some(want) = tensor(&case, "z_p") {
                 close(&format!("{name} z_p"), &prior.z, &want, 1e-5);
             }
-            let latent = model.latent(cpu, &prior, 0..prior.frames).unwrap();
+            let latent = model.latent(cpu, &prior).unwrap();
             if let Some(want) = tensor(&case, "z") {
                 close(&format!("{name} z"), &latent.z, &want, 1e-5);
             }
@@ -134,8 +134,36 @@ fn the_fixture_texts_give_the_reference_phoneme_ids() {
     }
 }
 
+/// `[channels, frames]` fed to `feed` in chunks of `chunk` frames, the last one with the end
+/// (`true`); the pieces it returns (channel-major), joined in time.
+fn streamed(
+    z: &[f32],
+    channels: usize,
+    frames: usize,
+    chunk: usize,
+    mut feed: impl FnMut(&[f32], usize, bool) -> (Vec<f32>, usize),
+) -> Vec<f32> {
+    let mut pieces = Vec::new();
+    for start in (0..frames).step_by(chunk) {
+        let n = chunk.min(frames - start);
+        let piece: Vec<f32> = (0..channels).flat_map(|c| z[c * frames + start..][..n].to_vec()).collect();
+        pieces.push(feed(&piece, n, start + n == frames));
+    }
+    let total: usize = pieces.iter().map(|p| p.1).sum();
+    let rows = pieces.iter().find(|p| p.1 > 0).map_or(0, |p| p.0.len() / p.1);
+    let mut whole = vec![0.0; rows * total];
+    let mut at = 0;
+    for (data, n) in pieces {
+        for r in 0..rows {
+            whole[r * total + at..][..n].copy_from_slice(&data[r * n..][..n]);
+        }
+        at += n;
+    }
+    whole
+}
+
 #[test]
-fn windows_of_the_latent_and_chunks_of_the_decoder_equal_the_whole() {
+fn chunks_of_the_flow_and_of_the_decoder_equal_the_whole() {
     let voice = voice();
     let model = voice.model();
     let cpu = Cpu::best();
@@ -144,29 +172,30 @@ fn windows_of_the_latent_and_chunks_of_the_decoder_equal_the_whole() {
     let encoded = model.encoder().forward(cpu, &ids(case)).unwrap();
     let durations = model.durations(cpu, &encoded, scales(case), &mut rng).unwrap();
     let prior = model.prior(&encoded, &durations, scales(case), &mut rng).unwrap();
-    let whole = model.latent(cpu, &prior, 0..prior.frames).unwrap();
-    for split in [1, 16, 50, prior.frames - 1] {
-        let (a, b) =
-            (model.latent(cpu, &prior, 0..split).unwrap(), model.latent(cpu, &prior, split..prior.frames).unwrap());
-        for c in 0..whole.channels {
-            let row = &whole.z[c * whole.frames..][..whole.frames];
-            assert_eq!(&a.z[c * split..][..split], &row[..split], "split {split}, channel {c}");
-            assert_eq!(&b.z[c * b.frames..][..b.frames], &row[split..], "split {split}, channel {c}");
-        }
+    let whole = model.latent(cpu, &prior).unwrap();
+    for chunk in [1, 7, 48, prior.frames - 1] {
+        let mut flow = model.flow().stream();
+        let out = streamed(&prior.z, prior.channels, prior.frames, chunk, |z, n, end| {
+            let l = if end { flow.finish(cpu, z, n) } else { flow.push(cpu, z, n) }.unwrap();
+            (l.z, l.frames)
+        });
+        assert!(out == whole.z, "the flow fed {chunk} frames at a time differs from the whole");
     }
     let audio = model.decode(cpu, &whole).unwrap();
     for chunk in [1, 3, 16] {
-        let mut stream = model.generator().stream();
-        let mut out = Vec::new();
-        for start in (0..whole.frames).step_by(chunk) {
-            let n = chunk.min(whole.frames - start);
-            let z: Vec<f32> =
-                (0..whole.channels).flat_map(|c| whole.z[c * whole.frames + start..][..n].to_vec()).collect();
-            out.extend(stream.push(cpu, &z, n).unwrap());
-        }
-        out.extend(stream.finish(cpu).unwrap());
+        let mut generator = model.generator().stream();
+        let out = streamed(&whole.z, whole.channels, whole.frames, chunk, |z, n, end| {
+            let a = if end { generator.finish(cpu, z, n) } else { generator.push(cpu, z, n) }.unwrap();
+            let len = a.len();
+            (a, len)
+        });
         assert!(out == audio, "chunks of {chunk} frames differ from the whole decode");
     }
+    // Ending with no frames gives what ending with the last ones does.
+    let mut generator = model.generator().stream();
+    let mut out = generator.push(cpu, &whole.z, whole.frames).unwrap();
+    out.extend(generator.finish(cpu, &[], 0).unwrap());
+    assert!(out == audio, "an empty last push differs");
 }
 
 #[test]

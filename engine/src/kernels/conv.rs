@@ -15,9 +15,9 @@
 //! im2col copy is made; depthwise convolutions (one channel per group) are a sum of shifted,
 //! scaled copies of each channel instead, with [`vector::axpy`]. The method is chosen from
 //! the shape alone (see [`ConvMethod::for_shape`]), never from the signal length, so a
-//! stream and the whole signal take the same one. A transposed convolution multiplies first
-//! (`[out·kernel, in] × [in, len]`) and then adds each tap's row into the output at its
-//! offset (col2im).
+//! stream and the whole signal take the same one. A transposed convolution is one ordinary
+//! convolution over its input whose output channels are its phases (`conv/transpose.rs`),
+//! interleaved into the upsampled output.
 //!
 //! Streaming: [`StreamingConv1d`] and [`StreamingConvTranspose1d`] accept the signal in
 //! chunks of any size and produce, concatenated, exactly what the whole-signal call produces
@@ -34,6 +34,9 @@ use super::vector;
 
 mod direct;
 mod direct_bf16;
+mod transpose;
+
+pub use transpose::{ConvTranspose1d, StreamingConvTranspose1d};
 
 /// The hyperparameters of a convolution (or of a transposed one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,105 +328,10 @@ impl<'w, W: Element> Conv1d<'w, W> {
     }
 }
 
-/// A transposed convolution (upsampling by its stride): input value `x[i, t]` adds
-/// `w[i, o, j] · x[i, t]` to position `t·stride + j·dilation` of each output channel o of its
-/// group. The full output has `(len - 1)·stride + span` positions; [`forward`] computes any
-/// window of positions (those past the full output hold the bias alone), and
-/// [`output_len`] sizes the usual one, the full output less a (left, right) crop: PyTorch's
-/// `padding = p, output_padding = q` is a crop of `(p, p - q)`.
-///
-/// [`forward`]: ConvTranspose1d::forward
-/// [`output_len`]: ConvTranspose1d::output_len
-///
-/// ```
-/// use spiral_engine::kernels::conv::{ConvShape, ConvTranspose1d};
-/// use spiral_engine::kernels::Cpu;
-/// // Upsampling by 2 with a 2-tap kernel repeats each value.
-/// let up = ConvTranspose1d::new(ConvShape::new(1, 1, 2).stride(2), &[1.0, 1.0], None).unwrap();
-/// let mut out = vec![0.0; up.output_len(3, (0, 0))];
-/// up.forward(Cpu::best(), &[1.0, 2.0, 3.0], 3, 0, &mut out).unwrap();
-/// assert_eq!(out, [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct ConvTranspose1d<'w, W> {
-    shape: ConvShape,
-    weight: &'w [W],
-    bias: Option<&'w [f32]>,
-}
-
-impl<'w, W: Element> ConvTranspose1d<'w, W> {
-    /// Weights `[in, out/groups, kernel]` and an optional bias `[out]`, checked against `shape`.
-    pub fn new(shape: ConvShape, weight: &'w [W], bias: Option<&'w [f32]>) -> Result<Self, ConvError> {
-        shape.check()?;
-        let per_in = shape.out_channels / shape.groups * shape.kernel;
-        expect_len("the weight", weight.len(), shape.in_channels * per_in, shape)?;
-        if let Some(b) = bias {
-            expect_len("the bias", b.len(), shape.out_channels, shape)?;
-        }
-        Ok(ConvTranspose1d { shape, weight, bias })
-    }
-
-    pub fn shape(&self) -> ConvShape {
-        self.shape
-    }
-
-    /// Output length for `len` input values with `crop` (left, right) removed; 0 when the
-    /// crop takes everything.
-    pub fn output_len(&self, len: usize, crop: (usize, usize)) -> usize {
-        if len == 0 {
-            return 0;
-        }
-        ((len - 1) * self.shape.stride + self.shape.span()).saturating_sub(crop.0 + crop.1)
-    }
-
-    /// `out` (`[out_channels, m]`, any m) from `input` (`[in_channels, len]`): the output
-    /// positions `start..start + m`.
-    pub fn forward(&self, cpu: Cpu, input: &[f32], len: usize, start: usize, out: &mut [f32]) -> Result<(), ConvError> {
-        let s = self.shape;
-        expect_len("the input", input.len(), s.in_channels * len, s)?;
-        let t_out = out.len() / s.out_channels;
-        expect_len("the output", out.len(), s.out_channels * t_out, s)?;
-        if t_out == 0 {
-            return Ok(());
-        }
-        for (o, row) in out.chunks_exact_mut(t_out).enumerate() {
-            row.fill(self.bias.map_or(0.0, |b| b[o]));
-        }
-        let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
-        let rows = cog * s.kernel;
-        with_scratch(rows * len, |taps| {
-            for g in 0..s.groups {
-                // Row (o, j) of A is tap j of output channel o: w[i, o, j] over the group's
-                // inputs i, rows adjacent in memory.
-                let w = View::strided(self.weight, g * cig * rows, rows, cig, 1, rows as isize).unwrap();
-                let x = View::strided(input, g * cig * len, len, cig, 1, len as isize).unwrap();
-                gemm::gemm(cpu, w, x, ViewMut::new(taps, rows, len).unwrap(), false);
-                // col2im: tap j of input t lands at t·stride + j·dilation − start.
-                for o in 0..cog {
-                    let row = &mut out[(g * cog + o) * t_out..][..t_out];
-                    for j in 0..s.kernel {
-                        let tap = &taps[(o * s.kernel + j) * len..][..len];
-                        let shift = (j * s.dilation) as isize - start as isize;
-                        // Inputs t whose position t·stride + shift lies in 0..t_out.
-                        let first = if shift >= 0 { 0 } else { (-shift) as usize }.div_ceil(s.stride);
-                        for (t, &v) in tap.iter().enumerate().skip(first) {
-                            let p = (t * s.stride) as isize + shift;
-                            if p >= t_out as isize {
-                                break;
-                            }
-                            row[p as usize] += v;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(())
-    }
-}
-
 /// A convolution fed a signal in chunks ([`StreamingConv1d`], [`StreamingConvTranspose1d`]):
 /// the outputs of every `process` and of `finish`, concatenated in time, are the output of
-/// the whole-signal call.
+/// the whole-signal call. `finish` takes the last chunk, so the end of a signal costs one
+/// call, not a call for the chunk and another for the padding behind it.
 pub trait ChunkedConv {
     /// Channels of every output chunk.
     fn out_channels(&self) -> usize;
@@ -432,8 +340,9 @@ pub trait ChunkedConv {
     /// (channel-major: `[out_channels, m]` for the m new outputs, which it returns).
     fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError>;
 
-    /// Ends the signal and appends the last outputs to `out`; returns how many.
-    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize;
+    /// Feeds the last chunk (`[in_channels, n]`, n may be 0), ends the signal and appends
+    /// the remaining outputs to `out`; returns how many.
+    fn finish(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError>;
 }
 
 /// A [`Conv1d`] fed in chunks: the output of all chunks, concatenated, is the output of
@@ -508,107 +417,15 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
         Ok(self.emit(cpu, out))
     }
 
-    /// Feeds the right padding and appends the last outputs to `out`; returns how many.
-    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
-        let zeros = vec![0.0; self.conv.shape.in_channels * self.right_pad];
-        self.append(&zeros, self.right_pad);
-        self.emit(cpu, out)
-    }
-}
-
-/// A [`ConvTranspose1d`] fed in chunks: the output of all chunks and of
-/// [`StreamingConvTranspose1d::finish`], concatenated, is the output of
-/// [`ConvTranspose1d::forward`] over the whole signal cropped by `crop`. After n inputs the
-/// first n·stride positions are final; they are emitted, except those that would lie past
-/// the end if the signal ended there (past `(n − 1)·stride + span` less the right crop),
-/// which wait for more input or for the end. The stream keeps the inputs that still add to
-/// positions not yet emitted.
-#[derive(Clone, Debug)]
-pub struct StreamingConvTranspose1d<'w, W> {
-    conv: ConvTranspose1d<'w, W>,
-    crop: (usize, usize),
-    /// Positions held back from each call for the right crop.
-    held: usize,
-    /// The last `history` inputs, `[in_channels, history]` (zeros before the first).
-    context: Vec<f32>,
-    history: usize,
-    /// Inputs seen so far, and the next whole-output position to emit.
-    seen: usize,
-    next: usize,
-}
-
-impl<'w, W: Element> StreamingConvTranspose1d<'w, W> {
-    pub fn new(conv: ConvTranspose1d<'w, W>, crop: (usize, usize)) -> Self {
-        let s = conv.shape;
-        // After n inputs the full output ends at (n − 1)·stride + span less the right crop:
-        // up to n·stride − held.
-        let held = (crop.1 + s.stride).saturating_sub(s.span());
-        // Position p receives inputs t ≥ (p − span + 1)/stride; the earliest position still
-        // to emit is seen·stride − held.
-        let history = (s.span() - 1 + held) / s.stride;
-        let context = vec![0.0; s.in_channels * history];
-        StreamingConvTranspose1d { conv, crop, held, context, history, seen: 0, next: crop.0 }
-    }
-
-    /// Positions `next..end` from the window `x` (`[in_channels, len]`), whose last input is
-    /// input `seen + len − history − 1` of the signal.
-    fn window(&mut self, cpu: Cpu, x: &[f32], len: usize, end: usize, out: &mut Vec<f32>) -> usize {
-        let s = self.conv.shape;
-        if end <= self.next {
-            return 0;
-        }
-        // The window's first input is input seen − history (before the signal: zeros).
-        let origin = self.seen as isize * s.stride as isize - (self.history * s.stride) as isize;
-        let m = end - self.next;
-        let mut fresh = vec![0.0; s.out_channels * m];
-        let start = (self.next as isize - origin) as usize;
-        self.conv.forward(cpu, x, len, start, &mut fresh).expect("window sizes follow the shape");
-        out.extend_from_slice(&fresh);
-        self.next = end;
-        m
-    }
-}
-
-impl<W: Element> ChunkedConv for StreamingConvTranspose1d<'_, W> {
-    fn out_channels(&self) -> usize {
-        self.conv.shape.out_channels
-    }
-
-    /// Feeds `chunk` (`[in_channels, n]`) and appends the positions it makes final to `out`
-    /// (`[out_channels, m]`); returns m.
-    fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
+    /// Feeds `chunk` and the right padding and appends the last outputs to `out`; returns
+    /// how many.
+    fn finish(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        let (h, len) = (self.history, self.history + n);
-        let mut x = vec![0.0; s.in_channels * len];
-        for c in 0..s.in_channels {
-            x[c * len..][..h].copy_from_slice(&self.context[c * h..][..h]);
-            x[c * len + h..][..n].copy_from_slice(&chunk[c * n..][..n]);
-        }
-        let end = ((self.seen + n) * s.stride).saturating_sub(self.held);
-        let emitted = self.window(cpu, &x, len, end, out);
-        for c in 0..s.in_channels {
-            self.context[c * h..][..h].copy_from_slice(&x[c * len + n..][..h]);
-        }
-        self.seen += n;
-        Ok(emitted)
-    }
-
-    /// Appends the positions left (up to the full output less the right crop) to `out`;
-    /// returns how many.
-    fn finish(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
-        let s = self.conv.shape;
-        if self.seen == 0 {
-            return 0;
-        }
-        let end = ((self.seen - 1) * s.stride + s.span()).saturating_sub(self.crop.1);
-        let x = std::mem::take(&mut self.context);
-        let emitted = self.window(cpu, &x, self.history, end, out);
-        self.context = x;
-        emitted
+        self.append(chunk, n);
+        let zeros = vec![0.0; s.in_channels * self.right_pad];
+        self.append(&zeros, self.right_pad);
+        Ok(self.emit(cpu, out))
     }
 }
 
@@ -876,28 +693,47 @@ mod tests {
         }
     }
 
+    /// Transposed shapes: HiFi-GAN's upsamplers, shrunk, and the odd ones (groups, dilation,
+    /// a kernel shorter than the stride, crops past `span − stride`).
+    fn transposed_cases() -> Vec<(ConvShape, (usize, usize), usize)> {
+        vec![
+            (ConvShape::new(8, 4, 16).stride(8), (4, 4), 12), // HiFi-GAN x8 upsampling
+            (ConvShape::new(6, 4, 16).stride(8), (4, 4), 23),
+            (ConvShape::new(4, 4, 4).stride(2), (1, 1), 15), // x2
+            (ConvShape::new(4, 3, 4).stride(2), (0, 2), 19), // causal: crop kernel − stride on the right
+            (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (1, 0), 13),
+            (ConvShape::new(3, 2, 5).stride(3).dilation(2), (2, 1), 11),
+            (ConvShape::new(2, 2, 3).stride(4), (0, 0), 9), // kernel shorter than the stride
+            (ConvShape::new(2, 2, 5).stride(1), (3, 1), 8),
+            (ConvShape::new(3, 2, 4).stride(2), (0, 3), 10), // a right crop past span − stride
+            (ConvShape::new(2, 2, 4).stride(2), (1, 1), 1),
+            (ConvShape::new(2, 2, 4).stride(2), (0, 0), 0),
+        ]
+    }
+
     #[test]
     fn transposed_convolution_matches_the_definition_on_every_path() {
-        let cases = [
-            (ConvShape::new(8, 4, 16).stride(8), (4, 4), 12), // HiFi-GAN x8 upsampling
-            (ConvShape::new(4, 4, 4).stride(2), (1, 1), 15),  // x2
-            (ConvShape::new(4, 3, 4).stride(2), (0, 2), 9),   // causal: crop kernel − stride on the right
-            (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (0, 0), 7),
-            (ConvShape::new(2, 2, 5).stride(1), (3, 0), 6),
-            (ConvShape::new(2, 2, 4).stride(2), (0, 0), 1),
-            (ConvShape::new(2, 2, 4).stride(2), (0, 0), 0),
-        ];
-        for (i, (s, crop, len)) in cases.into_iter().enumerate() {
+        for (i, (s, crop, len)) in transposed_cases().into_iter().enumerate() {
             let w = random(s.in_channels * s.out_channels / s.groups * s.kernel, 400 + i as u64);
             let bias = random(s.out_channels, 500 + i as u64);
             let x = random(s.in_channels * len, 600 + i as u64);
-            let up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
+            let mut up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
             let (want, mag, t_out) = transpose_reference(s, &w, Some(&bias), &x, len, crop);
             assert_eq!(up.output_len(len, crop), t_out, "{s:?}");
-            for cpu in available() {
-                let mut out = vec![f32::NAN; s.out_channels * t_out];
-                up.forward(cpu, &x, len, crop.0, &mut out).unwrap();
-                check(&out, &want, &mag, s.in_channels * s.kernel, &format!("{} {s:?} crop {crop:?}", cpu.isa()));
+            let phases = ConvShape::new(s.in_channels, s.stride * s.out_channels, 1).groups(s.groups);
+            for method in methods(phases) {
+                up.set_method(method).unwrap();
+                let x = operands(method, &x);
+                let (want, mag, _) = match method {
+                    ConvMethod::DirectBf16 => transpose_reference(s, &operands(method, &w), Some(&bias), &x, len, crop),
+                    _ => (want.clone(), mag.clone(), t_out),
+                };
+                for cpu in available() {
+                    let mut out = vec![f32::NAN; s.out_channels * t_out];
+                    up.forward(cpu, &x, len, crop, &mut out).unwrap();
+                    let what = format!("{} {method:?} {s:?} crop {crop:?}", cpu.isa());
+                    check(&out, &want, &mag, s.in_channels * s.kernel, &what);
+                }
             }
         }
     }
@@ -915,8 +751,8 @@ mod tests {
         vec![vec![len], vec![1; len], ragged]
     }
 
-    /// `x` (`[channels, len]`) fed to `stream` in chunks of `sizes`, then finished: the
-    /// outputs concatenated in time.
+    /// `x` (`[channels, len]`) fed to `stream` in chunks of `sizes`, the last one with the
+    /// end: the outputs concatenated in time.
     fn stream(
         cpu: Cpu,
         mut stream: impl ChunkedConv,
@@ -927,16 +763,20 @@ mod tests {
     ) -> Vec<f32> {
         let mut pieces = vec![];
         let mut at = 0;
-        for &n in sizes {
+        // No chunks at all still ends the signal, with an empty last chunk.
+        let sizes = if sizes.is_empty() { &[0][..] } else { sizes };
+        for (i, &n) in sizes.iter().enumerate() {
             let chunk: Vec<f32> = (0..channels).flat_map(|c| x[c * len + at..][..n].to_vec()).collect();
             at += n;
             let mut out = vec![];
-            let m = stream.process(cpu, &chunk, n, &mut out).unwrap();
-            pieces.push((out, m));
+            // The last chunk goes in with the end of the signal.
+            let m = if i + 1 == sizes.len() {
+                stream.finish(cpu, &chunk, n, &mut out)
+            } else {
+                stream.process(cpu, &chunk, n, &mut out)
+            };
+            pieces.push((out, m.unwrap()));
         }
-        let mut out = vec![];
-        let m = stream.finish(cpu, &mut out);
-        pieces.push((out, m));
         let (outs, total) = (stream.out_channels(), pieces.iter().map(|p| p.1).sum::<usize>());
         let mut whole = vec![0.0; outs * total];
         let mut at = 0;
@@ -969,26 +809,21 @@ mod tests {
 
     #[test]
     fn streamed_transposed_convolution_equals_the_whole_signal_bit_for_bit() {
-        let cases = [
-            (ConvShape::new(6, 4, 16).stride(8), (4, 4), 23),
-            (ConvShape::new(4, 3, 4).stride(2), (0, 2), 19),
-            (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (1, 0), 13),
-            (ConvShape::new(2, 2, 3).stride(4), (0, 0), 9), // kernel shorter than the stride
-            (ConvShape::new(2, 2, 5).stride(1), (3, 1), 8),
-            (ConvShape::new(3, 2, 4).stride(2), (0, 3), 10), // a right crop past span − stride
-            (ConvShape::new(2, 2, 4).stride(2), (1, 1), 1),
-        ];
-        for (s, crop, len) in cases {
+        for (s, crop, len) in transposed_cases() {
             let w = random(s.in_channels * s.out_channels / s.groups * s.kernel, 17);
             let bias = random(s.out_channels, 18);
             let x = random(s.in_channels * len, 19);
-            let up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
-            let mut whole = vec![0.0; s.out_channels * up.output_len(len, crop)];
-            for cpu in available() {
-                up.forward(cpu, &x, len, crop.0, &mut whole).unwrap();
+            let mut up = ConvTranspose1d::new(s, &w, Some(&bias)).unwrap();
+            let phases = ConvShape::new(s.in_channels, s.stride * s.out_channels, 1).groups(s.groups);
+            for (method, cpu) in methods(phases).into_iter().flat_map(|m| available().into_iter().map(move |c| (m, c)))
+            {
+                up.set_method(method).unwrap();
+                let mut whole = vec![0.0; s.out_channels * up.output_len(len, crop)];
+                up.forward(cpu, &x, len, crop, &mut whole).unwrap();
                 for sizes in chunkings(len) {
-                    let streamed = stream(cpu, StreamingConvTranspose1d::new(up, crop), &x, s.in_channels, len, &sizes);
-                    assert_eq!(streamed, whole, "{} {s:?} crop {crop:?} chunks {sizes:?}", cpu.isa());
+                    let streamed =
+                        stream(cpu, StreamingConvTranspose1d::new(&up, crop), &x, s.in_channels, len, &sizes);
+                    assert_eq!(streamed, whole, "{} {method:?} {s:?} crop {crop:?} chunks {sizes:?}", cpu.isa());
                 }
             }
         }
@@ -1009,7 +844,9 @@ mod tests {
         assert!(e.to_string().contains("the input has 39 values"), "{e}");
         assert!(conv.forward(Cpu::best(), &[0.0; 40], 10, (0, 0), &mut out[..47]).is_err());
         let up = ConvTranspose1d::new(ConvShape::new(2, 2, 4).stride(2), &[0.0f32; 16], None).unwrap();
-        assert!(up.forward(Cpu::best(), &[0.0; 8], 4, 0, &mut [0.0; 19]).is_err());
-        assert!(up.forward(Cpu::best(), &[0.0; 7], 4, 0, &mut [0.0; 20]).is_err());
+        assert!(up.forward(Cpu::best(), &[0.0; 8], 4, (0, 0), &mut [0.0; 19]).is_err());
+        assert!(up.forward(Cpu::best(), &[0.0; 7], 4, (0, 0), &mut [0.0; 20]).is_err());
+        let e = ConvTranspose1d::new(ConvShape::new(2, 2, 4).stride(2), &[0.0f32; 15], None).unwrap_err();
+        assert!(e.to_string().contains("the weight has 15 values"), "{e}");
     }
 }

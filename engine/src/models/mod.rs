@@ -1,4 +1,5 @@
 //! The text-to-speech models, one directory per family, built from the kernels.
 
 pub mod nn;
+pub(crate) mod stream;
 pub mod vits;

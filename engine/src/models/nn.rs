@@ -8,6 +8,15 @@ use crate::kernels::conv::{Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspo
 use crate::kernels::Cpu;
 use crate::tensors::{TensorError, Tensors};
 
+/// A layer that could not be built from a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("{module}: {source}; the model file is damaged or for another architecture")]
+    Conv { module: String, source: ConvError },
+}
+
 /// A 1-D convolution with its weights (`[out, in/groups, kernel]`) and `pad` zeros added
 /// at each end.
 #[derive(Debug)]
@@ -74,40 +83,35 @@ impl Conv {
 /// as PyTorch's `padding`.
 #[derive(Debug)]
 pub struct ConvTranspose {
-    shape: ConvShape,
+    kernel: ConvTranspose1d,
     crop: usize,
-    weight: Vec<f32>,
-    bias: Vec<f32>,
 }
 
 impl ConvTranspose {
-    pub fn load(t: &mut Tensors, module: &str, shape: ConvShape, crop: usize) -> Result<ConvTranspose, TensorError> {
+    pub fn load(t: &mut Tensors, module: &str, shape: ConvShape, crop: usize) -> Result<ConvTranspose, LayerError> {
         let per_in = shape.out_channels / shape.groups.max(1);
         let weight = t.take(&format!("{module}.weight"), &[shape.in_channels, per_in, shape.kernel])?;
         let bias = t.take(&format!("{module}.bias"), &[shape.out_channels])?;
-        Ok(ConvTranspose { shape, crop, weight, bias })
+        let kernel = ConvTranspose1d::new(shape, &weight, Some(&bias))
+            .map_err(|source| LayerError::Conv { module: module.to_string(), source })?;
+        Ok(ConvTranspose { kernel, crop })
     }
 
     pub fn shape(&self) -> ConvShape {
-        self.shape
+        self.kernel.shape()
     }
 
     pub fn crop(&self) -> usize {
         self.crop
     }
 
-    pub fn kernel(&self) -> ConvTranspose1d<'_, f32> {
-        ConvTranspose1d::new(self.shape, &self.weight, Some(&self.bias)).expect("shapes checked at load")
+    pub fn kernel(&self) -> &ConvTranspose1d {
+        &self.kernel
     }
 
-    pub fn output_len(&self, len: usize) -> usize {
-        self.kernel().output_len(len, (self.crop, self.crop))
-    }
-
-    pub fn forward(&self, cpu: Cpu, x: &[f32], len: usize) -> Result<Vec<f32>, ConvError> {
-        let mut out = vec![0.0; self.shape.out_channels * self.output_len(len)];
-        self.kernel().forward(cpu, x, len, self.crop, &mut out)?;
-        Ok(out)
+    /// See [`ConvTranspose1d::set_method`].
+    pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
+        self.kernel.set_method(method)
     }
 }
 

@@ -2,14 +2,13 @@
 //! convolutions that upsample by the hop size in stages, each followed by the mean of
 //! multi-receptive-field residual blocks.
 
-use std::collections::VecDeque;
-
 use rayon::prelude::*;
 
 use crate::kernels::activation;
-use crate::kernels::conv::{ChunkedConv, ConvMethod, ConvShape, StreamingConv1d, StreamingConvTranspose1d};
+use crate::kernels::conv::{ConvError, ConvMethod, ConvShape, StreamingConv1d};
 use crate::kernels::Cpu;
 use crate::models::nn::{Conv, ConvTranspose};
+use crate::models::stream::{Block, Chain, ConvStream, Queue, Stream};
 use crate::tensors::Tensors;
 
 use super::{dim, ConvLookup, Precision, VitsError};
@@ -18,7 +17,7 @@ use crate::onnx::ConvAttrs;
 /// Under [`Precision::Mixed`], convolutions reading at most this many channels multiply in
 /// bf16: the last two upsampling stages, 70 % of the generator's arithmetic. Measured on
 /// the joe voice: audio 46-48 dB from the reference's (all stages in bf16: 38-44 dB).
-pub const BF16_CHANNELS: usize = 64;
+pub const BF16_CHANNELS: usize = 128;
 
 /// HiFi-GAN's leaky-ReLU slope inside the network; the last one uses PyTorch's default.
 const SLOPE: f32 = 0.1;
@@ -120,14 +119,16 @@ impl Generator {
                 conv.set_method(method).expect("a direct method does every stride-1, one-group convolution");
             }
         }
+        for stage in &mut self.stages {
+            if stage.up.shape().in_channels <= BF16_CHANNELS {
+                stage.up.set_method(method).expect("a direct method does every one-group upsampling");
+            }
+        }
     }
 
     /// `hop · frames` samples from `z` (`[channels, frames]`): the stream fed at once.
     pub fn forward(&self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
-        let mut stream = self.stream();
-        let mut audio = stream.push(cpu, z, frames)?;
-        audio.extend(stream.finish(cpu)?);
-        Ok(audio)
+        self.stream().finish(cpu, z, frames)
     }
 
     /// A decoder fed the latent a few frames at a time, whose output, concatenated, is
@@ -154,189 +155,20 @@ impl GeneratorStream<'_> {
     /// Feeds `frames` latent frames (`[channels, frames]`) and returns the audio they
     /// complete; the rest follows with later frames or at [`finish`](Self::finish).
     pub fn push(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
-        let block = Block { data: z.to_vec(), channels: self.channels, len: frames };
-        let mut audio = self.chain.push(cpu, &block)?.data;
+        self.feed(cpu, z, frames, false)
+    }
+
+    /// Feeds the last `frames` latent frames (possibly none) and returns all the audio
+    /// still to come, including what was held back for the right context.
+    pub fn finish(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
+        self.feed(cpu, z, frames, true)
+    }
+
+    fn feed(&mut self, cpu: Cpu, z: &[f32], frames: usize, end: bool) -> Result<Vec<f32>, VitsError> {
+        let block = Block::new(z.to_vec(), self.channels, frames);
+        let mut audio = self.chain.push(cpu, &block, end)?.data;
         activation::tanh(cpu, &mut audio);
         Ok(audio)
-    }
-
-    /// The audio still held back for the right context, once the latent has ended.
-    pub fn finish(&mut self, cpu: Cpu) -> Result<Vec<f32>, VitsError> {
-        let mut audio = self.chain.finish(cpu)?.data;
-        activation::tanh(cpu, &mut audio);
-        Ok(audio)
-    }
-}
-
-/// A channels-first stretch of signal, `[channels, len]`.
-#[derive(Clone)]
-struct Block {
-    data: Vec<f32>,
-    channels: usize,
-    len: usize,
-}
-
-impl Block {
-    fn new(data: Vec<f32>, channels: usize, len: usize) -> Block {
-        debug_assert_eq!(data.len(), channels * len);
-        Block { data, channels, len }
-    }
-
-    fn empty(channels: usize) -> Block {
-        Block { data: Vec::new(), channels, len: 0 }
-    }
-
-    /// Appends `other` along time.
-    fn append(&mut self, other: Block) {
-        if self.len == 0 {
-            *self = other;
-        } else if other.len > 0 {
-            let mut queue = Queue::new(self.channels);
-            queue.push(std::mem::replace(self, Block::empty(other.channels)));
-            queue.push(other);
-            *self = queue.take(queue.len);
-        }
-    }
-}
-
-/// Stretches of one signal waiting to be used, consumed from the front without moving
-/// what stays.
-struct Queue {
-    blocks: VecDeque<Block>,
-    /// Time steps of the front block already consumed.
-    offset: usize,
-    len: usize,
-    channels: usize,
-}
-
-impl Queue {
-    fn new(channels: usize) -> Queue {
-        Queue { blocks: VecDeque::new(), offset: 0, len: 0, channels }
-    }
-
-    fn push(&mut self, block: Block) {
-        if block.len > 0 {
-            self.len += block.len;
-            self.blocks.push_back(block);
-        }
-    }
-
-    /// Calls `f(channel, destination offset, values)` over the first `m` time steps, then
-    /// drops them.
-    fn consume(&mut self, m: usize, mut f: impl FnMut(usize, usize, &[f32])) {
-        debug_assert!(m <= self.len);
-        let mut done = 0;
-        while done < m {
-            let front = &self.blocks[0];
-            let n = (front.len - self.offset).min(m - done);
-            for c in 0..self.channels {
-                f(c, done, &front.data[c * front.len + self.offset..][..n]);
-            }
-            done += n;
-            self.offset += n;
-            if self.offset == front.len {
-                self.blocks.pop_front();
-                self.offset = 0;
-            }
-        }
-        self.len -= m;
-    }
-
-    /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
-    fn add_into(&mut self, y: &mut Block) {
-        let len = y.len;
-        self.consume(len, |c, at, x| {
-            y.data[c * len + at..][..x.len()].iter_mut().zip(x).for_each(|(a, b)| *a += b);
-        });
-    }
-
-    /// The first `m` time steps as one block.
-    fn take(&mut self, m: usize) -> Block {
-        let mut out = Block::new(vec![0.0; self.channels * m], self.channels, m);
-        self.consume(m, |c, at, x| out.data[c * m + at..][..x.len()].copy_from_slice(x));
-        out
-    }
-}
-
-/// One piece of the decoder run incrementally: what a push returns is the continuation
-/// of the whole-signal output so far; `finish` returns the rest.
-trait Stream {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError>;
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError>;
-}
-
-impl<S: Stream + ?Sized> Stream for Box<S> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        (**self).push(cpu, x)
-    }
-
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        (**self).finish(cpu)
-    }
-}
-
-/// Streams in series.
-struct Chain<S>(Vec<S>);
-
-impl<S: Stream> Stream for Chain<S> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        let (first, rest) = self.0.split_first_mut().expect("a chain has pieces");
-        rest.iter_mut().try_fold(first.push(cpu, x)?, |x, s| s.push(cpu, &x))
-    }
-
-    /// Each piece's tail goes through the pieces after it before they finish in turn.
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        let mut tail: Option<Block> = None;
-        for s in &mut self.0 {
-            tail = Some(match tail.take() {
-                None => s.finish(cpu)?,
-                Some(x) => {
-                    let mut out = s.push(cpu, &x)?;
-                    out.append(s.finish(cpu)?);
-                    out
-                }
-            });
-        }
-        Ok(tail.expect("a chain has pieces"))
-    }
-}
-
-/// A streaming convolution (plain or transposed) after an optional leaky ReLU.
-struct ConvStream<S> {
-    conv: S,
-    slope: Option<f32>,
-    /// The activated input, reused between calls.
-    scratch: Vec<f32>,
-}
-
-impl<'g> ConvStream<StreamingConv1d<'g, f32>> {
-    fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
-        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, scratch: Vec::new() }
-    }
-}
-
-impl<'g> ConvStream<StreamingConvTranspose1d<'g, f32>> {
-    fn up(up: &'g ConvTranspose, slope: f32) -> Self {
-        let conv = StreamingConvTranspose1d::new(up.kernel(), (up.crop(), up.crop()));
-        ConvStream { conv, slope: Some(slope), scratch: Vec::new() }
-    }
-}
-
-impl<S: ChunkedConv> Stream for ConvStream<S> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        let input = match self.slope {
-            Some(slope) => leaky_relu(&x.data, slope, &mut self.scratch),
-            None => &x.data,
-        };
-        let mut data = Vec::new();
-        let len = self.conv.process(cpu, input, x.len, &mut data)?;
-        Ok(Block::new(data, self.conv.out_channels(), len))
-    }
-
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        let mut data = Vec::new();
-        let len = self.conv.finish(cpu, &mut data);
-        Ok(Block::new(data, self.conv.out_channels(), len))
     }
 }
 
@@ -348,16 +180,10 @@ struct Residual<'g> {
 }
 
 impl Stream for Residual<'_> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        let mut y = self.body.push(cpu, x)?;
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
+        let mut y = self.body.push(cpu, x, end)?;
         self.skip.push(x.clone());
         // f(x) + x, as the reference adds them.
-        self.skip.add_into(&mut y);
-        Ok(y)
-    }
-
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        let mut y = self.body.finish(cpu)?;
         self.skip.add_into(&mut y);
         Ok(y)
     }
@@ -390,17 +216,17 @@ impl<'g> Mean<'g> {
         let queues = branches.iter().map(|_| Queue::new(channels)).collect();
         Mean { branches, queues }
     }
+}
 
-    fn run(
-        &mut self,
-        each: impl Fn(&mut Box<dyn Stream + Send + 'g>) -> Result<Block, VitsError> + Sync + Send,
-    ) -> Result<Block, VitsError> {
-        let outputs: Vec<Result<Block, VitsError>> = self.branches.par_iter_mut().map(each).collect();
+impl Stream for Mean<'_> {
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
+        let outputs: Vec<Result<Block, ConvError>> =
+            self.branches.par_iter_mut().map(|branch| branch.push(cpu, x, end)).collect();
         for (queue, out) in self.queues.iter_mut().zip(outputs) {
             queue.push(out?);
         }
         // Σ branches in order, then ÷ n, as the reference computes the mean.
-        let ready = self.queues.iter().map(|q| q.len).min().unwrap_or(0);
+        let ready = self.queues.iter().map(Queue::len).min().unwrap_or(0);
         let (first, rest) = self.queues.split_first_mut().expect("a stage has residual blocks");
         let mut sum = first.take(ready);
         for queue in rest {
@@ -412,25 +238,8 @@ impl<'g> Mean<'g> {
     }
 }
 
-impl Stream for Mean<'_> {
-    fn push(&mut self, cpu: Cpu, x: &Block) -> Result<Block, VitsError> {
-        self.run(|branch| branch.push(cpu, x))
-    }
-
-    fn finish(&mut self, cpu: Cpu) -> Result<Block, VitsError> {
-        self.run(|branch| branch.finish(cpu))
-    }
-}
-
 fn block_channels(t: &Tensors, block: usize) -> Option<usize> {
     ["convs", "convs1"]
         .iter()
         .find_map(|c| t.get(&format!("dec.resblocks.{block}.{c}.0.weight")).ok().map(|w| w.shape()[0]))
-}
-
-/// `scratch` ← leaky ReLU of `x` (max(v, slope·v) for slope < 1, which vectorises).
-fn leaky_relu<'s>(x: &[f32], slope: f32, scratch: &'s mut Vec<f32>) -> &'s [f32] {
-    scratch.clear();
-    scratch.extend(x.iter().map(|&v| v.max(v * slope)));
-    scratch
 }

@@ -13,8 +13,6 @@ pub mod speech;
 pub mod text_encoder;
 pub mod voice;
 
-use std::ops::Range;
-
 use rand::Rng;
 use rand_distr::StandardNormal;
 use thiserror::Error;
@@ -25,7 +23,7 @@ use crate::onnx::{ConvAttrs, OnnxModel};
 use crate::tensors::{TensorError, Tensors};
 
 pub use duration::DurationPredictor;
-pub use flow::Flow;
+pub use flow::{Flow, FlowStream};
 pub use generator::Generator;
 pub use speech::SpeechSource;
 pub use text_encoder::{Encoded, TextEncoder};
@@ -39,6 +37,8 @@ pub type ConvLookup = dyn Fn(&str) -> Option<ConvAttrs>;
 pub enum VitsError {
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    #[error(transparent)]
+    Layer(#[from] crate::models::nn::LayerError),
     #[error("phoneme id {id} is outside this voice's {symbols} symbols; the phoneme map and the model do not belong together")]
     PhonemeId { id: i64, symbols: usize },
     #[error("internal shape error: {0}")]
@@ -96,12 +96,18 @@ impl Precision {
     }
 }
 
-/// The decoder's input for one utterance: `[channels, frames]`.
+/// The decoder's input for one utterance, or a stretch of it: `[channels, frames]`.
 #[derive(Clone, Debug)]
 pub struct Latent {
     pub z: Vec<f32>,
     pub channels: usize,
     pub frames: usize,
+}
+
+impl From<crate::models::stream::Block> for Latent {
+    fn from(b: crate::models::stream::Block) -> Latent {
+        Latent { z: b.data, channels: b.channels, frames: b.len }
+    }
 }
 
 pub struct Vits {
@@ -136,6 +142,10 @@ impl Vits {
 
     pub fn encoder(&self) -> &TextEncoder {
         &self.encoder
+    }
+
+    pub fn flow(&self) -> &Flow {
+        &self.flow
     }
 
     pub fn generator(&self) -> &Generator {
@@ -188,26 +198,10 @@ impl Vits {
         Ok(Latent { z, channels, frames })
     }
 
-    /// Frames `range` of the latent (the decoder's input), from the prior through the
-    /// reverse flow. The flow sees the range widened by its context, so any split of the
-    /// frames into ranges gives the whole-utterance latent.
-    pub fn latent(&self, cpu: Cpu, prior: &Latent, range: Range<usize>) -> Result<Latent, VitsError> {
-        let end = range.end.min(prior.frames);
-        let range = range.start.min(end)..end;
-        let (from, to) =
-            (range.start.saturating_sub(self.flow.context()), (range.end + self.flow.context()).min(prior.frames));
-        let len = to - from;
-        let mut z = vec![0.0; prior.channels * len];
-        for (c, row) in z.chunks_exact_mut(len.max(1)).enumerate().take(prior.channels) {
-            row.copy_from_slice(&prior.z[c * prior.frames + from..][..len]);
-        }
-        self.flow.reverse(cpu, &mut z, len)?;
-        let frames = range.len();
-        let mut out = vec![0.0; prior.channels * frames];
-        for (c, row) in out.chunks_exact_mut(frames.max(1)).enumerate().take(prior.channels) {
-            row.copy_from_slice(&z[c * len + range.start - from..][..frames]);
-        }
-        Ok(Latent { z: out, channels: prior.channels, frames })
+    /// The whole latent (the decoder's input) from the prior, through the reverse flow.
+    pub fn latent(&self, cpu: Cpu, prior: &Latent) -> Result<Latent, VitsError> {
+        let z = self.flow.reverse(cpu, &prior.z, prior.frames)?;
+        Ok(Latent { z, channels: prior.channels, frames: prior.frames })
     }
 
     /// Audio for a whole latent.
@@ -220,7 +214,7 @@ impl Vits {
         let encoded = self.encoder.forward(cpu, ids)?;
         let durations = self.durations(cpu, &encoded, scales, rng)?;
         let prior = self.prior(&encoded, &durations, scales, rng)?;
-        let latent = self.latent(cpu, &prior, 0..prior.frames)?;
+        let latent = self.latent(cpu, &prior)?;
         self.decode(cpu, &latent)
     }
 }

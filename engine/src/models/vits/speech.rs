@@ -2,10 +2,14 @@
 //! frames at a time, so playback starts long before a sentence is fully synthesized.
 //!
 //! Per sentence: the text encoder and duration predictor run over the whole sentence
-//! (they are small, and attention needs it all); the flow runs over short windows at the
-//! start (plus its context, see [`WINDOWS`]), then over the rest in one go; the generator is fed
-//! [`CHUNK`] frames at a time and returns the audio each completes. Sentences follow one
-//! another; with [`SpeechSource::lines`], text keeps arriving while earlier lines play.
+//! (they are small, and attention needs it all); then the flow and the generator both
+//! stream, and every frame goes through each once. The flow first gets [`CHUNK`] frames of
+//! the prior plus its look-ahead, so the first latent frames exist after little work, then
+//! the rest of the prior in one call (its per-call costs are high next to its arithmetic);
+//! the generator gets the latent [`CHUNK`] frames at a time, each step returning the audio
+//! they complete.
+//! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
+//! earlier lines play.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
@@ -19,39 +23,41 @@ use crate::kernels::Cpu;
 use crate::source::{Source, SourceError};
 use crate::units::{FrameIndex, SampleRate};
 
+use super::flow::FlowStream;
 use super::generator::GeneratorStream;
 use super::voice::{PiperVoice, SpeechError};
 use super::{Latent, Scales};
 
-/// Ends of the latent windows the flow decodes, in frames from the start of a sentence;
-/// after the last, the rest of the sentence goes in one window. The first is short so the
-/// first audio waits for little; the second is short too, because it must be ready before
-/// the first chunk's audio (the few frames the generator's look-ahead lets out) has played.
-pub const WINDOWS: [usize; 2] = [16, 64];
-/// Latent frames fed to the generator per produced frame (16 × 256 samples at 22.05 kHz:
-/// 186 ms of audio).
+/// Prior frames fed through the flow and the generator per step (16 × 256 samples at
+/// 22.05 kHz: 186 ms of audio).
 pub const CHUNK: usize = 16;
 /// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
 /// so the first sentence of a long text does not wait for the whole text to be read.
 const TEXT_PIECE: usize = 4096;
 
+/// The flow's and the generator's streaming state for one sentence.
+struct Streams<'v> {
+    flow: FlowStream<'v>,
+    generator: GeneratorStream<'v>,
+}
+
 self_cell::self_cell!(
-    /// The generator's streaming state, borrowing the voice it belongs to.
+    /// [`Streams`], borrowing the voice they belong to.
     struct Decoder {
         owner: Arc<PiperVoice>,
         #[covariant]
-        dependent: GeneratorStream,
+        dependent: Streams,
     }
 );
 
 /// One sentence being decoded.
 struct Utterance {
     prior: Latent,
-    /// The latent computed so far: frames `window_start..window_start + window.frames`.
-    window: Latent,
-    window_start: usize,
-    /// The next latent frame to feed the generator.
+    /// The next prior frame to feed the flow.
     next: usize,
+    /// Latent frames out of the flow, and how many of them the generator has had.
+    latent: Latent,
+    fed: usize,
     finished: bool,
     decoder: Decoder,
 }
@@ -153,35 +159,51 @@ impl SpeechSource {
         let encoded = model.encoder().forward(self.cpu, ids)?;
         let durations = model.durations(self.cpu, &encoded, self.scales, &mut self.rng)?;
         let prior = model.prior(&encoded, &durations, self.scales, &mut self.rng)?;
-        let window = model.latent(self.cpu, &prior, 0..WINDOWS[0])?;
-        let decoder = Decoder::new(self.voice.clone(), |voice| voice.model().generator().stream());
-        Ok(Utterance { prior, window, window_start: 0, next: 0, finished: false, decoder })
+        let decoder = Decoder::new(self.voice.clone(), |voice| Streams {
+            flow: voice.model().flow().stream(),
+            generator: voice.model().generator().stream(),
+        });
+        let latent = Latent { z: Vec::new(), channels: prior.channels, frames: 0 };
+        Ok(Utterance { prior, next: 0, latent, fed: 0, finished: false, decoder })
     }
 
-    /// The next stretch of audio of the current sentence; `None` once it has all been returned.
+    /// The next stretch of audio of the current sentence (empty when the step only ran the
+    /// flow); `None` once it has all been returned.
     fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
         let (cpu, voice) = (self.cpu, self.voice.clone());
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
         if u.finished {
             return Ok(None);
         }
-        if u.next == u.prior.frames {
-            u.finished = true;
-            return Ok(Some(u.decoder.with_dependent_mut(|_, stream| stream.finish(cpu))?));
+        let latent = &u.latent;
+        if u.fed < latent.frames {
+            let n = CHUNK.min(latent.frames - u.fed);
+            let z = frames(latent, u.fed, n);
+            u.fed += n;
+            // The sentence's last latent frames go in with the end of the generator's input.
+            u.finished = u.fed == latent.frames && u.next == u.prior.frames;
+            return Ok(Some(u.decoder.with_dependent_mut(|_, s| match u.finished {
+                false => s.generator.push(cpu, &z, n),
+                true => s.generator.finish(cpu, &z, n),
+            })?));
         }
-        if u.next == u.window_start + u.window.frames {
-            let end = WINDOWS.iter().copied().find(|&w| w > u.next).unwrap_or(u.prior.frames);
-            u.window = voice.model().latent(cpu, &u.prior, u.next..end)?;
-            u.window_start = u.next;
+        u.fed = 0;
+        if u.next < u.prior.frames {
+            // The first call also feeds the flow's look-ahead, so it already yields frames;
+            // the second brings the rest of the prior and ends it.
+            let first = CHUNK + voice.model().flow().context();
+            let (n, end) =
+                if u.next == 0 && first < u.prior.frames { (first, false) } else { (u.prior.frames - u.next, true) };
+            let z = frames(&u.prior, u.next, n);
+            u.next += n;
+            u.latent = u.decoder.with_dependent_mut(|_, s| match end {
+                false => s.flow.push(cpu, &z, n),
+                true => s.flow.finish(cpu, &z, n),
+            })?;
+            return Ok(Some(Vec::new()));
         }
-        let offset = u.next - u.window_start;
-        let n = CHUNK.min(u.window.frames - offset);
-        let mut z = vec![0.0; u.window.channels * n];
-        for (c, row) in z.chunks_exact_mut(n).enumerate() {
-            row.copy_from_slice(&u.window.z[c * u.window.frames + offset..][..n]);
-        }
-        u.next += n;
-        Ok(Some(u.decoder.with_dependent_mut(|_, stream| stream.push(cpu, &z, n))?))
+        u.finished = true;
+        Ok(Some(u.decoder.with_dependent_mut(|_, s| s.generator.finish(cpu, &[], 0))?))
     }
 
     fn produce(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
@@ -220,11 +242,23 @@ impl Source for SpeechSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        let Some(samples) = self.produce().map_err(|e| SourceError::Model(Box::new(e)))? else {
+        // Run on a pool thread: the kernels' parallel calls then join as a worker would,
+        // instead of each handing its job to the pool and sleeping until it is done.
+        let produced = rayon::scope(|_| self.produce());
+        let Some(samples) = produced.map_err(|e| SourceError::Model(Box::new(e)))? else {
             return Ok(None);
         };
         let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
         self.index += 1;
         Ok(Some(frame))
     }
+}
+
+/// Frames `from..from + n` of `x`, `[channels, n]`.
+fn frames(x: &Latent, from: usize, n: usize) -> Vec<f32> {
+    let mut z = vec![0.0; x.channels * n];
+    for (c, row) in z.chunks_exact_mut(n.max(1)).enumerate().take(x.channels) {
+        row.copy_from_slice(&x.z[c * x.frames + from..][..n]);
+    }
+    z
 }

@@ -1,0 +1,158 @@
+//! Streaming building blocks for convolutional decoders: a signal cut in time into
+//! channels-first [`Block`]s, [`Queue`]s that hold a signal until what it must be combined
+//! with catches up, and [`Stream`]s (a convolution, a chain of them) that turn blocks into
+//! the continuation of their whole-signal output. Every stream computes each output value
+//! with the same operations in the same order as the whole-signal model, so any cut of the
+//! input gives the same output bit for bit.
+
+use std::collections::VecDeque;
+
+use crate::kernels::conv::{ChunkedConv, ConvError, StreamingConv1d, StreamingConvTranspose1d};
+use crate::kernels::Cpu;
+use crate::models::nn::{Conv, ConvTranspose};
+
+/// A channels-first stretch of signal, `[channels, len]`.
+#[derive(Clone)]
+pub(crate) struct Block {
+    pub data: Vec<f32>,
+    pub channels: usize,
+    pub len: usize,
+}
+
+impl Block {
+    pub fn new(data: Vec<f32>, channels: usize, len: usize) -> Block {
+        debug_assert_eq!(data.len(), channels * len);
+        Block { data, channels, len }
+    }
+}
+
+/// Stretches of one signal waiting to be used, consumed from the front without moving
+/// what stays.
+pub(crate) struct Queue {
+    blocks: VecDeque<Block>,
+    /// Time steps of the front block already consumed.
+    offset: usize,
+    len: usize,
+    channels: usize,
+}
+
+impl Queue {
+    pub fn new(channels: usize) -> Queue {
+        Queue { blocks: VecDeque::new(), offset: 0, len: 0, channels }
+    }
+
+    /// Time steps waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn push(&mut self, block: Block) {
+        if block.len > 0 {
+            self.len += block.len;
+            self.blocks.push_back(block);
+        }
+    }
+
+    /// Calls `f(channel, destination offset, values)` over the first `m` time steps, then
+    /// drops them.
+    pub fn consume(&mut self, m: usize, mut f: impl FnMut(usize, usize, &[f32])) {
+        debug_assert!(m <= self.len);
+        let mut done = 0;
+        while done < m {
+            let front = &self.blocks[0];
+            let n = (front.len - self.offset).min(m - done);
+            for c in 0..self.channels {
+                f(c, done, &front.data[c * front.len + self.offset..][..n]);
+            }
+            done += n;
+            self.offset += n;
+            if self.offset == front.len {
+                self.blocks.pop_front();
+                self.offset = 0;
+            }
+        }
+        self.len -= m;
+    }
+
+    /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
+    pub fn add_into(&mut self, y: &mut Block) {
+        let len = y.len;
+        self.consume(len, |c, at, x| {
+            y.data[c * len + at..][..x.len()].iter_mut().zip(x).for_each(|(a, b)| *a += b);
+        });
+    }
+
+    /// The first `m` time steps as one block.
+    pub fn take(&mut self, m: usize) -> Block {
+        let mut out = Block::new(vec![0.0; self.channels * m], self.channels, m);
+        self.consume(m, |c, at, x| out.data[c * m + at..][..x.len()].copy_from_slice(x));
+        out
+    }
+}
+
+/// One piece of the decoder run incrementally: what a push returns is the continuation
+/// of the whole-signal output so far. The push that says `end` brings the last input and
+/// returns everything left; no push follows it.
+pub(crate) trait Stream {
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError>;
+}
+
+impl<S: Stream + ?Sized> Stream for Box<S> {
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
+        (**self).push(cpu, x, end)
+    }
+}
+
+/// Streams in series (at the end, each piece's remaining output is the next one's last input).
+pub(crate) struct Chain<S>(pub Vec<S>);
+
+impl<S: Stream> Stream for Chain<S> {
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
+        let (first, rest) = self.0.split_first_mut().expect("a chain has pieces");
+        rest.iter_mut().try_fold(first.push(cpu, x, end)?, |x, s| s.push(cpu, &x, end))
+    }
+}
+
+/// A streaming convolution (plain or transposed) after an optional leaky ReLU.
+pub(crate) struct ConvStream<S> {
+    conv: S,
+    slope: Option<f32>,
+    /// The activated input, reused between calls.
+    scratch: Vec<f32>,
+}
+
+impl<'g> ConvStream<StreamingConv1d<'g, f32>> {
+    pub fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
+        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, scratch: Vec::new() }
+    }
+}
+
+impl<'g> ConvStream<StreamingConvTranspose1d<'g>> {
+    pub fn up(up: &'g ConvTranspose, slope: f32) -> Self {
+        let conv = StreamingConvTranspose1d::new(up.kernel(), (up.crop(), up.crop()));
+        ConvStream { conv, slope: Some(slope), scratch: Vec::new() }
+    }
+}
+
+impl<S: ChunkedConv> Stream for ConvStream<S> {
+    fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
+        let input = match self.slope {
+            Some(slope) => leaky_relu(&x.data, slope, &mut self.scratch),
+            None => &x.data,
+        };
+        let mut data = Vec::new();
+        let len = if end {
+            self.conv.finish(cpu, input, x.len, &mut data)?
+        } else {
+            self.conv.process(cpu, input, x.len, &mut data)?
+        };
+        Ok(Block::new(data, self.conv.out_channels(), len))
+    }
+}
+
+/// `scratch` ← leaky ReLU of `x` (max(v, slope·v) for slope < 1, which vectorises).
+fn leaky_relu<'s>(x: &[f32], slope: f32, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+    scratch.clear();
+    scratch.extend(x.iter().map(|&v| v.max(v * slope)));
+    scratch
+}
