@@ -137,6 +137,18 @@ pub struct Conv1d<'w, W> {
     weight: &'w [W],
     bias: Option<&'w [f32]>,
     method: ConvMethod,
+    /// The weights as [`ConvMethod::DirectBf16`] reads them, when packed ahead of the calls.
+    pairs: Option<&'w Bf16Pairs>,
+}
+
+/// A convolution's weights packed once as the bf16-product kernel reads them (pairs of input
+/// channels, see `conv/direct_bf16.rs`), so that its calls need not repack them: for a short
+/// signal the packing costs as much as the products. Made by [`Conv1d::bf16_pairs`], used
+/// through [`Conv1d::with_bf16_pairs`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bf16Pairs {
+    shape: ConvShape,
+    words: Vec<u32>,
 }
 
 /// How a [`Conv1d`] computes its output. `Direct` and `Gemm` give the definition's value to
@@ -197,7 +209,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
         if let Some(b) = bias {
             expect_len("the bias", b.len(), shape.out_channels, shape)?;
         }
-        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape) })
+        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None })
     }
 
     /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
@@ -211,6 +223,25 @@ impl<'w, W: Element> Conv1d<'w, W> {
             )));
         }
         Ok(Conv1d { method, ..self })
+    }
+
+    /// The weights packed for [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]).
+    pub fn bf16_pairs(&self) -> Bf16Pairs {
+        let s = self.shape;
+        Bf16Pairs { shape: s, words: direct_bf16::pack_weight_pairs(self.weight, s.in_channels, s.kernel) }
+    }
+
+    /// This convolution reading its bf16-product weights from `pairs` (made from the same
+    /// weights by [`Conv1d::bf16_pairs`]) instead of packing them at every call; an error if
+    /// they are for another shape.
+    pub fn with_bf16_pairs(self, pairs: &'w Bf16Pairs) -> Result<Self, ConvError> {
+        if pairs.shape != self.shape {
+            return Err(ConvError::Shape(format!(
+                "bf16 weight pairs packed for {:?} used for {:?}",
+                pairs.shape, self.shape
+            )));
+        }
+        Ok(Conv1d { pairs: Some(pairs), ..self })
     }
 
     pub fn shape(&self) -> ConvShape {
@@ -280,6 +311,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
             out_channels: s.out_channels,
             kernel: s.kernel,
             dilation: s.dilation,
+            pairs: self.pairs.map(|p| &p.words[..]),
             x,
             len,
         }
@@ -355,6 +387,8 @@ pub trait ChunkedConv {
 pub struct StreamingConv1d<'w, W> {
     conv: Conv1d<'w, W>,
     right_pad: usize,
+    /// The slope of a leaky ReLU applied to the input as it enters.
+    slope: Option<f32>,
     /// Input not yet consumed, `[in_channels, pending]`, and the number of values per channel.
     pending: Vec<f32>,
     len: usize,
@@ -366,16 +400,29 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
     pub fn new(conv: Conv1d<'w, W>, pad: (usize, usize)) -> Self {
         let len = pad.0;
         let pending = vec![0.0; conv.shape.in_channels * len];
-        StreamingConv1d { conv, right_pad: pad.1, pending, spare: Vec::new(), len }
+        StreamingConv1d { conv, right_pad: pad.1, slope: None, pending, spare: Vec::new(), len }
     }
 
-    fn append(&mut self, chunk: &[f32], n: usize) {
+    /// The convolution of the leaky ReLU (`max(v, slope·v)`, slope below 1) of the input:
+    /// the activation is applied as the input is copied in, so the activated signal costs
+    /// no pass of its own (HiFi-GAN activates the input of nearly every convolution).
+    pub fn leaky_relu(self, slope: f32) -> Self {
+        StreamingConv1d { slope: Some(slope), ..self }
+    }
+
+    /// Appends `chunk` (activated) and then `zeros` zero columns (the padding, as it is).
+    fn append(&mut self, chunk: &[f32], n: usize, zeros: usize) {
         // Rebuilt in the spare buffer, whose capacity stays: no allocation once warm.
-        let len = self.len + n;
+        let len = self.len + n + zeros;
         self.spare.clear();
         for c in 0..self.conv.shape.in_channels {
             self.spare.extend_from_slice(&self.pending[c * self.len..][..self.len]);
-            self.spare.extend_from_slice(&chunk[c * n..][..n]);
+            let new = &chunk[c * n..][..n];
+            match self.slope {
+                Some(slope) => self.spare.extend(new.iter().map(|&v| v.max(v * slope))),
+                None => self.spare.extend_from_slice(new),
+            }
+            self.spare.resize(self.spare.len() + zeros, 0.0);
         }
         std::mem::swap(&mut self.pending, &mut self.spare);
         self.len = len;
@@ -413,7 +460,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
     fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        self.append(chunk, n);
+        self.append(chunk, n, 0);
         Ok(self.emit(cpu, out))
     }
 
@@ -422,9 +469,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
     fn finish(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        self.append(chunk, n);
-        let zeros = vec![0.0; s.in_channels * self.right_pad];
-        self.append(&zeros, self.right_pad);
+        self.append(chunk, n, self.right_pad);
         Ok(self.emit(cpu, out))
     }
 }
@@ -614,6 +659,26 @@ mod tests {
             assert!(err > 1e-4, "{}: largest error {err} is f32's, not bf16's", cpu.isa());
             assert!(err < 0.1, "{}: largest error {err}", cpu.isa());
         }
+    }
+
+    #[test]
+    fn bf16_weights_packed_ahead_give_the_same_output_bit_for_bit() {
+        for (s, pad, len) in conv_cases().into_iter().filter(|c| ConvMethod::DirectBf16.supports(c.0)) {
+            let w = random(s.out_channels * s.in_channels * s.kernel, 27);
+            let x = random(s.in_channels * len, 29);
+            let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::DirectBf16).unwrap();
+            let pairs = conv.bf16_pairs();
+            for cpu in available() {
+                let mut want = vec![0.0; s.out_channels * conv.output_len(len, pad)];
+                conv.forward(cpu, &x, len, pad, &mut want).unwrap();
+                let mut got = vec![f32::NAN; want.len()];
+                conv.with_bf16_pairs(&pairs).unwrap().forward(cpu, &x, len, pad, &mut got).unwrap();
+                assert_eq!(got, want, "{} {s:?}", cpu.isa());
+            }
+        }
+        let other = Conv1d::new(ConvShape::new(2, 2, 3), &[0.0f32; 12], None).unwrap();
+        let pairs = Conv1d::new(ConvShape::new(2, 2, 1), &[0.0f32; 4], None).unwrap().bf16_pairs();
+        assert!(other.with_bf16_pairs(&pairs).unwrap_err().to_string().contains("packed for"));
     }
 
     #[test]
@@ -826,6 +891,28 @@ mod tests {
                     assert_eq!(streamed, whole, "{} {method:?} {s:?} crop {crop:?} chunks {sizes:?}", cpu.isa());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_leaky_relu_at_the_input_of_a_stream_is_the_convolution_of_the_activated_signal() {
+        let leaky = |x: &[f32]| x.iter().map(|&v| if v < 0.0 { 0.1 * v } else { v }).collect::<Vec<f32>>();
+        let (s, pad, len) = (ConvShape::new(3, 4, 5).dilation(2), (4, 4), 17);
+        let (w, x) = (random(4 * 3 * 5, 41), random(3 * len, 42));
+        let conv = Conv1d::new(s, &w, None).unwrap();
+        let mut want = vec![0.0; 4 * conv.output_len(len, pad)];
+        conv.forward(Cpu::best(), &leaky(&x), len, pad, &mut want).unwrap();
+        for sizes in chunkings(len) {
+            let leaky_stream = StreamingConv1d::new(conv, pad).leaky_relu(0.1);
+            assert_eq!(stream(Cpu::best(), leaky_stream, &x, 3, len, &sizes), want, "chunks {sizes:?}");
+        }
+        let (s, crop) = (ConvShape::new(3, 2, 8).stride(4), (2, 2));
+        let up = ConvTranspose1d::new(s, &random(3 * 2 * 8, 43), None).unwrap();
+        let mut want = vec![0.0; 2 * up.output_len(len, crop)];
+        up.forward(Cpu::best(), &leaky(&x), len, crop, &mut want).unwrap();
+        for sizes in chunkings(len) {
+            let leaky_stream = StreamingConvTranspose1d::new(&up, crop).leaky_relu(0.1);
+            assert_eq!(stream(Cpu::best(), leaky_stream, &x, 3, len, &sizes), want, "chunks {sizes:?}");
         }
     }
 

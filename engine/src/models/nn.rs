@@ -4,7 +4,7 @@
 //! tensors are used as they are.
 
 use crate::kernels::activation;
-use crate::kernels::conv::{Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d};
+use crate::kernels::conv::{Bf16Pairs, Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d};
 use crate::kernels::Cpu;
 use crate::tensors::{TensorError, Tensors};
 
@@ -27,6 +27,8 @@ pub struct Conv {
     bias: Option<Vec<f32>>,
     /// The kernel's method when not the one its shape picks.
     method: Option<ConvMethod>,
+    /// The weights packed for bf16 products, when that is the method.
+    pairs: Option<Bf16Pairs>,
 }
 
 impl Conv {
@@ -35,7 +37,7 @@ impl Conv {
         let per_out = shape.in_channels / shape.groups.max(1);
         let weight = t.take(&format!("{module}.weight"), &[shape.out_channels, per_out, shape.kernel])?;
         let bias = if bias { Some(t.take(&format!("{module}.bias"), &[shape.out_channels])?) } else { None };
-        Ok(Conv { shape, pad: (pad, pad), weight, bias, method: None })
+        Ok(Conv { shape, pad: (pad, pad), weight, bias, method: None, pairs: None })
     }
 
     /// A convolution that keeps the length: `pad` = half the span on each side.
@@ -54,15 +56,19 @@ impl Conv {
     /// Runs this convolution with `method` (for example bf16 products) instead of the one
     /// its shape picks; an error if the method cannot do the shape.
     pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
-        self.kernel().with_method(method)?;
+        let conv = self.kernel().with_method(method)?;
+        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
         self.method = Some(method);
         Ok(())
     }
 
     pub fn kernel(&self) -> Conv1d<'_, f32> {
-        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
-        match self.method {
-            Some(method) => conv.with_method(method).expect("checked when set"),
+        let mut conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
+        if let Some(method) = self.method {
+            conv = conv.with_method(method).expect("checked when set");
+        }
+        match &self.pairs {
+            Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
             None => conv,
         }
     }

@@ -113,46 +113,33 @@ impl<S: Stream> Stream for Chain<S> {
     }
 }
 
-/// A streaming convolution (plain or transposed) after an optional leaky ReLU.
-pub(crate) struct ConvStream<S> {
-    conv: S,
-    slope: Option<f32>,
-    /// The activated input, reused between calls.
-    scratch: Vec<f32>,
-}
+/// A streaming convolution (plain or transposed), whose input may enter through a leaky ReLU.
+pub(crate) struct ConvStream<S>(S);
 
 impl<'g> ConvStream<StreamingConv1d<'g, f32>> {
     pub fn new(conv: &'g Conv, slope: Option<f32>) -> Self {
-        ConvStream { conv: StreamingConv1d::new(conv.kernel(), conv.pad()), slope, scratch: Vec::new() }
+        let stream = StreamingConv1d::new(conv.kernel(), conv.pad());
+        ConvStream(match slope {
+            Some(slope) => stream.leaky_relu(slope),
+            None => stream,
+        })
     }
 }
 
 impl<'g> ConvStream<StreamingConvTranspose1d<'g>> {
     pub fn up(up: &'g ConvTranspose, slope: f32) -> Self {
-        let conv = StreamingConvTranspose1d::new(up.kernel(), (up.crop(), up.crop()));
-        ConvStream { conv, slope: Some(slope), scratch: Vec::new() }
+        ConvStream(StreamingConvTranspose1d::new(up.kernel(), (up.crop(), up.crop())).leaky_relu(slope))
     }
 }
 
 impl<S: ChunkedConv> Stream for ConvStream<S> {
     fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
-        let input = match self.slope {
-            Some(slope) => leaky_relu(&x.data, slope, &mut self.scratch),
-            None => &x.data,
-        };
         let mut data = Vec::new();
         let len = if end {
-            self.conv.finish(cpu, input, x.len, &mut data)?
+            self.0.finish(cpu, &x.data, x.len, &mut data)?
         } else {
-            self.conv.process(cpu, input, x.len, &mut data)?
+            self.0.process(cpu, &x.data, x.len, &mut data)?
         };
-        Ok(Block::new(data, self.conv.out_channels(), len))
+        Ok(Block::new(data, self.0.out_channels(), len))
     }
-}
-
-/// `scratch` ← leaky ReLU of `x` (max(v, slope·v) for slope < 1, which vectorises).
-fn leaky_relu<'s>(x: &[f32], slope: f32, scratch: &'s mut Vec<f32>) -> &'s [f32] {
-    scratch.clear();
-    scratch.extend(x.iter().map(|&v| v.max(v * slope)));
-    scratch
 }

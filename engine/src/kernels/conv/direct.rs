@@ -38,6 +38,8 @@ pub(super) struct Direct<'a, W> {
     pub out_channels: usize,
     pub kernel: usize,
     pub dilation: usize,
+    /// The weights already packed for the bf16-product kernel, if they were.
+    pub pairs: Option<&'a [u32]>,
     /// `[in_channels, len]`, at least `(t_out − 1) + span` long.
     pub x: &'a [f32],
     pub len: usize,

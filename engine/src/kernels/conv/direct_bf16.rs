@@ -107,6 +107,7 @@ fn rounded<W: Element>(cpu: Cpu, d: &Direct<W>, pad: (usize, usize), t_out: usiz
                 out_channels: d.out_channels,
                 kernel: d.kernel,
                 dilation: d.dilation,
+                pairs: None,
                 x: &*x,
                 len,
             };
@@ -132,6 +133,24 @@ fn pack<W: Element>(lo: &[W], hi: &[W], dst: &mut [u32]) {
     }
 }
 
+/// `weight` (`[out, in, kernel]`) as `[out][pair][kernel]` words pairing input channel p with
+/// p + ⌈in/2⌉, as the `VDPBF16PS` tile reads them.
+pub(super) fn pack_weight_pairs<W: Element>(weight: &[W], in_channels: usize, kernel: usize) -> Vec<u32> {
+    let (per_in, per_out) = (in_channels * kernel, in_channels.div_ceil(2) * kernel);
+    let mut words = vec![0; weight.len() / per_in.max(1) * per_out];
+    pack_rows(weight, per_in, per_out, &mut words);
+    words
+}
+
+/// Each `per_in`-long weight row to `per_out` pairs (its first half with its second).
+#[inline(always)]
+fn pack_rows<W: Element>(w: &[W], per_in: usize, per_out: usize, dst: &mut [u32]) {
+    for (dst, row) in dst.chunks_exact_mut(per_out).zip(w.chunks_exact(per_in)) {
+        let (lo, hi) = row.split_at(per_out);
+        pack(lo, hi, dst);
+    }
+}
+
 /// The `VDPBF16PS` path.
 #[cfg(target_arch = "x86_64")]
 mod pairs {
@@ -141,7 +160,7 @@ mod pairs {
 
     use super::super::direct::tile::{self, Tiles};
     use super::super::direct::{schedule, Block, Direct, Work, PARALLEL_MACS};
-    use super::{pack, scratch};
+    use super::{pack, pack_rows, scratch};
     use crate::kernels::gemm::Element;
 
     /// A call's operands, packed as channel pairs (see the module comment).
@@ -164,7 +183,8 @@ mod pairs {
         let (nx, per_out) = (pairs * len, pairs * d.kernel);
         let macs = d.out_channels * d.in_channels * d.kernel * t_out;
         let threaded = macs >= PARALLEL_MACS && rayon::current_num_threads() > 1;
-        scratch::words(nx + d.out_channels * per_out, |buf| {
+        let packed_w = if d.pairs.is_some() { 0 } else { d.out_channels * per_out };
+        scratch::words(nx + packed_w, |buf| {
             let (x, w) = buf.split_at_mut(nx);
             let channel = |c: usize| if c < d.in_channels { &d.x[c * d.len..][..d.len] } else { &[][..] };
             // SAFETY (both packings): this path is only taken at `Isa::Avx512Bf16` or above.
@@ -174,7 +194,13 @@ mod pairs {
             } else {
                 x.chunks_mut(len).enumerate().for_each(row);
             }
-            unsafe { pack_weights(d.weight, d.in_channels * d.kernel, per_out, w) };
+            let w = match d.pairs {
+                Some(packed) => packed,
+                None => {
+                    unsafe { pack_weights(d.weight, d.in_channels * d.kernel, per_out, w) };
+                    &*w
+                }
+            };
             let p = Packed { x, w, bias: d.bias, pairs, kernel: d.kernel, dilation: d.dilation, len };
             let span = (d.kernel - 1) * d.dilation + 1;
             let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * pairs };
@@ -202,10 +228,7 @@ mod pairs {
     /// The CPU has AVX-512 F/BW/VL/DQ.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     unsafe fn pack_weights<W: Element>(w: &[W], per_in: usize, per_out: usize, dst: &mut [u32]) {
-        for (dst, row) in dst.chunks_exact_mut(per_out).zip(w.chunks_exact(per_in)) {
-            let (lo, hi) = row.split_at(per_out);
-            pack(lo, hi, dst);
-        }
+        pack_rows(w, per_in, per_out, dst)
     }
 
     /// The tile: 8 rows × 3 vectors of 16 f32 accumulators, as in f32 (24 accumulators, 3

@@ -16,7 +16,7 @@
 //! The streaming form is a [`StreamingConv1d`] over the stacked convolution plus the
 //! interleaving, so chunked calls equal the whole-signal call bit for bit as that one's do.
 
-use super::{expect_len, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, StreamingConv1d};
+use super::{expect_len, Bf16Pairs, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, StreamingConv1d};
 use crate::kernels::cpu::Cpu;
 use crate::kernels::gemm::Element;
 
@@ -41,6 +41,8 @@ pub struct ConvTranspose1d {
     stacked: Vec<f32>,
     bias: Option<Vec<f32>>,
     method: ConvMethod,
+    /// The stacked weights packed for bf16 products, when that is the method.
+    pairs: Option<Bf16Pairs>,
 }
 
 impl ConvTranspose1d {
@@ -78,7 +80,7 @@ impl ConvTranspose1d {
             stacked
         });
         let phases = ConvShape::new(s.in_channels, s.stride * s.out_channels, taps).groups(s.groups);
-        Ok(ConvTranspose1d { shape, taps, stacked, bias, method: ConvMethod::for_shape(phases) })
+        Ok(ConvTranspose1d { shape, taps, stacked, bias, method: ConvMethod::for_shape(phases), pairs: None })
     }
 
     pub fn shape(&self) -> ConvShape {
@@ -88,17 +90,26 @@ impl ConvTranspose1d {
     /// How the stacked phase convolution computes (any [`ConvMethod`] that does its shape:
     /// stride 1, and one group for the direct ones).
     pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
-        self.phases().with_method(method)?;
+        let conv = self.stacked_conv().with_method(method)?;
+        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
         self.method = method;
         Ok(())
     }
 
-    /// The stacked phase convolution.
-    fn phases(&self) -> Conv1d<'_, f32> {
+    /// The stacked phase convolution, without its method.
+    fn stacked_conv(&self) -> Conv1d<'_, f32> {
         let s = self.shape;
         let shape = ConvShape::new(s.in_channels, s.stride * s.out_channels, self.taps).groups(s.groups);
-        let conv = Conv1d::new(shape, &self.stacked, self.bias.as_deref()).expect("stacked at construction");
-        conv.with_method(self.method).expect("checked when set")
+        Conv1d::new(shape, &self.stacked, self.bias.as_deref()).expect("stacked at construction")
+    }
+
+    /// The stacked phase convolution.
+    fn phases(&self) -> Conv1d<'_, f32> {
+        let conv = self.stacked_conv().with_method(self.method).expect("checked when set");
+        match &self.pairs {
+            Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
+            None => conv,
+        }
     }
 
     /// Output length for `len` input values with `crop` (left, right) removed: the full
@@ -172,6 +183,12 @@ impl<'w> StreamingConvTranspose1d<'w> {
             first: 0,
             fresh: Vec::new(),
         }
+    }
+
+    /// The transposed convolution of the leaky ReLU of the input (see
+    /// [`StreamingConv1d::leaky_relu`]).
+    pub fn leaky_relu(self, slope: f32) -> Self {
+        StreamingConvTranspose1d { phases: self.phases.leaky_relu(slope), ..self }
     }
 
     /// Adds the `n` new phase columns in `fresh` to the held ones, then appends positions
