@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use super::cpu::Cpu;
 use super::gemm::{self, Element, View, ViewMut};
-use super::vector;
+use super::{rows, vector};
 
 mod direct;
 mod direct_bf16;
@@ -413,17 +413,20 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
     /// Appends `chunk` (activated) and then `zeros` zero columns (the padding, as it is).
     fn append(&mut self, chunk: &[f32], n: usize, zeros: usize) {
         // Rebuilt in the spare buffer, whose capacity stays: no allocation once warm.
-        let len = self.len + n + zeros;
-        self.spare.clear();
-        for c in 0..self.conv.shape.in_channels {
-            self.spare.extend_from_slice(&self.pending[c * self.len..][..self.len]);
-            let new = &chunk[c * n..][..n];
-            match self.slope {
-                Some(slope) => self.spare.extend(new.iter().map(|&v| v.max(v * slope))),
-                None => self.spare.extend_from_slice(new),
+        let (kept, len) = (self.len, self.len + n + zeros);
+        self.spare.resize(self.conv.shape.in_channels * len, 0.0);
+        let (pending, slope) = (&self.pending, self.slope);
+        rows::for_each_row_mut(&mut self.spare, len, |c, row| {
+            let (old, rest) = row.split_at_mut(kept);
+            let (new, pad) = rest.split_at_mut(n);
+            old.copy_from_slice(&pending[c * kept..][..kept]);
+            let src = &chunk[c * n..][..n];
+            match slope {
+                Some(slope) => new.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(v * slope)),
+                None => new.copy_from_slice(src),
             }
-            self.spare.resize(self.spare.len() + zeros, 0.0);
-        }
+            pad.fill(0.0);
+        });
         std::mem::swap(&mut self.pending, &mut self.spare);
         self.len = len;
     }

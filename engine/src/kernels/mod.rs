@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod gemm;
 pub mod gemv;
 pub mod q8;
+pub mod rows;
 pub mod vector;
 
 #[cfg(test)]

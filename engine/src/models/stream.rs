@@ -8,15 +8,25 @@
 use std::collections::VecDeque;
 
 use crate::kernels::conv::{ChunkedConv, ConvError, StreamingConv1d, StreamingConvTranspose1d};
-use crate::kernels::Cpu;
+use crate::kernels::{rows, Cpu};
 use crate::models::nn::{Conv, ConvTranspose};
 
 /// A channels-first stretch of signal, `[channels, len]`.
-#[derive(Clone)]
 pub(crate) struct Block {
     pub data: Vec<f32>,
     pub channels: usize,
     pub len: usize,
+}
+
+impl Clone for Block {
+    /// A copy made row by row on the pool when it is large (see [`rows`]).
+    fn clone(&self) -> Block {
+        let mut data = vec![0.0; self.data.len()];
+        rows::for_each_row_mut(&mut data, self.len, |c, row| {
+            row.copy_from_slice(&self.data[c * self.len..][..self.len])
+        });
+        Block::new(data, self.channels, self.len)
+    }
 }
 
 impl Block {
@@ -53,17 +63,15 @@ impl Queue {
         }
     }
 
-    /// Calls `f(channel, destination offset, values)` over the first `m` time steps, then
-    /// drops them.
-    pub fn consume(&mut self, m: usize, mut f: impl FnMut(usize, usize, &[f32])) {
+    /// Calls `f(destination offset, block, offset, n)` for each stretch of the first `m`
+    /// time steps (`n` steps of `block` from `offset`), then drops them.
+    fn consume(&mut self, m: usize, mut f: impl FnMut(usize, &Block, usize, usize)) {
         debug_assert!(m <= self.len);
         let mut done = 0;
         while done < m {
             let front = &self.blocks[0];
             let n = (front.len - self.offset).min(m - done);
-            for c in 0..self.channels {
-                f(c, done, &front.data[c * front.len + self.offset..][..n]);
-            }
+            f(done, front, self.offset, n);
             done += n;
             self.offset += n;
             if self.offset == front.len {
@@ -77,15 +85,22 @@ impl Queue {
     /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
     pub fn add_into(&mut self, y: &mut Block) {
         let len = y.len;
-        self.consume(len, |c, at, x| {
-            y.data[c * len + at..][..x.len()].iter_mut().zip(x).for_each(|(a, b)| *a += b);
+        self.consume(len, |at, x, offset, n| {
+            rows::for_each_row_mut(&mut y.data, len, |c, row| {
+                let src = &x.data[c * x.len + offset..][..n];
+                row[at..at + n].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+            });
         });
     }
 
     /// The first `m` time steps as one block.
     pub fn take(&mut self, m: usize) -> Block {
         let mut out = Block::new(vec![0.0; self.channels * m], self.channels, m);
-        self.consume(m, |c, at, x| out.data[c * m + at..][..x.len()].copy_from_slice(x));
+        self.consume(m, |at, x, offset, n| {
+            rows::for_each_row_mut(&mut out.data, m, |c, row| {
+                row[at..at + n].copy_from_slice(&x.data[c * x.len + offset..][..n]);
+            });
+        });
         out
     }
 }

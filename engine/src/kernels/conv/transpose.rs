@@ -19,6 +19,7 @@
 use super::{expect_len, Bf16Pairs, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, StreamingConv1d};
 use crate::kernels::cpu::Cpu;
 use crate::kernels::gemm::Element;
+use crate::kernels::rows;
 
 /// A transposed convolution: weights in PyTorch's `[in, out/groups, kernel]` layout, rearranged
 /// once into the stacked phase convolution (see the module comment), which it owns.
@@ -211,19 +212,19 @@ impl<'w> StreamingConvTranspose1d<'w> {
         let m = end.saturating_sub(self.next);
         let start = out.len();
         out.resize(start + s.out_channels * m, 0.0);
-        let cog = s.out_channels / s.groups;
-        for (o, dst) in out[start..].chunks_exact_mut(m.max(1)).enumerate().take(s.out_channels) {
+        let (cog, next, first) = (s.out_channels / s.groups, self.next, self.first);
+        rows::for_each_row_mut(&mut out[start..], m, |o, dst| {
             let (g, o) = (o / cog, o % cog);
-            let mut q = self.next;
+            let mut q = next;
             while q < end {
-                let (column, phase) = (q / s.stride - self.first, q % s.stride);
+                let (column, phase) = (q / s.stride - first, q % s.stride);
                 let run = (s.stride - phase).min(end - q);
-                for (k, v) in dst[q - self.next..][..run].iter_mut().enumerate() {
+                for (k, v) in dst[q - next..][..run].iter_mut().enumerate() {
                     *v = columns[((g * s.stride + phase + k) * cog + o) * count + column];
                 }
                 q += run;
             }
-        }
+        });
         // Keep the columns that still hold positions past `end`.
         let keep_from = (end.max(self.next) / s.stride).max(self.first);
         let drop = (keep_from - self.first).min(count);

@@ -4,9 +4,9 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::activation;
 use crate::kernels::conv::{ConvError, ConvMethod, ConvShape, StreamingConv1d};
 use crate::kernels::Cpu;
+use crate::kernels::{activation, rows};
 use crate::models::nn::{Conv, ConvTranspose};
 use crate::models::stream::{Block, Chain, ConvStream, Queue, Stream};
 use crate::tensors::Tensors;
@@ -233,7 +233,7 @@ impl Stream for Mean<'_> {
             queue.add_into(&mut sum);
         }
         let n = self.branches.len() as f32;
-        sum.data.iter_mut().for_each(|s| *s /= n);
+        rows::for_each_row_mut(&mut sum.data, ready, |_, row| row.iter_mut().for_each(|s| *s /= n));
         Ok(sum)
     }
 }
