@@ -3,11 +3,10 @@
 //!
 //! Per sentence: the text encoder and duration predictor run over the whole sentence
 //! (they are small, and attention needs it all); then the flow and the generator both
-//! stream, and every frame goes through each once. The flow first gets [`CHUNK`] frames of
-//! the prior plus its look-ahead, so the first latent frames exist after little work, then
-//! the rest of the prior in one call (its per-call costs are high next to its arithmetic);
-//! the generator gets the latent [`CHUNK`] frames at a time, each step returning the audio
-//! they complete.
+//! stream, and every frame goes through each once. The flow is fed the prior up to the
+//! [`WINDOWS`] ends plus its look-ahead, then the rest in one call (its per-call costs are
+//! high next to its arithmetic); the generator gets the latent [`CHUNK`] frames at a time,
+//! each step returning the audio they complete.
 //! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
 //! earlier lines play.
 
@@ -28,6 +27,12 @@ use super::generator::GeneratorStream;
 use super::voice::{PiperVoice, SpeechError};
 use super::{Latent, Scales};
 
+/// The latent frames the flow has produced after each of its first calls, from the start of
+/// a sentence; the next call brings the rest. The first is short so the first audio waits
+/// for little; the second is short too, because it must be ready before the first chunk's
+/// audio (the few frames the generator's look-ahead lets out, about 58 ms) has played:
+/// with the rest of a long sentence there, a loaded machine underran.
+pub const WINDOWS: [usize; 2] = [16, 64];
 /// Prior frames fed through the flow and the generator per step (16 × 256 samples at
 /// 22.05 kHz: 186 ms of audio).
 pub const CHUNK: usize = 16;
@@ -189,11 +194,11 @@ impl SpeechSource {
         }
         u.fed = 0;
         if u.next < u.prior.frames {
-            // The first call also feeds the flow's look-ahead, so it already yields frames;
-            // the second brings the rest of the prior and ends it.
-            let first = CHUNK + voice.model().flow().context();
-            let (n, end) =
-                if u.next == 0 && first < u.prior.frames { (first, false) } else { (u.prior.frames - u.next, true) };
+            // Up to the next window's end plus the flow's look-ahead, so the window comes out.
+            let context = voice.model().flow().context();
+            let window = WINDOWS.iter().map(|w| w + context).find(|&w| w > u.next).unwrap_or(usize::MAX);
+            let to = window.min(u.prior.frames);
+            let (n, end) = (to - u.next, to == u.prior.frames);
             let z = frames(&u.prior, u.next, n);
             u.next += n;
             u.latent = u.decoder.with_dependent_mut(|_, s| match end {
