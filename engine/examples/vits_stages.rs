@@ -1,0 +1,96 @@
+//! Where the default voice's time goes: each stage's time per second of audio on the 10
+//! fixture sentences, in this process, warm, minimum and median over repeats. The flow is
+//! fed as the speech source feeds it (the first window, the second, then the rest) and the
+//! generator `CHUNK` frames at a time, so the numbers add up to what `spiral speak` spends.
+//!
+//! ```text
+//! cargo run --release -p spiral-engine --example vits_stages [REPEATS]
+//! SPIRAL_ISA=avx2 RAYON_NUM_THREADS=1 cargo run --release -p spiral-engine --example vits_stages
+//! ```
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use spiral_engine::kernels::Cpu;
+use spiral_engine::models::vits::speech::{CHUNK, WINDOWS};
+use spiral_engine::models::vits::{Latent, PiperVoice};
+use spiral_engine::voices::VoiceCache;
+
+/// Frames `from..from + n` of `x`.
+fn frames(x: &Latent, from: usize, n: usize) -> Vec<f32> {
+    (0..x.channels).flat_map(|c| x.z[c * x.frames + from..][..n].iter().copied()).collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let repeats: usize = std::env::args().nth(1).map_or(Ok(7), |r| r.parse())?;
+    let cpu = Cpu::from_env()?;
+    let voice = PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?;
+    voice.warm_up(cpu)?;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fixtures/sentences.txt"))?;
+    let mut sentences = Vec::new();
+    voice.sentences(&text, |s| sentences.push(s.ids))?;
+    let (model, scales) = (voice.model(), voice.scales());
+
+    // [encoder + durations + prior, flow, generator] per audio second, one entry per repeat.
+    let mut stages: [Vec<f64>; 3] = Default::default();
+    // Like the speech source, on a pool thread (see `SpeechSource::next_frame`).
+    rayon::scope(|_| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        for _ in 0..repeats {
+            let (mut spent, mut audio) = ([0.0; 3], 0usize);
+            for ids in &sentences {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+                let start = Instant::now();
+                let encoded = model.encoder().forward(cpu, ids)?;
+                let durations = model.durations(cpu, &encoded, scales, &mut rng)?;
+                let prior = model.prior(&encoded, &durations, scales, &mut rng)?;
+                let flow_start = Instant::now();
+                let (mut flow, mut latents, mut next) = (model.flow().stream(), Vec::new(), 0);
+                for end in WINDOWS.iter().map(|w| w + model.flow().context()).chain([usize::MAX]) {
+                    let to = end.min(prior.frames);
+                    let z = frames(&prior, next, to - next);
+                    latents.push(if to == prior.frames {
+                        flow.finish(cpu, &z, to - next)?
+                    } else {
+                        flow.push(cpu, &z, to - next)?
+                    });
+                    next = to;
+                    if to == prior.frames {
+                        break;
+                    }
+                }
+                let generator_start = Instant::now();
+                let mut generator = model.generator().stream();
+                for latent in &latents {
+                    for from in (0..latent.frames).step_by(CHUNK) {
+                        let n = CHUNK.min(latent.frames - from);
+                        audio += generator.push(cpu, &frames(latent, from, n), n)?.len();
+                    }
+                }
+                audio += generator.finish(cpu, &[], 0)?.len();
+                let end = Instant::now();
+                spent[0] += (flow_start - start).as_secs_f64();
+                spent[1] += (generator_start - flow_start).as_secs_f64();
+                spent[2] += (end - generator_start).as_secs_f64();
+            }
+            let seconds = audio as f64 / f64::from(voice.sample_rate().0);
+            for (stage, s) in stages.iter_mut().zip(spent) {
+                stage.push(s / seconds);
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+
+    let summary = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        format!("min {:.4} median {:.4}", v[0], v[v.len() / 2])
+    };
+    let total: Vec<f64> = (0..repeats).map(|i| stages.iter().map(|s| s[i]).sum()).collect();
+    println!("seconds per second of audio, {} sentences, {repeats} repeats, {}:", sentences.len(), cpu.isa());
+    for (name, v) in ["text encoder + durations", "flow", "generator"].iter().zip(&stages) {
+        println!("  {name:<26} {}", summary(v));
+    }
+    println!("  {:<26} {}", "total", summary(&total));
+    Ok(())
+}
