@@ -2,8 +2,8 @@
 //! would: find (or fetch) the voice, load it, wrap the text in a speech source and play it.
 //!
 //! ```text
-//! cargo run --release --example speak                       # default output device
-//! cargo run --release --example speak -- null "Any text."   # headless: a clock-paced null sink
+//! cargo run --release --example speak                                # default output device
+//! cargo run --release --example speak -- --sink null "Any text."     # headless: a clock-paced null sink
 //! ```
 
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use spiral::{play, OutputFormat, PlayOptions, SampleRate, Sink};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let headless = args.first().is_some_and(|a| a == "null");
+    let headless = args.starts_with(&["--sink".into(), "null".into()]);
     if headless {
-        args.remove(0);
+        args.drain(..2);
     }
     let text = args.first().map_or("Hello from spiral, speaking as soon as the text arrives.", String::as_str);
 

@@ -226,6 +226,18 @@ impl<'a, T: Copy> View<'a, T> {
     }
 }
 
+impl<T: Element> View<'_, T> {
+    /// Where row 0 starts and how far apart rows are, when the view is f32 rows whose columns
+    /// are contiguous (a kernel can then read its rows in place).
+    fn f32_rows(&self) -> Option<(Shared<f32>, usize)> {
+        let plain = self.groups == 1 && self.col_stride == 1 && self.row_stride > 0 && self.rows > 0;
+        // SAFETY: (0, 0) is inside the view, which is not empty.
+        let first = plain.then(|| unsafe { self.data.as_ptr().offset(self.index(0, 0)) })?;
+        // Read only: the pointer is shared with the threads of one product.
+        Some((Shared(T::as_f32(first)?.cast_mut()), self.row_stride as usize))
+    }
+}
+
 /// The f32 output of a product: `rows` × `cols` from `origin`, rows `row_stride` apart.
 #[derive(Debug)]
 pub struct ViewMut<'a> {
@@ -394,6 +406,30 @@ trait Kernel: Sync {
         n: usize,
         accumulate: bool,
     );
+
+    /// Whether [`Kernel::tile_in_place`] exists: the tile with A's rows read where they are
+    /// instead of from a packed panel.
+    const A_IN_PLACE: bool = false;
+
+    /// [`Kernel::tile`] over MR whole rows of f32 A read in place (`lda` apart, K
+    /// contiguous), for products too small to repay packing A. Only kernels that set
+    /// [`Kernel::A_IN_PLACE`] implement it.
+    ///
+    /// # Safety
+    /// As [`Kernel::tile`], with MR rows of `kc` values readable from `a`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_in_place(
+        &self,
+        _kc: usize,
+        _a: *const f32,
+        _lda: usize,
+        _b: *const Self::P,
+        _c: Out,
+        _n: usize,
+        _accumulate: bool,
+    ) {
+        unreachable!("only kernels with A_IN_PLACE read A in place")
+    }
 
     /// Called on a thread before its first tile and after its last (AMX loads and releases its
     /// tile configuration).
@@ -623,6 +659,8 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     };
     if single {
         let (kc_pad, b_panels) = (k.next_multiple_of(K::K_ALIGN), n.div_ceil(nr));
+        // Each thread would pack all of A: where the kernel can, it reads A's rows instead.
+        let in_place = if K::A_IN_PLACE && C::KEEPS_F32 { a.f32_rows() } else { None };
         let packed_b = Shared(packed_b.as_mut_ptr());
         each(threads, &|t| {
             let cols = share(b_panels, threads, t);
@@ -640,6 +678,38 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             pack::<_, _, K::B>(bt, first, count, 0, k, kc_pad, convert, b_mine);
             for ic in (0..m).step_by(blocking.mc) {
                 let mc = blocking.mc.min(m - ic);
+                if let Some((a0, lda)) = in_place {
+                    // Whole panels of A straight from its rows; a last partial one packed.
+                    let full = mc / mr;
+                    kernel.begin();
+                    for pj in cols.clone() {
+                        let jr = pj * nr;
+                        for pi in 0..full {
+                            // SAFETY: rows ic + pi·mr.. hold mr whole rows of k values of A; the
+                            // B panel was packed above with kc_pad = k; the tile lies in C and
+                            // only this thread writes its columns.
+                            unsafe {
+                                kernel.tile_in_place(
+                                    kc_pad,
+                                    a0.get().add((ic + pi * mr) * lda),
+                                    lda,
+                                    packed_b.get().add(pj * nr * kc_pad),
+                                    c.at(ic + pi * mr, jr),
+                                    nr.min(n - jr),
+                                    accumulate,
+                                )
+                            };
+                        }
+                    }
+                    kernel.end();
+                    if full * mr < mc {
+                        let (tail, rest) = (ic + full * mr, mc - full * mr);
+                        pack::<_, _, K::A>(a, tail, rest, 0, k, kc_pad, convert, a_mine);
+                        let (b, cols) = (packed_b.get(), cols.clone());
+                        tiles(a_mine.as_ptr(), b, tail, rest, 0..1, 0, n, cols, kc_pad, accumulate);
+                    }
+                    continue;
+                }
                 pack::<_, _, K::A>(a, ic, mc, 0, k, kc_pad, convert, a_mine);
                 tiles(
                     a_mine.as_ptr(),
@@ -732,8 +802,9 @@ fn pack_shared<T: Element, C: Convert, L: Layout>(
     });
 }
 
-/// A packed buffer shared by the threads of a product: they fill disjoint parts of it, and
-/// read it only after the region that filled it has ended.
+/// A buffer shared by the threads of a product: a packed one, whose disjoint parts they fill
+/// and which they read only after the region that filled it has ended; or A's own rows,
+/// which they only read.
 #[derive(Clone, Copy)]
 struct Shared<P>(*mut P);
 // SAFETY: as its users promise above.
@@ -1059,6 +1130,22 @@ mod avx512 {
             f32_tile(kc, a, b, c, m, n, accumulate)
         }
 
+        const A_IN_PLACE: bool = true;
+
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn tile_in_place(
+            &self,
+            kc: usize,
+            a: *const f32,
+            lda: usize,
+            b: *const f32,
+            c: Out,
+            n: usize,
+            accumulate: bool,
+        ) {
+            f32_tile_in_place(kc, a, lda, b, c, n, accumulate)
+        }
+
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
             // SAFETY: this kernel is only chosen at `Isa::Avx512` or above.
             unsafe { enter(f) }
@@ -1076,13 +1163,21 @@ mod avx512 {
     /// registers. `$load_b` reads 16 lanes' worth of B, `$bcast_a` one row's k-step of A into
     /// every lane, `$madd` adds their products to an accumulator. A macro rather than a
     /// function taking closures: expanded inside each kernel's `target_feature` function, the
-    /// closures inline whatever extra instructions that kernel enables (`VDPBF16PS`).
+    /// closures inline whatever extra instructions that kernel enables (`VDPBF16PS`). Row r's
+    /// k-step p of A is read at `p · a_step + r · a_row`: a packed panel by default, or
+    /// (with the strides given) rows of A in place.
     macro_rules! tile {
         ($p:ty, $u:expr, ($kc:expr, $a:expr, $b:expr, $c:expr, $m:expr, $n:expr, $accumulate:expr),
-         $load_b:expr, $bcast_a:expr, $madd:expr) => {{
+         $load_b:expr, $bcast_a:expr, $madd:expr) => {
+            tile!($p, $u, ($kc, $a, $b, $c, $m, $n, $accumulate), (MR * $u, $u), $load_b, $bcast_a, $madd)
+        };
+        ($p:ty, $u:expr, ($kc:expr, $a:expr, $b:expr, $c:expr, $m:expr, $n:expr, $accumulate:expr),
+         ($a_step:expr, $a_row:expr), $load_b:expr, $bcast_a:expr, $madd:expr) => {{
             let (kc, a, b, c, m, n, accumulate): (usize, *const $p, *const $p, Out, usize, usize, bool) =
                 ($kc, $a, $b, $c, $m, $n, $accumulate);
             let (load_b, bcast_a, madd) = ($load_b, $bcast_a, $madd);
+            // Where row r's k-step p of A is: packed panels, or rows of A in place.
+            let (a_step, a_row): (usize, usize) = ($a_step, $a_row);
             // The C tile is needed only at the end: fetch its lines while the FMAs run.
             for r in 0..m {
                 let row = c.ptr.add(r * c.row_stride) as *const i8;
@@ -1093,7 +1188,7 @@ mod avx512 {
             for p in 0..kc / $u {
                 let (b0, b1) = (load_b(b.add(p * NR * $u)), load_b(b.add(p * NR * $u + 16 * $u)));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = bcast_a(a.add((p * MR + r) * $u));
+                    let av = bcast_a(a.add(p * a_step + r * a_row));
                     row[0] = madd(row[0], av, b0);
                     row[1] = madd(row[1], av, b1);
                 }
@@ -1114,6 +1209,28 @@ mod avx512 {
             f32,
             1,
             (kc, a, b, c, m, n, accumulate),
+            |p: *const f32| _mm512_load_ps(p),
+            |p: *const f32| _mm512_set1_ps(*p),
+            |acc, a, b| _mm512_fmadd_ps(a, b, acc)
+        )
+    }
+
+    /// [`f32_tile`] over MR whole rows of A read in place, `lda` apart, K contiguous.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn f32_tile_in_place(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: Out,
+        n: usize,
+        accumulate: bool,
+    ) {
+        tile!(
+            f32,
+            1,
+            (kc, a, b, c, MR, n, accumulate),
+            (1, lda),
             |p: *const f32| _mm512_load_ps(p),
             |p: *const f32| _mm512_set1_ps(*p),
             |acc, a, b| _mm512_fmadd_ps(a, b, acc)
