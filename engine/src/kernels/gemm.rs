@@ -610,7 +610,7 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     let single = threads > 1 && n <= blocking.nc && k <= blocking.kc && n.div_ceil(nr) >= threads;
     // Otherwise each thread packs its own rows of A into a region of its own.
     let by_rows = !single && a_panels_max >= threads;
-    let a_region = if by_rows { a_panels_max.div_ceil(threads) } else { a_panels_max } * mr * kc_max;
+    let a_region = a_panels_max * mr * kc_max;
     let regions = if by_rows || single { threads } else { 1 };
     let packed_b = b_buf.get::<K::P>(blocking.nc.min(n).next_multiple_of(nr) * kc_max);
     let packed_a = Shared(a_buf.get::<K::P>(a_region * regions).as_mut_ptr());
@@ -740,17 +740,18 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             let tiles =
                 |a, ic, mc, rows, cols, accumulate| tiles(a, b.get(), ic, mc, rows, jc, nc, cols, kc_pad, accumulate);
             if by_rows {
-                // One region for every block of A: thread t packs and multiplies its share of
-                // each block's panels against the whole shared Bᵀ block.
+                // One region for all of A: thread t packs and multiplies its own rows of A, in
+                // blocks, against the whole shared Bᵀ block (an even share of all the panels,
+                // not of each block, which would hand the same thread every odd panel).
                 each(threads, &|t| {
                     // SAFETY: region t of the A buffer is this share's alone.
                     let mine = unsafe { std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region) };
-                    for ic in (0..m).step_by(blocking.mc) {
-                        let mc = blocking.mc.min(m - ic);
-                        let rows = share(mc.div_ceil(mr), threads, t);
-                        let (first, count) = (rows.start * mr, (rows.end * mr).min(mc) - rows.start * mr);
-                        pack::<_, _, K::A>(a, ic + first, count, pc, kc, kc_pad, convert, mine);
-                        tiles(mine.as_ptr(), ic, mc, rows, 0..b_panels, accumulate);
+                    let panels = share(m.div_ceil(mr), threads, t);
+                    let (first, last) = (panels.start * mr, (panels.end * mr).min(m));
+                    for ic in (first..last).step_by(blocking.mc) {
+                        let mc = blocking.mc.min(last - ic);
+                        pack::<_, _, K::A>(a, ic, mc, pc, kc, kc_pad, convert, mine);
+                        tiles(mine.as_ptr(), ic, mc, 0..mc.div_ceil(mr), 0..b_panels, accumulate);
                     }
                 });
             } else {
