@@ -227,14 +227,25 @@ impl<'a, T: Copy> View<'a, T> {
 }
 
 impl<T: Element> View<'_, T> {
-    /// Where row 0 starts and how far apart rows are, when the view is f32 rows whose columns
-    /// are contiguous (a kernel can then read its rows in place).
+    /// Where element (0, 0) is and how far apart rows are, when the view is f32 rows whose
+    /// columns are contiguous (a kernel can then read its rows in place).
     fn f32_rows(&self) -> Option<(Shared<f32>, usize)> {
-        let plain = self.groups == 1 && self.col_stride == 1 && self.row_stride > 0 && self.rows > 0;
+        self.f32_lines(self.col_stride, self.row_stride)
+    }
+
+    /// Where element (0, 0) is and how far apart columns are, when the view is f32 columns
+    /// whose rows are contiguous (the transpose of a row-major matrix).
+    fn f32_columns(&self) -> Option<(Shared<f32>, usize)> {
+        self.f32_lines(self.row_stride, self.col_stride)
+    }
+
+    /// (0, 0) and `apart`, when `along` is 1 and `apart` positive.
+    fn f32_lines(&self, along: isize, apart: isize) -> Option<(Shared<f32>, usize)> {
+        let plain = self.groups == 1 && along == 1 && apart > 0 && self.rows > 0 && self.cols() > 0;
         // SAFETY: (0, 0) is inside the view, which is not empty.
         let first = plain.then(|| unsafe { self.data.as_ptr().offset(self.index(0, 0)) })?;
         // Read only: the pointer is shared with the threads of one product.
-        Some((Shared(T::as_f32(first)?.cast_mut()), self.row_stride as usize))
+        Some((Shared(T::as_f32(first)?.cast_mut()), apart as usize))
     }
 }
 
@@ -407,28 +418,34 @@ trait Kernel: Sync {
         accumulate: bool,
     );
 
-    /// Whether [`Kernel::tile_in_place`] exists: the tile with A's rows read where they are
-    /// instead of from a packed panel.
-    const A_IN_PLACE: bool = false;
+    /// Whether [`Kernel::tile_strided`] exists: the tile with f32 operands read through
+    /// strides, so they can be read where they lie instead of from packed panels. Only
+    /// kernels whose packed values are f32 (`P = f32`) set it.
+    const STRIDED: bool = false;
 
-    /// [`Kernel::tile`] over MR whole rows of f32 A read in place (`lda` apart, K
-    /// contiguous), for products too small to repay packing A. Only kernels that set
-    /// [`Kernel::A_IN_PLACE`] implement it.
+    /// [`Kernel::tile`] over f32 operands addressed by strides: row r's k-step p of A at
+    /// `a + p·a_step + r·a_row`, and k-step p of the NR columns of B at `b + p·b_step`
+    /// (columns contiguous). A packed A panel is `(MR, 1)`, rows of A in place `(1, lda)`;
+    /// a packed B panel is `NR`, a row-major B in place its row stride. For products too
+    /// small to repay packing. Only kernels that set [`Kernel::STRIDED`] implement it.
     ///
     /// # Safety
-    /// As [`Kernel::tile`], with MR rows of `kc` values readable from `a`.
+    /// As [`Kernel::tile`], with every address above readable for the MR rows, NR columns
+    /// and `kc` k-steps.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_in_place(
+    unsafe fn tile_strided(
         &self,
         _kc: usize,
-        _a: *const f32,
-        _lda: usize,
+        _a: *const Self::P,
+        _a_strides: (usize, usize),
         _b: *const Self::P,
+        _b_step: usize,
         _c: Out,
+        _m: usize,
         _n: usize,
         _accumulate: bool,
     ) {
-        unreachable!("only kernels with A_IN_PLACE read A in place")
+        unreachable!("only kernels with STRIDED take strided operands")
     }
 
     /// Called on a thread before its first tile and after its last (AMX loads and releases its
@@ -659,12 +676,14 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     };
     if single {
         let (kc_pad, b_panels) = (k.next_multiple_of(K::K_ALIGN), n.div_ceil(nr));
-        // Each thread would pack all of A: where the kernel can, it reads A's rows instead.
-        let in_place = if K::A_IN_PLACE && C::KEEPS_F32 { a.f32_rows() } else { None };
+        // Each thread would pack all of A: where the kernel takes strided operands it reads
+        // the whole panels of A, and of B when B's columns are contiguous, where they lie.
+        let strided = K::STRIDED && C::KEEPS_F32;
+        let a_rows = if strided { a.f32_rows() } else { None };
+        let b_rows = if a_rows.is_some() { bt.f32_columns() } else { None };
         let packed_b = Shared(packed_b.as_mut_ptr());
         each(threads, &|t| {
             let cols = share(b_panels, threads, t);
-            let (first, count) = (cols.start * nr, (cols.end * nr).min(n) - cols.start * nr);
             // SAFETY: thread t alone writes its columns' panels of Bᵀ and region t of A.
             let (b_mine, a_mine) = unsafe {
                 (
@@ -675,54 +694,50 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
                     std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region),
                 )
             };
-            pack::<_, _, K::B>(bt, first, count, 0, k, kc_pad, convert, b_mine);
+            // The B panels read in place: whole ones, when B allows it; the others are packed.
+            let b_in_place = |pj: usize| b_rows.is_some() && (pj + 1) * nr <= n;
+            let packed_from = cols.clone().find(|&pj| !b_in_place(pj)).unwrap_or(cols.end);
+            if packed_from < cols.end {
+                let (first, count) = (packed_from * nr, (cols.end * nr).min(n) - packed_from * nr);
+                let dst = &mut b_mine[(packed_from - cols.start) * nr * kc_pad..];
+                pack::<_, _, K::B>(bt, first, count, 0, k, kc_pad, convert, dst);
+            }
             for ic in (0..m).step_by(blocking.mc) {
                 let mc = blocking.mc.min(m - ic);
-                if let Some((a0, lda)) = in_place {
-                    // Whole panels of A straight from its rows; a last partial one packed.
-                    let full = mc / mr;
-                    kernel.begin();
-                    for pj in cols.clone() {
-                        let jr = pj * nr;
-                        for pi in 0..full {
-                            // SAFETY: rows ic + pi·mr.. hold mr whole rows of k values of A; the
-                            // B panel was packed above with kc_pad = k; the tile lies in C and
-                            // only this thread writes its columns.
-                            unsafe {
-                                kernel.tile_in_place(
-                                    kc_pad,
-                                    a0.get().add((ic + pi * mr) * lda),
-                                    lda,
-                                    packed_b.get().add(pj * nr * kc_pad),
-                                    c.at(ic + pi * mr, jr),
-                                    nr.min(n - jr),
-                                    accumulate,
-                                )
-                            };
-                        }
-                    }
-                    kernel.end();
-                    if full * mr < mc {
-                        let (tail, rest) = (ic + full * mr, mc - full * mr);
-                        pack::<_, _, K::A>(a, tail, rest, 0, k, kc_pad, convert, a_mine);
-                        let (b, cols) = (packed_b.get(), cols.clone());
-                        tiles(a_mine.as_ptr(), b, tail, rest, 0..1, 0, n, cols, kc_pad, accumulate);
-                    }
+                let Some((a0, lda)) = a_rows else {
+                    pack::<_, _, K::A>(a, ic, mc, 0, k, kc_pad, convert, a_mine);
+                    let (b, cols) = (packed_b.get(), cols.clone());
+                    tiles(a_mine.as_ptr(), b, ic, mc, 0..mc.div_ceil(mr), 0, n, cols, kc_pad, accumulate);
                     continue;
+                };
+                // Whole panels of A from its rows; a last partial one packed.
+                let whole = mc / mr;
+                if whole * mr < mc {
+                    pack::<_, _, K::A>(a, ic + whole * mr, mc - whole * mr, 0, k, kc_pad, convert, a_mine);
                 }
-                pack::<_, _, K::A>(a, ic, mc, 0, k, kc_pad, convert, a_mine);
-                tiles(
-                    a_mine.as_ptr(),
-                    packed_b.get(),
-                    ic,
-                    mc,
-                    0..mc.div_ceil(mr),
-                    0,
-                    n,
-                    cols.clone(),
-                    kc_pad,
-                    accumulate,
-                );
+                kernel.begin();
+                for pj in cols.clone() {
+                    let jr = pj * nr;
+                    let (b, b_step) = match b_rows {
+                        Some((b0, ldb)) if b_in_place(pj) => (b0.get().wrapping_add(jr).cast_const().cast(), ldb),
+                        _ => (packed_b.get().wrapping_add(pj * nr * kc_pad).cast_const(), nr),
+                    };
+                    for pi in 0..mc.div_ceil(mr) {
+                        let (a, a_strides) = match pi < whole {
+                            true => (a0.get().wrapping_add((ic + pi * mr) * lda).cast_const().cast(), (1, lda)),
+                            false => (a_mine.as_ptr(), (mr, 1)),
+                        };
+                        // SAFETY: whole panels lie inside A and B (mr rows, nr columns, k steps),
+                        // the others were packed above with kc_pad = k; the tile lies in C and
+                        // only this thread writes its columns.
+                        unsafe {
+                            let rows = mr.min(mc - pi * mr);
+                            let at = c.at(ic + pi * mr, jr);
+                            kernel.tile_strided(kc_pad, a, a_strides, b, b_step, at, rows, nr.min(n - jr), accumulate)
+                        };
+                    }
+                }
+                kernel.end();
             }
         });
         PACKED.set((a_buf, b_buf));
@@ -1131,20 +1146,22 @@ mod avx512 {
             f32_tile(kc, a, b, c, m, n, accumulate)
         }
 
-        const A_IN_PLACE: bool = true;
+        const STRIDED: bool = true;
 
         #[allow(clippy::too_many_arguments)]
-        unsafe fn tile_in_place(
+        unsafe fn tile_strided(
             &self,
             kc: usize,
             a: *const f32,
-            lda: usize,
+            a_strides: (usize, usize),
             b: *const f32,
+            b_step: usize,
             c: Out,
+            m: usize,
             n: usize,
             accumulate: bool,
         ) {
-            f32_tile_in_place(kc, a, lda, b, c, n, accumulate)
+            f32_tile_strided(kc, a, a_strides, b, b_step, c, m, n, accumulate)
         }
 
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -1165,29 +1182,30 @@ mod avx512 {
     /// every lane, `$madd` adds their products to an accumulator. A macro rather than a
     /// function taking closures: expanded inside each kernel's `target_feature` function, the
     /// closures inline whatever extra instructions that kernel enables (`VDPBF16PS`). Row r's
-    /// k-step p of A is read at `p · a_step + r · a_row`: a packed panel by default, or
-    /// (with the strides given) rows of A in place.
+    /// k-step p of A is read at `p · a_step + r · a_row` and k-step p of B at `p · b_step`:
+    /// packed panels by default, or (with the strides given) operands in place.
     macro_rules! tile {
         ($p:ty, $u:expr, ($kc:expr, $a:expr, $b:expr, $c:expr, $m:expr, $n:expr, $accumulate:expr),
          $load_b:expr, $bcast_a:expr, $madd:expr) => {
-            tile!($p, $u, ($kc, $a, $b, $c, $m, $n, $accumulate), (MR * $u, $u), $load_b, $bcast_a, $madd)
+            tile!($p, $u, ($kc, $a, $b, $c, $m, $n, $accumulate), (MR * $u, $u, NR * $u), MR, $load_b, $bcast_a, $madd)
         };
         ($p:ty, $u:expr, ($kc:expr, $a:expr, $b:expr, $c:expr, $m:expr, $n:expr, $accumulate:expr),
-         ($a_step:expr, $a_row:expr), $load_b:expr, $bcast_a:expr, $madd:expr) => {{
+         ($a_step:expr, $a_row:expr, $b_step:expr), $rows:expr, $load_b:expr, $bcast_a:expr, $madd:expr) => {{
             let (kc, a, b, c, m, n, accumulate): (usize, *const $p, *const $p, Out, usize, usize, bool) =
                 ($kc, $a, $b, $c, $m, $n, $accumulate);
             let (load_b, bcast_a, madd) = ($load_b, $bcast_a, $madd);
-            // Where row r's k-step p of A is: packed panels, or rows of A in place.
-            let (a_step, a_row): (usize, usize) = ($a_step, $a_row);
+            // Where row r's k-step p of A and k-step p of B are: packed panels, or in place.
+            let (a_step, a_row, b_step): (usize, usize, usize) = ($a_step, $a_row, $b_step);
             // The C tile is needed only at the end: fetch its lines while the FMAs run.
             for r in 0..m {
                 let row = c.ptr.add(r * c.row_stride) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(row);
                 _mm_prefetch::<_MM_HINT_T0>(row.add(64.min(4 * n - 4)));
             }
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            // `$rows` (at most MR) rows of the tile: fewer for the last rows of A.
+            let mut acc = [[_mm512_setzero_ps(); 2]; $rows];
             for p in 0..kc / $u {
-                let (b0, b1) = (load_b(b.add(p * NR * $u)), load_b(b.add(p * NR * $u + 16 * $u)));
+                let (b0, b1) = (load_b(b.add(p * b_step)), load_b(b.add(p * b_step + 16 * $u)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = bcast_a(a.add(p * a_step + r * a_row));
                     row[0] = madd(row[0], av, b0);
@@ -1216,23 +1234,50 @@ mod avx512 {
         )
     }
 
-    /// [`f32_tile`] over MR whole rows of A read in place, `lda` apart, K contiguous.
+    /// [`f32_tile`] with operands addressed by strides (see `Kernel::tile_strided`), on a
+    /// tile as tall as the rows asked for need (4, 8 or 12), so a product's last few rows
+    /// do not pay for a whole tile.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    unsafe fn f32_tile_in_place(
+    unsafe fn f32_tile_strided(
         kc: usize,
         a: *const f32,
-        lda: usize,
+        a_strides: (usize, usize),
         b: *const f32,
+        b_step: usize,
         c: Out,
+        m: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        match m {
+            0..=4 => rows::<4>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
+            5..=8 => rows::<8>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
+            _ => rows::<MR>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    #[inline]
+    unsafe fn rows<const R: usize>(
+        kc: usize,
+        a: *const f32,
+        (a_step, a_row): (usize, usize),
+        b: *const f32,
+        b_step: usize,
+        c: Out,
+        m: usize,
         n: usize,
         accumulate: bool,
     ) {
         tile!(
             f32,
             1,
-            (kc, a, b, c, MR, n, accumulate),
-            (1, lda),
-            |p: *const f32| _mm512_load_ps(p),
+            (kc, a, b, c, m, n, accumulate),
+            (a_step, a_row, b_step),
+            R,
+            |p: *const f32| _mm512_loadu_ps(p),
             |p: *const f32| _mm512_set1_ps(*p),
             |acc, a, b| _mm512_fmadd_ps(a, b, acc)
         )
@@ -1578,6 +1623,25 @@ mod tests {
             f32_with(cpu, blocking, threads, w, cols, &mut ViewMut::new(&mut c, 7, t_out).unwrap(), false);
             check(&c, &want, &magnitude, channels * taps, &format!("{} im2col", cpu.isa()));
         });
+    }
+
+    /// A row-major A and a row-major B (Bᵀ its transposed view): the layouts a one-region
+    /// product reads in place, whole panels from the operands and edge panels packed.
+    #[test]
+    fn row_major_operands_read_in_place_match_the_reference() {
+        for (m, n, k) in [(37, 97, 129), (12, 64, 40), (5, 33, 7), (25, 31, 80), (13, 130, 3)] {
+            let (a, b_kn) = (random(m * k, 51), random(k * n, 52));
+            let (want, magnitude) = reference(m, n, k, |i, p| a[i * k + p], |j, p| b_kn[p * n + j]);
+            for_each_level(|cpu, blocking, threads| {
+                for accumulate in [false, true] {
+                    let mut c = vec![if accumulate { 0.0 } else { f32::NAN }; m * n];
+                    let (av, bt) = (View::new(&a, m, k).unwrap(), View::transposed(&b_kn, k, n).unwrap());
+                    f32_with(cpu, blocking, threads, av, bt, &mut ViewMut::new(&mut c, m, n).unwrap(), accumulate);
+                    let what = format!("{} {blocking:?} x{threads} {m}x{n}x{k} accumulate {accumulate}", cpu.isa());
+                    check(&c, &want, &magnitude, k, &what);
+                }
+            });
+        }
     }
 
     #[test]
