@@ -512,7 +512,10 @@ struct Blocking {
     nc: usize,
 }
 
-/// Below this many multiply-adds one thread is faster than waking the pool.
+/// Below this many multiply-adds one thread is faster than waking the pool; a product gets
+/// at most one thread per this many (on many cores a small product split across all of them
+/// spends its time starting and joining them: 256³ on 16 threads ran at a third of the speed
+/// it reaches on 8).
 const PARALLEL_MACS: usize = 1 << 21;
 
 fn product<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
@@ -523,7 +526,8 @@ fn product<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     mut c: ViewMut,
     accumulate: bool,
 ) {
-    let threads = if a.rows * bt.rows * a.cols() >= PARALLEL_MACS { rayon::current_num_threads() } else { 1 };
+    let macs = a.rows * bt.rows * a.cols();
+    let threads = rayon::current_num_threads().min(macs / PARALLEL_MACS).max(1);
     product_with(kernel, K::BLOCKING, threads, convert, a, bt, &mut c, accumulate);
 }
 
@@ -625,8 +629,9 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     // each thread packs its own columns of Bᵀ and all of A, so no thread waits for another's
     // packing (a second region costs more than packing A twice at these sizes).
     let single = threads > 1 && n <= blocking.nc && k <= blocking.kc && n.div_ceil(nr) >= threads;
-    // Otherwise each thread packs its own rows of A into a region of its own.
-    let by_rows = !single && a_panels_max >= threads;
+    // Otherwise each thread packs its own rows of A into a region of its own, when there are
+    // enough panels of A for every thread.
+    let by_rows = !single && m.div_ceil(mr) >= threads;
     let a_region = a_panels_max * mr * kc_max;
     let regions = if by_rows || single { threads } else { 1 };
     let packed_b = b_buf.get::<K::P>(blocking.nc.min(n).next_multiple_of(nr) * kc_max);
