@@ -238,4 +238,8 @@ fn odd_text_is_spoken_or_skipped_never_a_panic() {
     assert!(samples > 22_050);
     let err = voice.model().encoder().forward(Cpu::best(), &[1, 0, 999, 2]).err().unwrap().to_string();
     assert!(err.contains("999"), "{err}");
+    // No ids at all (the library's callers may pass them): an empty sentence, no audio.
+    let mut rng = StdRng::seed_from_u64(0);
+    let scales = Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 };
+    assert!(voice.model().synthesize(Cpu::best(), &[], scales, &mut rng).unwrap().is_empty());
 }

@@ -3,7 +3,6 @@
 //! Signals are channels-first `[channels, len]`, as PyTorch stores them, so checkpoint
 //! tensors are used as they are.
 
-use crate::kernels::activation;
 use crate::kernels::conv::{Bf16Pairs, Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d};
 use crate::kernels::Cpu;
 use crate::tensors::{TensorError, Tensors};
@@ -137,17 +136,47 @@ impl ChannelNorm {
         Ok(ChannelNorm { gamma, beta, eps })
     }
 
-    /// Normalises `x` (`[channels, len]`) in place.
-    pub fn apply(&self, cpu: Cpu, x: &mut [f32], len: usize) {
+    /// Normalises `x` (`[channels, len]`) in place. Time is the vector dimension: each
+    /// pass runs along rows (the mean, the variance about it, then the scaling), so no
+    /// column is gathered.
+    pub fn apply(&self, x: &mut [f32], len: usize) {
         let c = self.gamma.len();
-        let (mut column, mut normed) = (vec![0.0; c], vec![0.0; c]);
+        let (mut mean, mut var) = (vec![0.0f32; len], vec![0.0f32; len]);
+        for row in x.chunks_exact(len.max(1)).take(c) {
+            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
+        }
+        mean.iter_mut().for_each(|m| *m /= c as f32);
+        for row in x.chunks_exact(len.max(1)).take(c) {
+            var.iter_mut().zip(row).zip(&mean).for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
+        }
+        // The inverse standard deviation, in place of the variance.
+        var.iter_mut().for_each(|s| *s = 1.0 / (*s / c as f32 + self.eps).sqrt());
+        for ((row, &g), &b) in x.chunks_exact_mut(len.max(1)).zip(&self.gamma).zip(&self.beta) {
+            row.iter_mut().zip(&mean).zip(&var).for_each(|((v, &m), &inv)| *v = (*v - m) * inv * g + b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChannelNorm;
+    use crate::kernels::testing::random;
+    use crate::kernels::{activation, Cpu};
+
+    #[test]
+    fn channel_norm_is_layer_norm_of_each_time_step() {
+        let (channels, len) = (7, 19);
+        let (gamma, beta, x) = (random(channels, 1), random(channels, 2), random(channels * len, 3));
+        let norm = ChannelNorm { gamma: gamma.clone(), beta: beta.clone(), eps: 1e-5 };
+        let mut got = x.clone();
+        norm.apply(&mut got, len);
         for t in 0..len {
-            for (ch, v) in column.iter_mut().enumerate() {
-                *v = x[ch * len + t];
-            }
-            activation::layer_norm(cpu, &column, &self.gamma, &self.beta, self.eps, &mut normed);
-            for (ch, v) in normed.iter().enumerate() {
-                x[ch * len + t] = *v;
+            let column: Vec<f32> = (0..channels).map(|c| x[c * len + t]).collect();
+            let mut want = vec![0.0; channels];
+            activation::layer_norm(Cpu::best(), &column, &gamma, &beta, 1e-5, &mut want);
+            for c in 0..channels {
+                let (g, w) = (got[c * len + t], want[c]);
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "channel {c}, time {t}: {g} vs {w}");
             }
         }
     }

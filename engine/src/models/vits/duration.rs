@@ -52,10 +52,10 @@ impl DdsConv {
         }
         for (sep, norm_1, pointwise, norm_2) in &self.layers {
             let mut y = sep.forward(cpu, x, len)?;
-            norm_1.apply(cpu, &mut y, len);
+            norm_1.apply(&mut y, len);
             activation::gelu_erf(cpu, &mut y);
             let mut y = pointwise.forward(cpu, &y, len)?;
-            norm_2.apply(cpu, &mut y, len);
+            norm_2.apply(&mut y, len);
             activation::gelu_erf(cpu, &mut y);
             x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
         }
@@ -196,6 +196,9 @@ impl DurationPredictor {
     /// Log-durations per phoneme from the encoder's `hidden` (`[channels, len]`) and
     /// `noise` (`[2, len]`, standard normal scaled by `noise_w`; zeros for the mean path).
     pub fn reverse(&self, cpu: Cpu, hidden: &[f32], len: usize, mut noise: Vec<f32>) -> Result<Vec<f32>, VitsError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         let mut g = self.pre.forward(cpu, hidden, len)?;
         self.convs.forward(cpu, &mut g, len, None)?;
         let g = self.proj.forward(cpu, &g, len)?;

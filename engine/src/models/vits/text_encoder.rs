@@ -2,6 +2,8 @@
 //! learned relative-position terms within a window, and a projection to the prior's mean
 //! and log-scale per phoneme.
 
+use rayon::prelude::*;
+
 use crate::kernels::activation;
 use crate::kernels::conv::ConvShape;
 use crate::kernels::gemm::{gemm, View, ViewMut};
@@ -109,12 +111,12 @@ impl TextEncoder {
         for layer in &self.layers {
             let y = layer.attention.forward(cpu, &x, len)?;
             add(&mut x, &y);
-            layer.norm_1.apply(cpu, &mut x, len);
+            layer.norm_1.apply(&mut x, len);
             let mut y = layer.ffn_1.forward(cpu, &x, len)?;
             y.iter_mut().for_each(|v| *v = v.max(0.0));
             let y = layer.ffn_2.forward(cpu, &y, len)?;
             add(&mut x, &y);
-            layer.norm_2.apply(cpu, &mut x, len);
+            layer.norm_2.apply(&mut x, len);
         }
         let mut stats = self.proj.forward(cpu, &x, len)?;
         let log_scale = stats.split_off(h * len);
@@ -124,6 +126,9 @@ impl TextEncoder {
 
 impl Attention {
     fn forward(&self, cpu: Cpu, x: &[f32], len: usize) -> Result<Vec<f32>, VitsError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         let mut q = self.q.forward(cpu, x, len)?;
         let k = self.k.forward(cpu, x, len)?;
         let v = self.v.forward(cpu, x, len)?;
@@ -131,22 +136,25 @@ impl Attention {
         // PyTorch scales the query before both products; so do we, for the same rounding.
         let scale = 1.0 / (d as f32).sqrt();
         q.iter_mut().for_each(|v| *v *= scale);
-        let w = self.window as isize;
+        let (window, relative) = (self.window as isize, 2 * self.window + 1);
         let mut out = vec![0.0; q.len()];
-        let mut scores = vec![0.0; len * len];
-        for head in 0..self.heads {
-            let base = head * d * len;
+        // The heads are independent: each writes its own rows of `out`, on the pool.
+        let head = |(h, out_h): (usize, &mut [f32])| {
+            let base = h * d * len;
+            let mut scores = vec![0.0; len * len];
             // scores[i, j] = q_i · k_j, with q and k stored [d, len].
             let qt = View::strided(&q, base, len, d, 1, len as isize).unwrap();
             let kt = View::strided(&k, base, len, d, 1, len as isize).unwrap();
             gemm(cpu, qt, kt, ViewMut::new(&mut scores, len, len).unwrap(), false);
-            for i in 0..len {
-                let row = &mut scores[i * len..][..len];
-                for r in -w..=w {
-                    let j = i as isize + r;
+            // Plus q_i · rel_k[r] at j = i + r − window: one [len, relative] product.
+            let mut rel = vec![0.0; len * relative];
+            let rel_k = View::new(&self.rel_k, relative, d).unwrap();
+            gemm(cpu, qt, rel_k, ViewMut::new(&mut rel, len, relative).unwrap(), false);
+            for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+                for (r, &v) in rel[i * relative..][..relative].iter().enumerate() {
+                    let j = i as isize + r as isize - window;
                     if (0..len as isize).contains(&j) {
-                        let e = &self.rel_k[(r + w) as usize * d..][..d];
-                        row[j as usize] += (0..d).map(|c| q[base + c * len + i] * e[c]).sum::<f32>();
+                        row[j as usize] += v;
                     }
                 }
                 activation::softmax(cpu, row);
@@ -154,21 +162,20 @@ impl Attention {
             // out[c, i] = Σ_j p[i, j] v[c, j]: V (d × len) times Pᵀ.
             let vh = View::strided(&v, base, d, len, len as isize, 1).unwrap();
             let p = View::new(&scores, len, len).unwrap();
-            let oh = ViewMut::strided(&mut out, base, d, len, len).unwrap();
-            gemm(cpu, vh, p, oh, false);
-            for i in 0..len {
-                for r in -w..=w {
-                    let j = i as isize + r;
-                    if (0..len as isize).contains(&j) {
-                        let p = scores[i * len + j as usize];
-                        let e = &self.rel_v[(r + w) as usize * d..][..d];
-                        for c in 0..d {
-                            out[base + c * len + i] += p * e[c];
-                        }
-                    }
+            gemm(cpu, vh, p, ViewMut::new(out_h, d, len).unwrap(), false);
+            // Plus Σ_r p[i, i + r − window] rel_v[r][c]: rel_vᵀ (d × relative) times the band
+            // of P gathered as [len, relative].
+            for (i, row) in rel.chunks_exact_mut(relative).enumerate() {
+                for (r, v) in row.iter_mut().enumerate() {
+                    let j = i as isize + r as isize - window;
+                    *v = if (0..len as isize).contains(&j) { scores[i * len + j as usize] } else { 0.0 };
                 }
             }
-        }
+            let rel_v = View::strided(&self.rel_v, 0, d, relative, 1, d as isize).unwrap();
+            let band = View::new(&rel, len, relative).unwrap();
+            gemm(cpu, rel_v, band, ViewMut::new(out_h, d, len).unwrap(), true);
+        };
+        out.par_chunks_mut(d * len).enumerate().for_each(head);
         Ok(self.o.forward(cpu, &out, len)?)
     }
 }
