@@ -118,12 +118,13 @@ impl<S: Stream + ?Sized> Stream for Box<S> {
     }
 }
 
-/// Streams in series (at the end, each piece's remaining output is the next one's last input).
+/// Streams in series (at the end, each piece's remaining output is the next one's last input);
+/// no pieces pass the signal through.
 pub(crate) struct Chain<S>(pub Vec<S>);
 
 impl<S: Stream> Stream for Chain<S> {
     fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
-        let (first, rest) = self.0.split_first_mut().expect("a chain has pieces");
+        let Some((first, rest)) = self.0.split_first_mut() else { return Ok(x.clone()) };
         rest.iter_mut().try_fold(first.push(cpu, x, end)?, |x, s| s.push(cpu, &x, end))
     }
 }
