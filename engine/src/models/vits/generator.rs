@@ -141,19 +141,34 @@ impl Generator {
             chain.push(Box::new(Mean::new(branches, stage.up.shape().out_channels)));
         }
         chain.push(Box::new(ConvStream::new(&self.post, Some(POST_SLOPE))));
-        GeneratorStream { chain: Chain(chain), channels: self.pre.shape().in_channels }
+        // The last stage (upsampler, residual blocks, output convolution) is the back.
+        let back = Chain(chain.split_off(chain.len().saturating_sub(3)));
+        let channels = self.pre.shape().in_channels;
+        GeneratorStream { front: Chain(chain), back, pending: None, started: false, channels }
     }
 }
 
 /// The generator run incrementally; see [`Generator::stream`].
+///
+/// It runs as two pipelined halves: after the first push, the last stage works on the
+/// previous push's frames while the earlier stages work on this push's, both at once on the
+/// pool, which fills the gaps each leaves between its parallel kernels. So a push after the
+/// first returns the audio of the push before it (the first returns its own, for the first
+/// audio's sake, and the second none); the concatenated output is the same.
 pub struct GeneratorStream<'g> {
-    chain: Chain<Box<dyn Stream + Send + 'g>>,
+    front: Chain<Box<dyn Stream + Send + 'g>>,
+    back: Chain<Box<dyn Stream + Send + 'g>>,
+    /// The front's output of the last push, not yet through the back.
+    pending: Option<Block>,
+    /// Whether a push has gone through.
+    started: bool,
     channels: usize,
 }
 
 impl GeneratorStream<'_> {
-    /// Feeds `frames` latent frames (`[channels, frames]`) and returns the audio they
-    /// complete; the rest follows with later frames or at [`finish`](Self::finish).
+    /// Feeds `frames` latent frames (`[channels, frames]`) and returns the audio completed
+    /// so far (see the type's description); the rest follows with later frames or at
+    /// [`finish`](Self::finish).
     pub fn push(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Vec<f32>, VitsError> {
         self.feed(cpu, z, frames, false)
     }
@@ -166,7 +181,31 @@ impl GeneratorStream<'_> {
 
     fn feed(&mut self, cpu: Cpu, z: &[f32], frames: usize, end: bool) -> Result<Vec<f32>, VitsError> {
         let block = Block::new(z.to_vec(), self.channels, frames);
-        let mut audio = self.chain.push(cpu, &block, end)?.data;
+        let (front, back) = (&mut self.front, &mut self.back);
+        let started = std::mem::replace(&mut self.started, true);
+        let mut audio = match self.pending.take() {
+            // Nothing in flight: the very first push goes straight through, so the first
+            // audio waits for nothing; a later one (the second) fills the pipeline.
+            None if started && !end => {
+                self.pending = Some(front.push(cpu, &block, false)?);
+                Vec::new()
+            }
+            None => {
+                let mid = front.push(cpu, &block, end)?;
+                back.push(cpu, &mid, end)?.data
+            }
+            Some(previous) => {
+                let (mid, out) = rayon::join(|| front.push(cpu, &block, end), || back.push(cpu, &previous, false));
+                let mut audio = out?.data;
+                let mid = mid?;
+                if end {
+                    audio.extend(back.push(cpu, &mid, true)?.data);
+                } else {
+                    self.pending = Some(mid);
+                }
+                audio
+            }
+        };
         activation::tanh(cpu, &mut audio);
         Ok(audio)
     }
