@@ -196,13 +196,13 @@ impl<'w> StreamingConvTranspose1d<'w> {
     /// `next..end` to `out`; returns how many.
     fn emit(&mut self, n: usize, end: usize, out: &mut Vec<f32>) -> usize {
         let s = self.up.shape;
-        let rows = s.stride * s.out_channels;
+        let phase_rows = s.stride * s.out_channels;
         let (columns, count) = if self.count == 0 {
             (&self.fresh, n)
         } else {
             let count = self.count + n;
-            let mut joined = Vec::with_capacity(rows * count);
-            for r in 0..rows {
+            let mut joined = Vec::with_capacity(phase_rows * count);
+            for r in 0..phase_rows {
                 joined.extend_from_slice(&self.columns[r * self.count..][..self.count]);
                 joined.extend_from_slice(&self.fresh[r * n..][..n]);
             }
@@ -232,7 +232,8 @@ impl<'w> StreamingConvTranspose1d<'w> {
         let mut kept = std::mem::take(&mut self.columns);
         if keep > 0 {
             let src = if self.count == 0 { &self.fresh } else { &kept };
-            let rest: Vec<f32> = (0..rows).flat_map(|r| src[r * count + drop..][..keep].iter().copied()).collect();
+            let rest: Vec<f32> =
+                (0..phase_rows).flat_map(|r| src[r * count + drop..][..keep].iter().copied()).collect();
             kept = rest;
         } else {
             kept.clear();
