@@ -6,7 +6,8 @@
 //! stream, and every frame goes through each once. The flow is fed the prior up to the
 //! [`WINDOWS`] ends plus its look-ahead, then the rest in one call (its per-call costs are
 //! high next to its arithmetic); the generator gets the latent [`CHUNK`] frames at a time,
-//! each step returning the audio they complete.
+//! each step returning the audio completed so far (after a sentence's first chunk, the
+//! generator's last stage runs one step behind its others; see [`GeneratorStream`]).
 //! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
 //! earlier lines play.
 
@@ -33,8 +34,8 @@ use super::{Latent, Scales};
 /// audio (the few frames the generator's look-ahead lets out, about 58 ms) has played:
 /// with the rest of a long sentence there, a loaded machine underran.
 pub const WINDOWS: [usize; 2] = [16, 64];
-/// Prior frames fed through the flow and the generator per step (16 × 256 samples at
-/// 22.05 kHz: 186 ms of audio).
+/// Latent frames fed to the generator per step (16 × 256 samples at 22.05 kHz: 186 ms of
+/// audio).
 pub const CHUNK: usize = 16;
 /// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
 /// so the first sentence of a long text does not wait for the whole text to be read.
