@@ -141,6 +141,39 @@ pub struct Conv1d<'w, W> {
     pairs: Option<&'w Bf16Pairs>,
 }
 
+/// The method chosen for a convolution whose owner keeps its weights, with the weights
+/// packed once for it when it is [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]); the default
+/// is the method the shape picks. Owning layers store one and build their [`Conv1d`]
+/// through [`MethodChoice::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct MethodChoice {
+    method: Option<ConvMethod>,
+    pairs: Option<Bf16Pairs>,
+}
+
+impl MethodChoice {
+    /// Chooses `method` for `conv` (built from the weights the owner keeps); an error if it
+    /// cannot do the shape.
+    pub fn set<W: Element>(&mut self, conv: Conv1d<'_, W>, method: ConvMethod) -> Result<(), ConvError> {
+        let conv = conv.with_method(method)?;
+        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
+        self.method = Some(method);
+        Ok(())
+    }
+
+    /// `conv` (the same weights as when the method was set) computing by the chosen method.
+    pub fn apply<'w, W: Element>(&'w self, conv: Conv1d<'w, W>) -> Conv1d<'w, W> {
+        let conv = match self.method {
+            Some(method) => conv.with_method(method).expect("checked when set"),
+            None => conv,
+        };
+        match &self.pairs {
+            Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
+            None => conv,
+        }
+    }
+}
+
 /// A convolution's weights packed once as the bf16-product kernel reads them (pairs of input
 /// channels, see `conv/direct_bf16.rs`), so that its calls need not repack them: for a short
 /// signal the packing costs as much as the products. Made by [`Conv1d::bf16_pairs`], used

@@ -3,7 +3,7 @@
 //! Signals are channels-first `[channels, len]`, as PyTorch stores them, so checkpoint
 //! tensors are used as they are.
 
-use crate::kernels::conv::{Bf16Pairs, Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d};
+use crate::kernels::conv::{Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d, MethodChoice};
 use crate::kernels::Cpu;
 use crate::tensors::{TensorError, Tensors};
 
@@ -24,10 +24,8 @@ pub struct Conv {
     pad: (usize, usize),
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
-    /// The kernel's method when not the one its shape picks.
-    method: Option<ConvMethod>,
-    /// The weights packed for bf16 products, when that is the method.
-    pairs: Option<Bf16Pairs>,
+    /// The kernel's method, when not the one its shape picks.
+    method: MethodChoice,
 }
 
 impl Conv {
@@ -36,7 +34,7 @@ impl Conv {
         let per_out = shape.in_channels / shape.groups.max(1);
         let weight = t.take(&format!("{module}.weight"), &[shape.out_channels, per_out, shape.kernel])?;
         let bias = if bias { Some(t.take(&format!("{module}.bias"), &[shape.out_channels])?) } else { None };
-        Ok(Conv { shape, pad: (pad, pad), weight, bias, method: None, pairs: None })
+        Ok(Conv { shape, pad: (pad, pad), weight, bias, method: MethodChoice::default() })
     }
 
     /// A convolution that keeps the length: `pad` = half the span on each side.
@@ -55,21 +53,13 @@ impl Conv {
     /// Runs this convolution with `method` (for example bf16 products) instead of the one
     /// its shape picks; an error if the method cannot do the shape.
     pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
-        let conv = self.kernel().with_method(method)?;
-        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
-        self.method = Some(method);
-        Ok(())
+        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
+        self.method.set(conv, method)
     }
 
     pub fn kernel(&self) -> Conv1d<'_, f32> {
-        let mut conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
-        if let Some(method) = self.method {
-            conv = conv.with_method(method).expect("checked when set");
-        }
-        match &self.pairs {
-            Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
-            None => conv,
-        }
+        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
+        self.method.apply(conv)
     }
 
     pub fn output_len(&self, len: usize) -> usize {

@@ -16,7 +16,7 @@
 //! The streaming form is a [`StreamingConv1d`] over the stacked convolution plus the
 //! interleaving, so chunked calls equal the whole-signal call bit for bit as that one's do.
 
-use super::{expect_len, Bf16Pairs, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, StreamingConv1d};
+use super::{expect_len, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, MethodChoice, StreamingConv1d};
 use crate::kernels::cpu::Cpu;
 use crate::kernels::gemm::Element;
 use crate::kernels::rows;
@@ -41,9 +41,8 @@ pub struct ConvTranspose1d {
     /// `[groups · stride · out/groups, in/groups, taps]`: group-major, then phase, then channel.
     stacked: Vec<f32>,
     bias: Option<Vec<f32>>,
-    method: ConvMethod,
-    /// The stacked weights packed for bf16 products, when that is the method.
-    pairs: Option<Bf16Pairs>,
+    /// How the stacked phase convolution computes.
+    method: MethodChoice,
 }
 
 impl ConvTranspose1d {
@@ -80,8 +79,7 @@ impl ConvTranspose1d {
             }
             stacked
         });
-        let phases = ConvShape::new(s.in_channels, s.stride * s.out_channels, taps).groups(s.groups);
-        Ok(ConvTranspose1d { shape, taps, stacked, bias, method: ConvMethod::for_shape(phases), pairs: None })
+        Ok(ConvTranspose1d { shape, taps, stacked, bias, method: MethodChoice::default() })
     }
 
     pub fn shape(&self) -> ConvShape {
@@ -91,26 +89,13 @@ impl ConvTranspose1d {
     /// How the stacked phase convolution computes (any [`ConvMethod`] that does its shape:
     /// stride 1, and one group for the direct ones).
     pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
-        let conv = self.stacked_conv().with_method(method)?;
-        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
-        self.method = method;
-        Ok(())
-    }
-
-    /// The stacked phase convolution, without its method.
-    fn stacked_conv(&self) -> Conv1d<'_, f32> {
-        let s = self.shape;
-        let shape = ConvShape::new(s.in_channels, s.stride * s.out_channels, self.taps).groups(s.groups);
-        Conv1d::new(shape, &self.stacked, self.bias.as_deref()).expect("stacked at construction")
+        let ConvTranspose1d { shape, taps, stacked, bias, method: choice } = self;
+        choice.set(stacked_conv(*shape, *taps, stacked, bias.as_deref()), method)
     }
 
     /// The stacked phase convolution.
     fn phases(&self) -> Conv1d<'_, f32> {
-        let conv = self.stacked_conv().with_method(self.method).expect("checked when set");
-        match &self.pairs {
-            Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
-            None => conv,
-        }
+        self.method.apply(stacked_conv(self.shape, self.taps, &self.stacked, self.bias.as_deref()))
     }
 
     /// Output length for `len` input values with `crop` (left, right) removed: the full
@@ -143,6 +128,13 @@ impl ConvTranspose1d {
     }
 }
 
+/// The stacked phase convolution of a transposed one of `shape` (see the module comment).
+fn stacked_conv<'w>(shape: ConvShape, taps: usize, stacked: &'w [f32], bias: Option<&'w [f32]>) -> Conv1d<'w, f32> {
+    let s = shape;
+    let phases = ConvShape::new(s.in_channels, s.stride * s.out_channels, taps).groups(s.groups);
+    Conv1d::new(phases, stacked, bias).expect("stacked at construction")
+}
+
 /// A [`ConvTranspose1d`] fed in chunks: the output of all chunks and of
 /// [`finish`](ChunkedConv::finish), concatenated, is [`ConvTranspose1d::forward`]'s over the
 /// whole signal cropped by `crop`, bit for bit. After n inputs the phase columns up to n are
@@ -158,9 +150,9 @@ pub struct StreamingConvTranspose1d<'w> {
     /// Inputs seen so far, and the next whole-output position to emit.
     seen: usize,
     next: usize,
-    /// Phase columns computed but not all emitted, `[rows, columns]` starting at column `first`.
+    /// Phase columns computed but not all emitted, `[stride · out_channels, held]`, the
+    /// first of them column `first`.
     columns: Vec<f32>,
-    count: usize,
     first: usize,
     /// Where new columns land before they join `columns`.
     fresh: Vec<f32>,
@@ -180,7 +172,6 @@ impl<'w> StreamingConvTranspose1d<'w> {
             seen: 0,
             next: crop.0,
             columns: Vec::new(),
-            count: 0,
             first: 0,
             fresh: Vec::new(),
         }
@@ -197,13 +188,14 @@ impl<'w> StreamingConvTranspose1d<'w> {
     fn emit(&mut self, n: usize, end: usize, out: &mut Vec<f32>) -> usize {
         let s = self.up.shape;
         let phase_rows = s.stride * s.out_channels;
-        let (columns, count) = if self.count == 0 {
+        let held = self.columns.len().checked_div(phase_rows).unwrap_or(0);
+        let (columns, count) = if held == 0 {
             (&self.fresh, n)
         } else {
-            let count = self.count + n;
+            let count = held + n;
             let mut joined = Vec::with_capacity(phase_rows * count);
             for r in 0..phase_rows {
-                joined.extend_from_slice(&self.columns[r * self.count..][..self.count]);
+                joined.extend_from_slice(&self.columns[r * held..][..held]);
                 joined.extend_from_slice(&self.fresh[r * n..][..n]);
             }
             self.columns = joined;
@@ -231,7 +223,7 @@ impl<'w> StreamingConvTranspose1d<'w> {
         let keep = count - drop;
         let mut kept = std::mem::take(&mut self.columns);
         if keep > 0 {
-            let src = if self.count == 0 { &self.fresh } else { &kept };
+            let src = if held == 0 { &self.fresh } else { &kept };
             let rest: Vec<f32> =
                 (0..phase_rows).flat_map(|r| src[r * count + drop..][..keep].iter().copied()).collect();
             kept = rest;
@@ -239,7 +231,6 @@ impl<'w> StreamingConvTranspose1d<'w> {
             kept.clear();
         }
         self.columns = kept;
-        self.count = keep;
         self.first += drop;
         self.next = self.next.max(end);
         m
