@@ -13,13 +13,8 @@ use std::time::Instant;
 use rand::SeedableRng;
 use spiral_engine::kernels::Cpu;
 use spiral_engine::models::vits::speech::{CHUNK, WINDOWS};
-use spiral_engine::models::vits::{Latent, PiperVoice};
+use spiral_engine::models::vits::PiperVoice;
 use spiral_engine::voices::VoiceCache;
-
-/// Frames `from..from + n` of `x`.
-fn frames(x: &Latent, from: usize, n: usize) -> Vec<f32> {
-    (0..x.channels).flat_map(|c| x.z[c * x.frames + from..][..n].iter().copied()).collect()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = std::env::args().nth(1).map_or(Ok(7), |r| r.parse())?;
@@ -47,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (mut flow, mut latents, mut next) = (model.flow().stream(), Vec::new(), 0);
                 for end in WINDOWS.iter().map(|w| w + model.flow().context()).chain([usize::MAX]) {
                     let to = end.min(prior.frames);
-                    let z = frames(&prior, next, to - next);
+                    let z = prior.columns(next, to - next);
                     latents.push(if to == prior.frames {
                         flow.finish(cpu, &z, to - next)?
                     } else {
@@ -63,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for latent in &latents {
                     for from in (0..latent.frames).step_by(CHUNK) {
                         let n = CHUNK.min(latent.frames - from);
-                        audio += generator.push(cpu, &frames(latent, from, n), n)?.len();
+                        audio += generator.push(cpu, &latent.columns(from, n), n)?.len();
                     }
                 }
                 audio += generator.finish(cpu, &[], 0)?.len();

@@ -88,13 +88,17 @@ impl FlowStream<'_> {
     /// Feeds `frames` frames of the prior (`[channels, frames]`); returns the latent frames
     /// they complete.
     pub fn push(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Latent, VitsError> {
-        Ok(self.chain.push(cpu, &Block::new(z.to_vec(), self.channels, frames), false)?.into())
+        self.feed(cpu, z, frames, false)
     }
 
     /// Feeds the last `frames` frames of the prior (possibly none); returns every latent
     /// frame still to come.
     pub fn finish(&mut self, cpu: Cpu, z: &[f32], frames: usize) -> Result<Latent, VitsError> {
-        Ok(self.chain.push(cpu, &Block::new(z.to_vec(), self.channels, frames), true)?.into())
+        self.feed(cpu, z, frames, true)
+    }
+
+    fn feed(&mut self, cpu: Cpu, z: &[f32], frames: usize, end: bool) -> Result<Latent, VitsError> {
+        Ok(self.chain.push(cpu, &Block::new(z.to_vec(), self.channels, frames), end)?.into())
     }
 }
 

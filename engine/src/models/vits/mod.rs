@@ -104,6 +104,17 @@ pub struct Latent {
     pub frames: usize,
 }
 
+impl Latent {
+    /// Frames `from..from + n`, `[channels, n]`.
+    pub fn columns(&self, from: usize, n: usize) -> Vec<f32> {
+        let mut z = vec![0.0; self.channels * n];
+        for (c, row) in z.chunks_exact_mut(n.max(1)).enumerate().take(self.channels) {
+            row.copy_from_slice(&self.z[c * self.frames + from..][..n]);
+        }
+        z
+    }
+}
+
 impl From<crate::models::stream::Block> for Latent {
     fn from(b: crate::models::stream::Block) -> Latent {
         Latent { z: b.data, channels: b.channels, frames: b.len }

@@ -176,7 +176,7 @@ impl SpeechSource {
     /// The next stretch of audio of the current sentence (empty when the step only ran the
     /// flow); `None` once it has all been returned.
     fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
-        let (cpu, voice) = (self.cpu, self.voice.clone());
+        let (cpu, context) = (self.cpu, self.voice.model().flow().context());
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
         if u.finished {
             return Ok(None);
@@ -184,7 +184,7 @@ impl SpeechSource {
         let latent = &u.latent;
         if u.fed < latent.frames {
             let n = CHUNK.min(latent.frames - u.fed);
-            let z = frames(latent, u.fed, n);
+            let z = latent.columns(u.fed, n);
             u.fed += n;
             // The sentence's last latent frames go in with the end of the generator's input.
             u.finished = u.fed == latent.frames && u.next == u.prior.frames;
@@ -196,11 +196,10 @@ impl SpeechSource {
         u.fed = 0;
         if u.next < u.prior.frames {
             // Up to the next window's end plus the flow's look-ahead, so the window comes out.
-            let context = voice.model().flow().context();
             let window = WINDOWS.iter().map(|w| w + context).find(|&w| w > u.next).unwrap_or(usize::MAX);
             let to = window.min(u.prior.frames);
             let (n, end) = (to - u.next, to == u.prior.frames);
-            let z = frames(&u.prior, u.next, n);
+            let z = u.prior.columns(u.next, n);
             u.next += n;
             u.latent = u.decoder.with_dependent_mut(|_, s| match end {
                 false => s.flow.push(cpu, &z, n),
@@ -258,13 +257,4 @@ impl Source for SpeechSource {
         self.index += 1;
         Ok(Some(frame))
     }
-}
-
-/// Frames `from..from + n` of `x`, `[channels, n]`.
-fn frames(x: &Latent, from: usize, n: usize) -> Vec<f32> {
-    let mut z = vec![0.0; x.channels * n];
-    for (c, row) in z.chunks_exact_mut(n.max(1)).enumerate().take(x.channels) {
-        row.copy_from_slice(&x.z[c * x.frames + from..][..n]);
-    }
-    z
 }
