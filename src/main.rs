@@ -35,6 +35,34 @@ enum Command {
     Cpu,
     /// List the installed voices (cache: $SPIRAL_CACHE_DIR, else $XDG_CACHE_HOME/spiral, else ~/.cache/spiral).
     Voices(VoicesArgs),
+    /// Measure a model's speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Qwen3-TTS at the real shapes: prints rtf=, ttfa_ms=, frames_per_s=, peak_rss_mb=, floor_rtf=.
+    Qwen3(Qwen3BenchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyntheticSize {
+    #[value(name = "0.6b")]
+    B0_6,
+}
+
+#[derive(clap::Args)]
+struct Qwen3BenchArgs {
+    /// Run on a synthetic checkpoint of this size (made once in the cache; random weights).
+    #[arg(long, value_enum, required_unless_present = "model")]
+    synthetic: Option<SyntheticSize>,
+    /// Run on this checkpoint directory instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "synthetic")]
+    model: Option<PathBuf>,
+    /// Frames to generate (80 ms of audio each).
+    #[arg(long, default_value_t = 25)]
+    frames: usize,
 }
 
 #[derive(clap::Args)]
@@ -155,6 +183,7 @@ fn main() -> ExitCode {
         Command::Devices => run_devices(),
         Command::Cpu => run_cpu(),
         Command::Voices(args) => run_voices(args),
+        Command::Bench(BenchCommand::Qwen3(args)) => run_bench_qwen3(args),
     };
     match result {
         Ok(code) => code,
@@ -174,6 +203,23 @@ fn run_cpu() -> Result<ExitCode, String> {
         let mark = if isa == chosen { "  <- in use" } else { "" };
         println!("  {:<12} {state}{mark}", isa.name());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
+    use spiral::engine::kernels::Cpu;
+    use spiral::engine::voices::VoiceCache;
+    let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
+    let dir = match (&args.model, args.synthetic) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(SyntheticSize::B0_6)) => {
+            let cache = VoiceCache::from_env().map_err(|e| e.to_string())?;
+            spiral::bench::synthetic_0_6b(cache.root())?
+        }
+        (None, None) => return Err("give --synthetic 0.6b or --model DIR".into()),
+    };
+    let result = spiral::bench::run_qwen3(&dir, cpu, args.frames)?;
+    println!("{}", result.line());
     Ok(ExitCode::SUCCESS)
 }
 

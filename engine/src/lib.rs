@@ -15,6 +15,7 @@
 //! assert!(first.samples_per_channel() > 0);
 //! ```
 
+pub mod checkpoint;
 pub mod frame;
 pub mod kernels;
 pub mod models;

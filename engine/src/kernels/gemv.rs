@@ -105,37 +105,83 @@ thread_local! {
 /// assert_eq!(y, [-2.0, -2.0]);
 /// ```
 pub fn gemv(cpu: Cpu, m: &Matrix, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), m.cols, "gemv: x has {} values for {} columns", x.len(), m.cols);
-    assert_eq!(y.len(), m.rows, "gemv: y has {} values for {} rows", y.len(), m.rows);
+    gemv_batch(cpu, m, x, 1, y);
+}
+
+/// Y = X·Wᵀ for `batch` vectors at once (`x`: batch × cols, `y`: batch × rows, both
+/// row-major), reading each weight row once for all of them: a few positions cost about
+/// what one does, without a GEMM's packing. Each output is the same dot product [`gemv`]
+/// computes for that vector alone.
+///
+/// ```
+/// use spiral_engine::kernels::{gemv, Cpu};
+/// let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let m = gemv::Matrix::new(2, 3, gemv::Weights::F32(&w)).unwrap();
+/// let mut y = [0.0; 4];
+/// gemv::gemv_batch(Cpu::best(), &m, &[1.0, 0.0, -1.0, 0.0, 1.0, 0.0], 2, &mut y);
+/// assert_eq!(y, [-2.0, -2.0, 2.0, 5.0]);
+/// ```
+pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) {
     let cols = m.cols;
+    assert_eq!(x.len(), batch * cols, "gemv: x has {} values for {batch} × {} columns", x.len(), cols);
+    assert_eq!(y.len(), batch * m.rows, "gemv: y has {} values for {batch} × {} rows", y.len(), m.rows);
+    let xs = |b: usize| &x[b * cols..][..cols];
     match m.weights {
-        Weights::F32(w) => by_rows(m, y, |r| vector::dot(cpu, &w[r * cols..][..cols], x)),
-        Weights::Bf16(w) => by_rows(m, y, |r| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
+        Weights::F32(w) => by_rows(m, batch, y, |r, b| vector::dot(cpu, &w[r * cols..][..cols], xs(b))),
+        Weights::Bf16(w) => by_rows(m, batch, y, |r, b| bf16::dot_f32(cpu, &w[r * cols..][..cols], xs(b))),
         Weights::Q8 { quants, scales } => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
             // product that wants the buffers too (it then allocates its own).
             let (mut qx, mut sx) = Q8_X.take();
             let blocks = cols / q8::BLOCK;
-            qx.resize(cols, 0);
-            sx.resize(blocks, 0.0);
-            q8::quantize(x, &mut qx, &mut sx);
-            by_rows(m, y, |r| q8::dot(cpu, &quants[r * cols..][..cols], &scales[r * blocks..][..blocks], &qx, &sx));
+            qx.resize(batch * cols, 0);
+            sx.resize(batch * blocks, 0.0);
+            for b in 0..batch {
+                q8::quantize(xs(b), &mut qx[b * cols..][..cols], &mut sx[b * blocks..][..blocks]);
+            }
+            by_rows(m, batch, y, |r, b| {
+                let (w, s) = (&quants[r * cols..][..cols], &scales[r * blocks..][..blocks]);
+                q8::dot(cpu, w, s, &qx[b * cols..][..cols], &sx[b * blocks..][..blocks])
+            });
             Q8_X.set((qx, sx));
         }
     }
 }
 
-/// Fills y[r] = row(r) for every row, across the thread pool when the matrix is large.
-fn by_rows(m: &Matrix, y: &mut [f32], row: impl Fn(usize) -> f32 + Sync) {
+thread_local! {
+    /// Row-major outputs of batched products before they are transposed into place.
+    static BATCH_Y: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fills y[b][r] = dot(r, b) for every weight row r and vector b, across the thread pool
+/// when the matrix is large; the vectors of one row are done together so the row is read
+/// from memory once.
+fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
+    let fill = |rows: &mut [f32], first: usize| {
+        for (i, out) in rows.chunks_exact_mut(batch).enumerate() {
+            out.iter_mut().enumerate().for_each(|(b, v)| *v = dot(first + i, b));
+        }
+    };
+    let mut by_row = if batch == 1 { Vec::new() } else { BATCH_Y.take() };
+    let dest: &mut [f32] = if batch == 1 {
+        &mut *y
+    } else {
+        by_row.resize(y.len(), 0.0);
+        &mut by_row
+    };
     if m.bytes() < PARALLEL_BYTES {
-        y.iter_mut().enumerate().for_each(|(r, v)| *v = row(r));
-        return;
+        fill(dest, 0);
+    } else {
+        // A few chunks per thread so a slow core does not hold the step back.
+        let chunk = m.rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+        dest.par_chunks_mut(chunk * batch).enumerate().for_each(|(c, rows)| fill(rows, c * chunk));
     }
-    // A few chunks per thread so a slow core does not hold the step back.
-    let chunk = m.rows.div_ceil(rayon::current_num_threads() * 4).max(1);
-    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
-        ys.iter_mut().enumerate().for_each(|(i, v)| *v = row(c * chunk + i));
-    });
+    if batch > 1 {
+        for (r, outs) in by_row.chunks_exact(batch).enumerate() {
+            outs.iter().enumerate().for_each(|(b, v)| y[b * m.rows + r] = *v);
+        }
+        BATCH_Y.set(by_row);
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +197,33 @@ mod tests {
         let tol = 4.0 * f64::from(f32::EPSILON) * ((cols + 1) as f64).sqrt() * magnitude + 1e-30;
         for (r, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((*g as f64 - w).abs() <= tol, "{what} row {r}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn batched_products_equal_one_vector_at_a_time() {
+        for (rows, cols, batch) in [(3, 64, 2), (37, 160, 3), (301, 1024, 5)] {
+            let wf = random(rows * cols, 21);
+            let x = random(batch * cols, 22);
+            let mut wb = vec![0u16; wf.len()];
+            bf16::from_f32(&wf, &mut wb);
+            let (mut qw, mut sw) = (vec![0i8; wf.len()], vec![0.0f32; wf.len() / q8::BLOCK]);
+            for (r, row) in wf.chunks_exact(cols).enumerate() {
+                q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
+            }
+            let formats = [Weights::F32(&wf), Weights::Bf16(&wb), Weights::Q8 { quants: &qw, scales: &sw }];
+            for cpu in available() {
+                for weights in formats {
+                    let m = Matrix::new(rows, cols, weights).unwrap();
+                    let mut batched = vec![0.0; batch * rows];
+                    gemv_batch(cpu, &m, &x, batch, &mut batched);
+                    for b in 0..batch {
+                        let mut one = vec![0.0; rows];
+                        gemv(cpu, &m, &x[b * cols..][..cols], &mut one);
+                        assert_eq!(&batched[b * rows..][..rows], &one[..], "{cpu:?} {rows}x{cols} vector {b}");
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,288 @@
+//! The Qwen3 decoder stack both the talker and the code predictor are made of: pre-norm
+//! layers of grouped-query attention (RMSNorm on each query and key head, rotary
+//! positions, a KV cache) and a SiLU-gated MLP, then a final RMSNorm.
+//!
+//! A call takes any number of new positions: the prompt in one call (products as GEMMs),
+//! then one position per step (products as GEMVs, which stream each weight once).
+
+use rayon::prelude::*;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, Data, Weight};
+use crate::kernels::gemm::{self, View, ViewMut};
+use crate::kernels::gemv;
+use crate::kernels::{activation, vector, Cpu};
+
+use super::config::StackConfig;
+
+/// Up to this many positions a product reads the weights once for all of them (batched
+/// GEMV); more go through the GEMM, whose packing then pays for itself.
+const GEMV_ROWS: usize = 8;
+
+/// y = x·Wᵀ (+ b) for a `[out, in]` weight.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Weight,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// `{name}.weight` of shape `[out, inp]`, and `{name}.bias` if `bias`.
+    pub fn load(ckpt: &Checkpoint, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, CheckpointError> {
+        let weight = ckpt.matrix(&format!("{name}.weight"), out, inp)?;
+        let bias = if bias { Some(ckpt.f32(&format!("{name}.bias"), &[out])?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.rows()
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// Bytes of weights one product reads.
+    pub fn bytes(&self) -> usize {
+        self.weight.matrix().bytes()
+    }
+
+    /// `out` (`rows` × out_features) = `x` (`rows` × in_features) · Wᵀ + b.
+    pub fn forward(&self, cpu: Cpu, x: &[f32], rows: usize, out: &mut [f32]) {
+        let (n, k) = (self.weight.rows(), self.weight.cols());
+        assert_eq!((x.len(), out.len()), (rows * k, rows * n), "linear: wrong buffer sizes");
+        if rows <= GEMV_ROWS {
+            gemv::gemv_batch(cpu, &self.weight.matrix(), x, rows, out);
+        } else {
+            let a = View::new(x, rows, k).expect("sizes checked above");
+            let c = ViewMut::new(out, rows, n).expect("sizes checked above");
+            match self.weight.data() {
+                Data::F32(w) => gemm::gemm(cpu, a, View::new(w, n, k).expect("a weight is rows × cols"), c, false),
+                Data::Bf16(w) => gemm::gemm(cpu, a, View::new(w, n, k).expect("a weight is rows × cols"), c, false),
+            }
+        }
+        if let Some(b) = &self.bias {
+            out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+        }
+    }
+}
+
+/// Rotary position embedding with the default inverse frequencies θ^(−2i/d).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f64) -> Rope {
+        // f32 as the reference computes it: 1 / θ^(2i/d) with the exponent in f32.
+        let inv_freq = (0..head_dim / 2).map(|i| (1.0 / theta.powf((2 * i) as f32 as f64 / head_dim as f64)) as f32);
+        Rope { inv_freq: inv_freq.collect() }
+    }
+
+    /// cos and sin of every pair's angle at `position`.
+    pub(crate) fn angles(&self, position: usize, cos: &mut [f32], sin: &mut [f32]) {
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
+            let angle = (position as f32 * f) as f64;
+            (*c, *s) = (angle.cos() as f32, angle.sin() as f32);
+        }
+    }
+}
+
+/// Keys and values of every position seen so far, per layer and key-value head, each a
+/// run of `positions × head_dim` values.
+#[derive(Clone, Debug, Default)]
+pub struct Cache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl Cache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position, keeping the memory.
+    pub fn clear(&mut self) {
+        self.keys.iter_mut().chain(self.values.iter_mut()).for_each(Vec::clear);
+        self.len = 0;
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    input_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A decoder stack with its final norm.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    eps: f32,
+    rope: Rope,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Stack {
+    /// The stack under `prefix` (e.g. `talker.model`).
+    pub fn load(ckpt: &Checkpoint, prefix: &str, c: &StackConfig) -> Result<Stack, CheckpointError> {
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let (q_out, kv_out) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("{prefix}.layers.{i}");
+                let lin = |name: &str, out, inp| Linear::load(ckpt, &format!("{p}.{name}"), out, inp, false);
+                Ok(Layer {
+                    input_norm: ckpt.f32(&format!("{p}.input_layernorm.weight"), &[h])?,
+                    q: lin("self_attn.q_proj", q_out, h)?,
+                    k: lin("self_attn.k_proj", kv_out, h)?,
+                    v: lin("self_attn.v_proj", kv_out, h)?,
+                    o: lin("self_attn.o_proj", h, q_out)?,
+                    q_norm: ckpt.f32(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
+                    k_norm: ckpt.f32(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
+                    post_norm: ckpt.f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                    gate: lin("mlp.gate_proj", c.intermediate_size, h)?,
+                    up: lin("mlp.up_proj", c.intermediate_size, h)?,
+                    down: lin("mlp.down_proj", h, c.intermediate_size)?,
+                })
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
+        Ok(Stack {
+            layers,
+            norm: ckpt.f32(&format!("{prefix}.norm.weight"), &[h])?,
+            eps: c.rms_norm_eps,
+            rope: Rope::new(hd, c.rope_theta),
+            hidden: h,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Bytes of weights one position's pass reads.
+    pub fn bytes(&self) -> usize {
+        let layer =
+            |l: &Layer| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|w| w.bytes()).sum::<usize>();
+        self.layers.iter().map(layer).sum()
+    }
+
+    /// An empty cache for this stack.
+    pub fn cache(&self) -> Cache {
+        let n = self.layers.len() * self.kv_heads;
+        Cache { keys: vec![Vec::new(); n], values: vec![Vec::new(); n], len: 0 }
+    }
+
+    /// Runs `rows` new positions (`x`, rows × hidden, replaced by the normed output) after
+    /// the ones `cache` holds, and adds them to it.
+    pub fn forward(&self, cpu: Cpu, x: &mut [f32], rows: usize, cache: &mut Cache) {
+        assert_eq!(x.len(), rows * self.hidden, "stack input is rows × hidden");
+        let mut normed = vec![0.0; x.len()];
+        let mut delta = vec![0.0; x.len()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.rms_rows(cpu, x, &layer.input_norm, &mut normed);
+            self.attention(cpu, i, layer, &normed, rows, cache, &mut delta);
+            x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
+            self.rms_rows(cpu, x, &layer.post_norm, &mut normed);
+            mlp(cpu, layer, &normed, rows, &mut delta);
+            x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
+        }
+        cache.len += rows;
+        normed.copy_from_slice(x);
+        self.rms_rows(cpu, &normed, &self.norm, x);
+    }
+
+    fn rms_rows(&self, cpu: Cpu, x: &[f32], weight: &[f32], out: &mut [f32]) {
+        let n = weight.len();
+        for (x, out) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            activation::rms_norm(cpu, x, weight, self.eps, out);
+        }
+    }
+
+    /// Self-attention of the new rows over the cache and themselves (causal); writes the
+    /// output projection to `out` and the rows' keys and values to the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, cpu: Cpu, index: usize, l: &Layer, x: &[f32], rows: usize, cache: &mut Cache, out: &mut [f32]) {
+        let (hd, heads, kv_heads) = (self.head_dim, self.heads, self.kv_heads);
+        let mut q = vec![0.0; rows * heads * hd];
+        let mut k = vec![0.0; rows * kv_heads * hd];
+        let mut v = vec![0.0; rows * kv_heads * hd];
+        l.q.forward(cpu, x, rows, &mut q);
+        l.k.forward(cpu, x, rows, &mut k);
+        l.v.forward(cpu, x, rows, &mut v);
+        let (mut cos, mut sin) = (vec![0.0; hd / 2], vec![0.0; hd / 2]);
+        let mut tmp = vec![0.0; hd];
+        for r in 0..rows {
+            self.rope.angles(cache.len + r, &mut cos, &mut sin);
+            for (heads, norm) in [
+                (&mut q[r * heads * hd..][..heads * hd], &l.q_norm),
+                (&mut k[r * kv_heads * hd..][..kv_heads * hd], &l.k_norm),
+            ] {
+                for head in heads.chunks_exact_mut(hd) {
+                    tmp.copy_from_slice(head);
+                    activation::rms_norm(cpu, &tmp, norm, self.eps, head);
+                    activation::rope(cpu, head, &cos, &sin);
+                }
+            }
+        }
+        let base = index * kv_heads;
+        for g in 0..kv_heads {
+            for r in 0..rows {
+                cache.keys[base + g].extend_from_slice(&k[(r * kv_heads + g) * hd..][..hd]);
+                cache.values[base + g].extend_from_slice(&v[(r * kv_heads + g) * hd..][..hd]);
+            }
+        }
+        let group = heads / kv_heads;
+        let scale = (hd as f32).powf(-0.5);
+        let past = cache.len;
+        let mut context = vec![0.0; rows * heads * hd];
+        context.par_chunks_mut(hd).enumerate().for_each(|(i, ctx)| {
+            let (r, h) = (i / heads, i % heads);
+            let (keys, values) = (&cache.keys[base + h / group], &cache.values[base + h / group]);
+            let query = &q[i * hd..][..hd];
+            let seen = past + r + 1;
+            let mut scores: Vec<f32> =
+                keys.chunks_exact(hd).take(seen).map(|key| vector::dot(cpu, query, key) * scale).collect();
+            activation::softmax(cpu, &mut scores);
+            ctx.fill(0.0);
+            for (p, value) in scores.iter().zip(values.chunks_exact(hd)) {
+                vector::axpy(cpu, *p, value, ctx);
+            }
+        });
+        l.o.forward(cpu, &context, rows, out);
+    }
+}
+
+/// down(silu(gate·x) ⊙ up·x).
+fn mlp(cpu: Cpu, l: &Layer, x: &[f32], rows: usize, out: &mut [f32]) {
+    let n = l.gate.out_features();
+    let mut gate = vec![0.0; rows * n];
+    let mut up = vec![0.0; rows * n];
+    l.gate.forward(cpu, x, rows, &mut gate);
+    l.up.forward(cpu, x, rows, &mut up);
+    activation::silu(cpu, &mut gate);
+    gate.iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
+    l.down.forward(cpu, &gate, rows, out);
+}

@@ -1,0 +1,206 @@
+//! Qwen3-TTS against the reference package `qwen-tts`: tiny random-weight checkpoints in
+//! the Hugging Face layout with the reference's greedy codes, logits and prompt embeddings
+//! (fixtures made by scripts/fixtures/qwen3_tts.py). The codes must be identical for every
+//! frame and codebook, on every instruction-set path this CPU has.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use spiral_engine::kernels::{Cpu, Isa};
+use spiral_engine::models::qwen3::{End, Options, Qwen3Tts, Request};
+
+fn cases() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("reference.json").is_file())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "fixtures missing in {}", root.display());
+    dirs
+}
+
+fn reference(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn raw_f32(file: &Path) -> Vec<f32> {
+    std::fs::read(file).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn cpus() -> Vec<Cpu> {
+    Isa::ALL.into_iter().filter_map(|i| Cpu::forced(i).ok()).collect()
+}
+
+/// The request and greedy options the reference ran with.
+fn setup(model: &Qwen3Tts, r: &Value) -> (Request, Options) {
+    let call = &r["call"];
+    let request = Request {
+        text: call["text"].as_str().unwrap().into(),
+        speaker: call["speaker"].as_str().map(Into::into),
+        language: call["language"].as_str().unwrap().into(),
+    };
+    let kwargs = &r["generate_kwargs"];
+    let mut options = Options::from_config(model.generation_config()).greedy();
+    assert_eq!(options.max_new_tokens as u64, kwargs["max_new_tokens"].as_u64().unwrap());
+    assert_eq!(options.repetition_penalty, kwargs["repetition_penalty"].as_f64().unwrap() as f32);
+    options.stream_text = !call["non_streaming_mode"].as_bool().unwrap();
+    (request, options)
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+    assert!(worst <= tol, "{what}: max |difference| {worst} > {tol}");
+}
+
+#[test]
+fn prompts_match_the_reference() {
+    for dir in cases() {
+        let r = reference(&dir);
+        let model = Qwen3Tts::load(&dir).unwrap();
+        let (request, options) = setup(&model, &r);
+        let prompt = model.prompt(Cpu::best(), &request, &options).unwrap();
+        let ids: Vec<u32> = r["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(prompt.ids, ids, "{}", dir.display());
+        let shape = &r["prompt"]["prefill_shape"];
+        assert_eq!(prompt.rows as u64, shape[0].as_u64().unwrap(), "{}", dir.display());
+        let want = raw_f32(&dir.join(r["prompt"]["prefill_file"].as_str().unwrap()));
+        assert_close(&prompt.prefill, &want, 1e-5, &format!("{} prefill", dir.display()));
+    }
+}
+
+#[test]
+fn greedy_codes_and_logits_match_the_reference_on_every_path() {
+    for dir in cases() {
+        let r = reference(&dir);
+        let model = Arc::new(Qwen3Tts::load(&dir).unwrap());
+        let (request, options) = setup(&model, &r);
+        let want: Vec<Vec<u32>> = r["codes"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as u32).collect())
+            .collect();
+        let talker_steps: Vec<(usize, Vec<f32>)> = r["logits"]["talker"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["step"].as_u64().unwrap() as usize, f32s(&s["logits"])))
+            .collect();
+        let predictor: Vec<(usize, Vec<f32>)> = r["logits"]["code_predictor_frame0"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["sub_step"].as_u64().unwrap() as usize, f32s(&s["logits"])))
+            .collect();
+        for cpu in cpus() {
+            let what = |x: &str| format!("{} {:?}: {x}", dir.display(), cpu.isa());
+            let mut generation = model.generate(cpu, &request, &options).unwrap();
+            let mut frames = Vec::new();
+            let mut seen_predictor = Vec::new();
+            loop {
+                let step = frames.len();
+                for (_, logits) in talker_steps.iter().filter(|(s, _)| *s == step) {
+                    assert_close(generation.logits(), logits, 1e-3, &what(&format!("talker logits at step {step}")));
+                }
+                let frame = generation.next_frame_observed(&mut |g, logits| {
+                    if step == 0 {
+                        seen_predictor.push((g, logits.to_vec()));
+                    }
+                });
+                match frame {
+                    Some(codes) => frames.push(codes),
+                    None => break,
+                }
+            }
+            for (g, logits) in &predictor {
+                let (_, got) = seen_predictor.iter().find(|(s, _)| s == g).unwrap();
+                assert_close(got, logits, 1e-3, &what(&format!("code predictor logits, frame 0 sub-step {g}")));
+            }
+            assert_eq!(frames, want, "{}", what("greedy codes"));
+            let end = if r["stop"] == "max_new_tokens" { End::Cap } else { End::Eos };
+            assert_eq!(generation.end(), Some(end), "{}", what("how it stopped"));
+        }
+    }
+}
+
+/// A copy of a fixture checkpoint in a temporary directory, to damage.
+fn copy_case(dir: &Path) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    tmp
+}
+
+#[test]
+fn the_tokenizer_loads_from_vocab_and_merges_as_published_checkpoints_ship_it() {
+    for dir in cases() {
+        let r = reference(&dir);
+        let copy = copy_case(&dir);
+        std::fs::remove_file(copy.path().join("tokenizer.json")).unwrap();
+        let model = Qwen3Tts::load(copy.path()).unwrap();
+        let (request, options) = setup(&model, &r);
+        let ids: Vec<u32> = r["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(model.prompt(Cpu::best(), &request, &options).unwrap().ids, ids, "{}", dir.display());
+    }
+}
+
+#[test]
+fn bad_checkpoints_and_requests_are_clear_errors() {
+    let dir = &cases()[0];
+    let r = reference(dir);
+    let err = |copy: &tempfile::TempDir| Qwen3Tts::load(copy.path()).unwrap_err().to_string();
+
+    let copy = copy_case(dir);
+    let weights = std::fs::read(copy.path().join("model.safetensors")).unwrap();
+    std::fs::write(copy.path().join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let e = err(&copy);
+    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+
+    // A config that disagrees with the tensors: a wider talker.
+    let copy = copy_case(dir);
+    let config = std::fs::read_to_string(copy.path().join("config.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&config).unwrap();
+    let width = json["talker_config"]["intermediate_size"].as_u64().unwrap();
+    json["talker_config"]["intermediate_size"] = (width + 8).into();
+    std::fs::write(copy.path().join("config.json"), json.to_string()).unwrap();
+    let e = err(&copy);
+    assert!(e.contains("mlp.gate_proj.weight") && e.contains("config.json and the weights disagree"), "{e}");
+
+    // An unsupported value and a missing file.
+    let copy = copy_case(dir);
+    json = serde_json::from_str(&config).unwrap();
+    json["talker_config"]["hidden_act"] = "gelu".into();
+    std::fs::write(copy.path().join("config.json"), json.to_string()).unwrap();
+    let e = err(&copy);
+    assert!(e.contains("talker_config.hidden_act") && e.contains("gelu"), "{e}");
+    std::fs::remove_file(copy.path().join("config.json")).unwrap();
+    assert!(err(&copy).contains("config.json"));
+
+    // Requests the checkpoint cannot speak.
+    let model = Arc::new(Qwen3Tts::load(dir).unwrap());
+    let (request, options) = setup(&model, &r);
+    let cpu = Cpu::best();
+    let with = |f: &dyn Fn(&mut Request)| {
+        let mut q = request.clone();
+        f(&mut q);
+        model.generate(cpu, &q, &options).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    assert!(with(&|q| q.text = String::new()).contains("no text"));
+    assert!(with(&|q| q.text = " \n ".into()).contains("no text"));
+    assert!(with(&|q| q.speaker = Some("nobody".into())).contains("\"nobody\""));
+    assert!(with(&|q| q.language = "klingon".into()).contains("\"klingon\""));
+    // Text the tiny tokenizer never saw still speaks (byte-level: every byte has a token).
+    assert!(with(&|q| q.text = "ŧĳ ✓ \u{1F600}".into()).is_empty());
+}

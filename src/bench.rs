@@ -1,0 +1,124 @@
+//! `spiral bench qwen3 --synthetic 0.6b`: Qwen3-TTS speed at the real shapes, on a
+//! synthetic checkpoint made once in the cache, next to the bandwidth floor measured in
+//! the same run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use spiral_engine::kernels::{vector, Cpu};
+use spiral_engine::models::qwen3::{synthetic, Options, Qwen3Tts, Request};
+
+/// Audio per frame of the 12.5 Hz codec.
+const FRAME_SECONDS: f64 = 0.08;
+/// The sentence the benchmark speaks (its bytes are its tokens in the synthetic vocabulary).
+pub const SENTENCE: &str = "The quick brown fox jumps over the lazy dog while the band plays on.";
+
+/// One run's numbers.
+#[derive(Clone, Debug)]
+pub struct Qwen3Bench {
+    pub frames: usize,
+    /// Seconds of compute per second of audio.
+    pub rtf: f64,
+    /// From the request to the first frame's codes (prompt, prefill, one step).
+    pub first_frame_ms: f64,
+    pub frames_per_s: f64,
+    pub peak_rss_mb: f64,
+    /// Weight bytes one frame reads.
+    pub bytes_per_frame: usize,
+    /// Read bandwidth measured in this run, GB/s.
+    pub bandwidth_gbs: f64,
+    /// The real-time factor if every frame only had to read its weights once at that bandwidth.
+    pub floor_rtf: f64,
+}
+
+impl Qwen3Bench {
+    /// The one-line summary the contract names.
+    pub fn line(&self) -> String {
+        format!(
+            "rtf={:.3} ttfa_ms={:.1} frames_per_s={:.2} peak_rss_mb={:.0} floor_rtf={:.3} frames={} bytes_per_frame={} bandwidth_gbs={:.1}",
+            self.rtf,
+            self.first_frame_ms,
+            self.frames_per_s,
+            self.peak_rss_mb,
+            self.floor_rtf,
+            self.frames,
+            self.bytes_per_frame,
+            self.bandwidth_gbs
+        )
+    }
+}
+
+/// The synthetic 0.6B checkpoint in `cache`, written first if it is not complete.
+pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
+    let dir = cache.join("synthetic").join("qwen3-tts-12hz-0.6b-customvoice");
+    let done = dir.join(".complete");
+    if !done.is_file() {
+        eprintln!("writing the synthetic 0.6B checkpoint to {} (once; about 1.8 GB)", dir.display());
+        synthetic::write(&dir, synthetic::CONFIG_0_6B, |i, n, name| {
+            if i % 20 == 0 || i == n {
+                eprintln!("  [{i:>3}/{n}] {name}");
+            }
+        })
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::write(&done, b"").map_err(|e| format!("{}: {e}", done.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Generates `frames` frames (end-of-speech ignored) with the checkpoint's sampling settings.
+pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize) -> Result<Qwen3Bench, String> {
+    let model = Arc::new(Qwen3Tts::load(dir).map_err(|e| e.to_string())?);
+    let bandwidth = read_bandwidth(cpu);
+    let request = Request { text: SENTENCE.into(), speaker: Some("ryan".into()), language: "english".into() };
+    let mut options = Options::from_config(model.generation_config());
+    options.max_new_tokens = frames + 1;
+    options.ignore_eos = true;
+    let start = Instant::now();
+    let mut generation = model.generate(cpu, &request, &options).map_err(|e| e.to_string())?;
+    let mut first = None;
+    let mut produced = 0;
+    while generation.next_frame().is_some() {
+        produced += 1;
+        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let bytes = model.bytes_per_frame();
+    Ok(Qwen3Bench {
+        frames: produced,
+        rtf: seconds / (produced as f64 * FRAME_SECONDS),
+        first_frame_ms: first.unwrap_or(seconds) * 1e3,
+        frames_per_s: produced as f64 / seconds,
+        peak_rss_mb: peak_rss_bytes() as f64 / (1 << 20) as f64,
+        bytes_per_frame: bytes,
+        bandwidth_gbs: bandwidth / 1e9,
+        floor_rtf: bytes as f64 / bandwidth / FRAME_SECONDS,
+    })
+}
+
+/// Bytes per second one pass over a 256 MiB buffer (eight times the last-level cache)
+/// reads, the pool's threads reading pieces of it (the best of five passes), as the
+/// kernels benchmark's stream-read baseline does.
+fn read_bandwidth(cpu: Cpu) -> f64 {
+    use rayon::prelude::*;
+    let buffer = vec![1.0f32; 64 << 20];
+    let chunk = buffer.len().div_ceil(rayon::current_num_threads() * 4);
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let sum: f32 = buffer.par_chunks(chunk.max(1)).map(|c| vector::dot(cpu, c, c)).sum();
+            std::hint::black_box(sum);
+            (buffer.len() * 4) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The process's peak resident memory (`VmHWM`), 0 where /proc is absent.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
