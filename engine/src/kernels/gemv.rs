@@ -157,6 +157,9 @@ thread_local! {
 /// when the matrix is large; the vectors of one row are done together so the row is read
 /// from memory once.
 fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
+    if batch == 0 {
+        return;
+    }
     let fill = |rows: &mut [f32], first: usize| {
         for (i, out) in rows.chunks_exact_mut(batch).enumerate() {
             out.iter_mut().enumerate().for_each(|(b, v)| *v = dot(first + i, b));

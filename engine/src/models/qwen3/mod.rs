@@ -18,6 +18,7 @@ pub mod code_predictor;
 pub mod config;
 pub mod generate;
 pub mod sampling;
+pub mod speech;
 pub mod synthetic;
 pub mod talker;
 pub mod tokenizer;

@@ -26,11 +26,16 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// `{name}.weight` of shape `[out, inp]`, and `{name}.bias` if `bias`.
+    /// `{name}.weight` of shape `[out, inp]`, and `{name}.bias` if `bias`; the weight is
+    /// held resident (every step streams it).
     pub fn load(ckpt: &Checkpoint, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear, CheckpointError> {
-        let weight = ckpt.matrix(&format!("{name}.weight"), out, inp)?;
+        let weight = ckpt.resident_matrix(&format!("{name}.weight"), out, inp)?;
         let bias = if bias { Some(ckpt.f32(&format!("{name}.bias"), &[out])?) } else { None };
         Ok(Linear { weight, bias })
+    }
+
+    pub fn new(weight: Weight, bias: Option<Vec<f32>>) -> Linear {
+        Linear { weight, bias }
     }
 
     pub fn out_features(&self) -> usize {
@@ -60,8 +65,24 @@ impl Linear {
                 Data::Bf16(w) => gemm::gemm(cpu, a, View::new(w, n, k).expect("a weight is rows × cols"), c, false),
             }
         }
+        self.add_bias(out);
+    }
+
+    /// `rows` × out_features from `x`, every output row bit for bit the GEMV of that input
+    /// row alone, however many come together: for streams whose output must not depend on
+    /// how their input was cut. The weights are still read once per call.
+    pub fn rows(&self, cpu: Cpu, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut out = vec![0.0; rows * self.weight.rows()];
+        if rows > 0 {
+            gemv::gemv_batch(cpu, &self.weight.matrix(), x, rows, &mut out);
+            self.add_bias(&mut out);
+        }
+        out
+    }
+
+    fn add_bias(&self, out: &mut [f32]) {
         if let Some(b) = &self.bias {
-            out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+            out.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
         }
     }
 }
@@ -285,4 +306,51 @@ fn mlp(cpu: Cpu, l: &Layer, x: &[f32], rows: usize, out: &mut [f32]) {
     activation::silu(cpu, &mut gate);
     gate.iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
     l.down.forward(cpu, &gate, rows, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::bf16;
+    use crate::kernels::testing::{available, random};
+
+    fn bf16_weight(n: usize, k: usize, seed: u64) -> Weight {
+        let bits: Vec<u8> = random(n * k, seed).iter().flat_map(|&v| bf16::scalar::narrow(v).to_le_bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![n, k], &bits).unwrap();
+        safetensors::serialize_to_file(vec![("w".to_string(), view)], None, &file).unwrap();
+        Checkpoint::open(&file).unwrap().resident_matrix("w", n, k).unwrap()
+    }
+
+    /// Each row of a several-row call equals the GEMV of that row alone, bit for bit, and
+    /// the batched product agrees with it to rounding.
+    #[test]
+    fn rows_are_each_the_gemv_of_that_row_alone_on_every_path() {
+        let cases = [
+            (Linear::new(Weight::from_f32(37, 45, random(37 * 45, 1)), Some(random(37, 3))), 9),
+            (Linear::new(Weight::from_f32(300, 256, random(300 * 256, 4)), None), 5),
+            (Linear::new(bf16_weight(19, 70, 5), Some(random(19, 6))), 12),
+        ];
+        for (lin, rows) in &cases {
+            let (n, k) = (lin.out_features(), lin.in_features());
+            let x = random(rows * k, 2);
+            for cpu in available() {
+                let all = lin.rows(cpu, &x, *rows);
+                let mut product = vec![0.0; rows * n];
+                lin.forward(cpu, &x, *rows, &mut product);
+                for (i, row) in x.chunks_exact(k).enumerate() {
+                    let mut want = vec![0.0; n];
+                    gemv::gemv(cpu, &lin.weight.matrix(), row, &mut want);
+                    lin.add_bias(&mut want);
+                    assert_eq!(&all[i * n..][..n], &want[..], "{} row {i}", cpu.isa());
+                    assert_eq!(lin.rows(cpu, row, 1), want, "{} row {i} alone", cpu.isa());
+                    for (p, w) in product[i * n..][..n].iter().zip(&want) {
+                        assert!((p - w).abs() <= 1e-4 * (1.0 + w.abs()), "{} row {i}: {p} vs {w}", cpu.isa());
+                    }
+                }
+            }
+            assert!(lin.rows(Cpu::best(), &[], 0).is_empty());
+        }
+    }
 }

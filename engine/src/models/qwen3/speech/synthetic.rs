@@ -1,0 +1,165 @@
+//! Random-weight speech tokenizer checkpoints of any shape, in the reference's layout (its
+//! `decoder.*` state dict names), for tests that need no fixture and for timing the decoder
+//! at the real shapes (speed does not depend on the weights' values).
+
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::config::{DecoderConfig, SpeechConfig};
+use crate::kernels::bf16;
+use crate::kernels::testing::random;
+
+/// A `speech_tokenizer/config.json` with `decoder` as its `decoder_config` (the rest at
+/// the reference's defaults, `decode_upsample_rate` made to agree).
+pub fn config_json(decoder: &str) -> String {
+    let probe: serde_json::Value = serde_json::from_str(decoder).expect("a JSON object");
+    let mut full = serde_json::json!({"codebook_dim": 512});
+    full.as_object_mut().unwrap().extend(probe.as_object().unwrap().clone());
+    let c: DecoderConfig = serde_json::from_value(full.clone()).expect("a decoder config");
+    serde_json::json!({
+        "model_type": "qwen3_tts_tokenizer_12hz",
+        "decoder_config": full,
+        "decode_upsample_rate": c.samples_per_frame(),
+    })
+    .to_string()
+}
+
+/// Every tensor the decoder reads, by name and shape, for `c`.
+pub fn tensors(c: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+    let mut t: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |name: String, shape: &[usize]| t.push((name, shape.to_vec()));
+    let (cd, size, l, h) = (c.codebook_dim, c.codebook_size, c.latent_dim, c.hidden_size);
+    for (group, count) in [("rvq_first", 1), ("rvq_rest", c.num_quantizers - 1)] {
+        let p = format!("decoder.quantizer.{group}");
+        for i in 0..count {
+            add(format!("{p}.vq.layers.{i}._codebook.cluster_usage"), &[size]);
+            add(format!("{p}.vq.layers.{i}._codebook.embedding_sum"), &[size, cd / 2]);
+        }
+        add(format!("{p}.output_proj.weight"), &[cd, cd / 2, 1]);
+    }
+    add("decoder.pre_conv.conv.weight".into(), &[l, cd, 3]);
+    add("decoder.pre_conv.conv.bias".into(), &[l]);
+    let p = "decoder.pre_transformer";
+    add(format!("{p}.input_proj.weight"), &[h, l]);
+    add(format!("{p}.input_proj.bias"), &[h]);
+    let (q, kv) = (c.num_attention_heads * c.head_dim(), c.num_key_value_heads * c.head_dim());
+    for i in 0..c.num_hidden_layers {
+        let p = format!("{p}.layers.{i}");
+        for (name, shape) in [
+            ("input_layernorm.weight", vec![h]),
+            ("self_attn.q_proj.weight", vec![q, h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.o_proj.weight", vec![h, q]),
+            ("self_attn_layer_scale.scale", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+            ("mlp.gate_proj.weight", vec![c.intermediate_size, h]),
+            ("mlp.up_proj.weight", vec![c.intermediate_size, h]),
+            ("mlp.down_proj.weight", vec![h, c.intermediate_size]),
+            ("mlp_layer_scale.scale", vec![h]),
+        ] {
+            add(format!("{p}.{name}"), &shape);
+        }
+    }
+    add(format!("{p}.norm.weight"), &[h]);
+    add(format!("{p}.output_proj.weight"), &[l, h]);
+    add(format!("{p}.output_proj.bias"), &[l]);
+    for (i, &r) in c.upsampling_ratios.iter().enumerate() {
+        let p = format!("decoder.upsample.{i}");
+        for (name, shape) in [
+            ("0.conv.weight", vec![l, l, r]),
+            ("0.conv.bias", vec![l]),
+            ("1.dwconv.conv.weight", vec![l, 1, 7]),
+            ("1.dwconv.conv.bias", vec![l]),
+            ("1.norm.weight", vec![l]),
+            ("1.norm.bias", vec![l]),
+            ("1.pwconv1.weight", vec![4 * l, l]),
+            ("1.pwconv1.bias", vec![4 * l]),
+            ("1.pwconv2.weight", vec![l, 4 * l]),
+            ("1.pwconv2.bias", vec![l]),
+            ("1.gamma", vec![l]),
+        ] {
+            add(format!("{p}.{name}"), &shape);
+        }
+    }
+    // A convolution's weight is [out, in, kernel], a transposed one's [in, out, kernel].
+    let conv = |add: &mut dyn FnMut(String, &[usize]), module: String, weight: [usize; 3], bias: usize| {
+        add(format!("{module}.conv.weight"), &weight);
+        add(format!("{module}.conv.bias"), &[bias]);
+    };
+    let snake = |add: &mut dyn FnMut(String, &[usize]), module: String, channels: usize| {
+        add(format!("{module}.alpha"), &[channels]);
+        add(format!("{module}.beta"), &[channels]);
+    };
+    conv(&mut add, "decoder.decoder.0".into(), [c.decoder_dim, l, 7], c.decoder_dim);
+    let mut inp = c.decoder_dim;
+    for (i, &rate) in c.upsample_rates.iter().enumerate() {
+        let (p, out) = (format!("decoder.decoder.{}.block", i + 1), c.block_channels(i));
+        snake(&mut add, format!("{p}.0"), inp);
+        conv(&mut add, format!("{p}.1"), [inp, out, 2 * rate], out);
+        for unit in 2..5 {
+            snake(&mut add, format!("{p}.{unit}.act1"), out);
+            conv(&mut add, format!("{p}.{unit}.conv1"), [out, out, 7], out);
+            snake(&mut add, format!("{p}.{unit}.act2"), out);
+            conv(&mut add, format!("{p}.{unit}.conv2"), [out, out, 1], out);
+        }
+        inp = out;
+    }
+    let n = c.upsample_rates.len();
+    snake(&mut add, format!("decoder.decoder.{}", n + 1), inp);
+    conv(&mut add, format!("decoder.decoder.{}", n + 2), [1, inp, 7], 1);
+    t
+}
+
+/// Plausible random values for tensor `name` of `shape`: positive usage counts, gains near
+/// 1, small log-scale snake parameters and layer scales, weights of unit fan-in gain.
+fn values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let r = random(n, seed);
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    let map = |f: &dyn Fn(f32) -> f32| r.iter().map(|&v| f(v)).collect();
+    if leaf == "cluster_usage" {
+        map(&|v| 1.25 + 0.75 * v)
+    } else if leaf == "embedding_sum" {
+        r
+    } else if matches!(leaf, "alpha" | "beta") {
+        map(&|v| 0.2 * v)
+    } else if matches!(leaf, "scale" | "gamma") {
+        map(&|v| 0.1 + 0.05 * v)
+    } else if name.contains("norm") && leaf == "weight" {
+        map(&|v| 1.0 + 0.1 * v)
+    } else if shape.len() == 1 {
+        map(&|v| 0.05 * v)
+    } else {
+        let gain = 1.0 / ((n / shape[0]) as f32).sqrt();
+        map(&|v| gain * v * 3f32.sqrt())
+    }
+}
+
+/// Writes `dir/config.json` (`config_json`) and `dir/model.safetensors` with random values
+/// for every tensor the decoder reads, matrices and convolutions in bf16 if `bf16_weights`.
+pub fn write(dir: &Path, config_json: &str, bf16_weights: bool) -> SpeechConfig {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config_json).unwrap();
+    let config = SpeechConfig::from_json(dir.join("config.json"), config_json).unwrap();
+    let list = tensors(&config.decoder_config);
+    let bytes: Vec<(Dtype, Vec<u8>)> = list
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let v = values(name, shape, i as u64 + 1);
+            if bf16_weights && shape.len() > 1 {
+                (Dtype::BF16, v.iter().flat_map(|&x| bf16::scalar::narrow(x).to_le_bytes()).collect())
+            } else {
+                (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
+        })
+        .collect();
+    let views = list.iter().zip(&bytes).map(|((name, shape), (dtype, b))| {
+        (name.clone(), TensorView::new(*dtype, shape.clone(), b).expect("sizes from the shape"))
+    });
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    config
+}
