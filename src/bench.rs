@@ -3,11 +3,12 @@
 //! the same run.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use spiral_engine::kernels::{vector, Cpu};
-use spiral_engine::models::qwen3::{synthetic, Options, Qwen3Tts, Request};
+use spiral_engine::models::qwen3::{synthetic, Options, Qwen3Source, Qwen3Tts, Request};
+use spiral_engine::Source;
 
 /// Audio per frame of the 12.5 Hz codec.
 const FRAME_SECONDS: f64 = 0.08;
@@ -20,11 +21,15 @@ pub struct Qwen3Bench {
     pub frames: usize,
     /// Seconds of compute per second of audio.
     pub rtf: f64,
-    /// From the request to the first frame's codes (prompt, prefill, one step).
-    pub first_frame_ms: f64,
-    pub frames_per_s: f64,
+    /// From the request to the first 80 ms of audio (prompt, prefill, one frame's codes
+    /// and their decoding).
+    pub ttfa_ms: f64,
+    /// Talker and code predictor time per frame (includes the prefill, spread).
+    pub codes_ms_per_frame: f64,
+    /// Speech decoder time per frame.
+    pub decode_ms_per_frame: f64,
     pub peak_rss_mb: f64,
-    /// Weight bytes one frame reads.
+    /// Weight bytes one frame reads (talker, code predictor, decoder transformer).
     pub bytes_per_frame: usize,
     /// Read bandwidth measured in this run, GB/s.
     pub bandwidth_gbs: f64,
@@ -36,13 +41,16 @@ impl Qwen3Bench {
     /// The one-line summary the issue's contract names.
     pub fn line(&self) -> String {
         format!(
-            "rtf={:.3} ttfa_ms={:.1} frames_per_s={:.2} peak_rss_mb={:.0} floor_rtf={:.3} frames={} bytes_per_frame={} bandwidth_gbs={:.1}",
+            "rtf={:.3} ttfa_ms={:.1} frames_per_s={:.2} peak_rss_mb={:.0} floor_rtf={:.3} frames={} \
+             codes_ms_per_frame={:.1} decode_ms_per_frame={:.1} bytes_per_frame={} bandwidth_gbs={:.1}",
             self.rtf,
-            self.first_frame_ms,
-            self.frames_per_s,
+            self.ttfa_ms,
+            1.0 / (self.rtf * FRAME_SECONDS),
             self.peak_rss_mb,
             self.floor_rtf,
             self.frames,
+            self.codes_ms_per_frame,
+            self.decode_ms_per_frame,
             self.bytes_per_frame,
             self.bandwidth_gbs
         )
@@ -54,8 +62,8 @@ pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
     let dir = cache.join("synthetic").join("qwen3-tts-12hz-0.6b-customvoice");
     let done = dir.join(".complete");
     if !done.is_file() {
-        eprintln!("writing the synthetic 0.6B checkpoint to {} (once; about 1.8 GB)", dir.display());
-        synthetic::write(&dir, synthetic::CONFIG_0_6B, |i, n, name| {
+        eprintln!("writing the synthetic 0.6B checkpoint to {} (once; about 2 GB)", dir.display());
+        synthetic::write(&dir, synthetic::CONFIG_0_6B, "{}", |i, n, name| {
             if i % 20 == 0 || i == n {
                 eprintln!("  [{i:>3}/{n}] {name}");
             }
@@ -66,7 +74,8 @@ pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Generates `frames` frames (end-of-speech ignored) with the checkpoint's sampling settings.
+/// Speaks [`SENTENCE`] for `frames` frames (end-of-speech ignored) with the checkpoint's
+/// sampling settings, through the same source `spiral speak --model` plays.
 pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize) -> Result<Qwen3Bench, String> {
     let model = Arc::new(Qwen3Tts::load(dir).map_err(|e| e.to_string())?);
     let bandwidth = read_bandwidth(cpu);
@@ -74,21 +83,28 @@ pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize) -> Result<Qwen3Bench, Stri
     let mut options = Options::from_config(model.generation_config());
     options.max_new_tokens = frames + 1;
     options.ignore_eos = true;
+    // When each frame's codes were ready (the decoder then runs until the frame is handed).
+    let coded = Arc::new(Mutex::new(Vec::new()));
+    let marks = coded.clone();
+    let mut source = Qwen3Source::new(model.clone(), request, options)
+        .with_cpu(cpu)
+        .with_code_observer(move |_| marks.lock().expect("never poisoned").push(Instant::now()));
     let start = Instant::now();
-    let mut generation = model.generate(cpu, &request, &options).map_err(|e| e.to_string())?;
-    let mut first = None;
-    let mut produced = 0;
-    while generation.next_frame().is_some() {
-        produced += 1;
-        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+    let mut handed = Vec::new();
+    while source.next_frame().map_err(|e| e.to_string())?.is_some() {
+        handed.push(Instant::now());
     }
     let seconds = start.elapsed().as_secs_f64();
-    let bytes = model.bytes_per_frame();
+    let coded = coded.lock().map_err(|_| "lost the timings")?;
+    let produced = handed.len();
+    let decode: f64 = handed.iter().zip(coded.iter()).map(|(h, c)| h.duration_since(*c).as_secs_f64()).sum();
+    let bytes = model.bytes_per_frame() + model.speech().transformer_bytes();
     Ok(Qwen3Bench {
         frames: produced,
         rtf: seconds / (produced as f64 * FRAME_SECONDS),
-        first_frame_ms: first.unwrap_or(seconds) * 1e3,
-        frames_per_s: produced as f64 / seconds,
+        ttfa_ms: handed.first().map_or(seconds, |t| t.duration_since(start).as_secs_f64()) * 1e3,
+        codes_ms_per_frame: (seconds - decode) / produced.max(1) as f64 * 1e3,
+        decode_ms_per_frame: decode / produced.max(1) as f64 * 1e3,
         peak_rss_mb: peak_rss_bytes() as f64 / (1 << 20) as f64,
         bytes_per_frame: bytes,
         bandwidth_gbs: bandwidth / 1e9,

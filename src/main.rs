@@ -124,6 +124,26 @@ struct SpeakArgs {
     /// Seed of the noise: the same seed, text and voice give the same audio.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Speak with a Qwen3-TTS-12Hz CustomVoice checkpoint directory (Hugging Face layout:
+    /// config.json, model.safetensors, the tokenizer files, speech_tokenizer/) instead of a Piper voice.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["voice", "noise_scale", "length_scale", "noise_w", "precision"])]
+    model: Option<PathBuf>,
+    /// Qwen3-TTS: one of the checkpoint's speakers (config.json talker_config.spk_id).
+    #[arg(long, value_name = "NAME", requires = "model")]
+    speaker: Option<String>,
+    /// Qwen3-TTS: the language (a key of talker_config.codec_language_id), default auto.
+    #[arg(long, value_name = "LANG", requires = "model")]
+    language: Option<String>,
+    /// Qwen3-TTS: always choose the most likely code instead of sampling.
+    #[arg(long, requires = "model")]
+    greedy: bool,
+    /// Qwen3-TTS: feed the text one token per frame (the reference's non_streaming_mode=False):
+    /// a shorter prompt, so the first audio comes sooner.
+    #[arg(long, requires = "model")]
+    stream_text: bool,
+    /// Qwen3-TTS: write the generated codes as JSON (frames × codebooks).
+    #[arg(long, value_name = "CODES.json", requires = "model")]
+    dump_codes: Option<PathBuf>,
     /// Arithmetic of the vocoder's last stages: `mixed` multiplies in bf16 where the CPU
     /// does so natively (the default there), `f32` reproduces the reference to ~90 dB.
     #[arg(long, value_enum)]
@@ -276,7 +296,45 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
     run_output(source, &args.output, start)
 }
 
+fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
+    use spiral::engine::kernels::Cpu;
+    use spiral::engine::models::qwen3::{Options, Qwen3Source, Qwen3Tts, Request};
+    use std::sync::{Arc, Mutex};
+    let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
+    let text = args.text.clone().ok_or("give the text to speak (reading lines from stdin is for Piper voices)")?;
+    let model = Arc::new(Qwen3Tts::load(dir).map_err(|e| e.to_string())?);
+    let mut options = Options::from_config(model.generation_config());
+    if args.greedy {
+        options = options.greedy();
+    }
+    options.seed = args.seed;
+    options.stream_text = args.stream_text;
+    let request = Request {
+        text,
+        speaker: args.speaker.clone(),
+        language: args.language.clone().unwrap_or_else(|| "auto".into()),
+    };
+    let codes = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+    let sink = codes.clone();
+    // The text is available from here: time to first audio counts from this moment.
+    let start = Instant::now();
+    let source = Qwen3Source::new(model, request, options)
+        .with_cpu(cpu)
+        .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()));
+    let code = run_output(Box::new(source), &args.output, start)?;
+    if let Some(path) = &args.dump_codes {
+        let codes = codes.lock().map_err(|_| "the codes were lost")?;
+        spiral::nodes::sink::create_parent_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json = serde_json::json!({"codebooks": codes.first().map_or(0, Vec::len), "frames": *codes});
+        std::fs::write(path, json.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(code)
+}
+
 fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
+    if let Some(dir) = &args.model {
+        return run_speak_qwen3(&args, dir);
+    }
     use spiral::engine::kernels::Cpu;
     use spiral::engine::models::vits::{PiperVoice, Precision, SpeechSource};
     use spiral::engine::voices::{default_voice, Voice};

@@ -345,3 +345,58 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
 fn spiral_engine_default_config() -> std::path::PathBuf {
     spiral::engine::voices::default_voice().unwrap().config
 }
+
+/// `spiral speak --model DIR` with a Qwen3-TTS checkpoint (the tiny reference fixture): the
+/// greedy codes it dumps are the reference's, and the WAV it renders is the reference's
+/// audio of them (SNR against qwen-tts's decode).
+#[test]
+fn speak_with_a_qwen3_checkpoint_gives_the_reference_codes_and_audio() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/gqa_f32");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("reference.json")).unwrap()).unwrap();
+    let call = &reference["call"];
+    let dir = common::scratch_dir("cli-qwen3");
+    let (wav, codes) = (dir.join("out/q.wav"), dir.join("out/codes.json"));
+    let out = spiral(
+        &[
+            "speak",
+            call["text"].as_str().unwrap(),
+            "--model",
+            case.to_str().unwrap(),
+            "--speaker",
+            call["speaker"].as_str().unwrap(),
+            "--language",
+            call["language"].as_str().unwrap(),
+            "--greedy",
+            "--wav",
+            wav.to_str().unwrap(),
+            "--dump-codes",
+            codes.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dumped: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&codes).unwrap()).unwrap();
+    assert_eq!(dumped["frames"], reference["codes"]["frames"]);
+    assert_eq!(dumped["codebooks"], 16);
+
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    assert_eq!((reader.spec().sample_rate, reader.spec().channels), (24_000, 1));
+    let got: Vec<f32> = reader.samples::<f32>().map(Result::unwrap).collect();
+    let want: Vec<f32> = std::fs::read(case.join("waveform.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let signal: f64 = want.iter().map(|&w| f64::from(w).powi(2)).sum();
+    let noise: f64 = got.iter().zip(&want).map(|(&g, &w)| f64::from(g - w).powi(2)).sum();
+    let snr = 10.0 * (signal / noise).log10();
+    assert!(snr >= 40.0, "{snr:.1} dB from the reference's audio");
+
+    let out =
+        spiral(&["speak", "Hi.", "--model", case.to_str().unwrap(), "--speaker", "nobody", "-q", "--wav"], &[&wav]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nobody\""), "{}", String::from_utf8_lossy(&out.stderr));
+}

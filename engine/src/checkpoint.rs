@@ -287,8 +287,26 @@ impl<T: Plain> Storage<T> {
         // are `bytes` initialized bytes.
         let raw = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), bytes) };
         map[..bytes].copy_from_slice(raw);
-        let map = Arc::new(map.make_read_only()?);
-        Ok(Storage::Mapped { map, start: 0, len: values.len(), _t: PhantomData })
+        let copy =
+            Storage::Mapped { map: Arc::new(map.make_read_only()?), start: 0, len: values.len(), _t: PhantomData };
+        self.release();
+        Ok(copy)
+    }
+
+    /// Drops this run's pages from the process (whole pages inside it only), so that a
+    /// checkpoint copied resident is not also counted in memory twice. The file's pages
+    /// stay in the page cache, and a later read would fault them back in.
+    fn release(&self) {
+        const PAGE: usize = 4096;
+        if let Storage::Mapped { map, start, len, .. } = self {
+            let (from, to) = (start.next_multiple_of(PAGE), (start + len * size_of::<T>()) / PAGE * PAGE);
+            if to > from {
+                // SAFETY: a private read-only file mapping: dropping its pages loses nothing
+                // (they are re-read from the file on access), and the range lies inside it.
+                // Best effort, as an advice is.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from) };
+            }
+        }
     }
 }
 
@@ -362,23 +380,41 @@ impl Weight {
     }
 }
 
-/// Writes a bf16 safetensors file one tensor at a time, so a checkpoint larger than
-/// memory can be made: `fill(i, chunk)` writes the next values of tensor `i` (in order,
-/// at most 1 Mi values per call) and `progress(i)` runs after tensor `i` is written.
-pub fn write_bf16(
+/// How a written tensor is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    F32,
+    Bf16,
+}
+
+/// One tensor for [`write`]: name, shape and storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub stored: Stored,
+}
+
+/// Writes a safetensors file one tensor at a time, so a checkpoint larger than memory can
+/// be made: `fill(i, chunk)` writes the next values of tensor `i` (in order, at most 1 Mi
+/// values per call; bf16 tensors are rounded from them) and `progress(i)` runs after
+/// tensor `i` is written. Creates the directory.
+pub fn write(
     path: &Path,
-    tensors: &[(String, Vec<usize>)],
-    mut fill: impl FnMut(usize, &mut [u16]),
+    tensors: &[Spec],
+    mut fill: impl FnMut(usize, &mut [f32]),
     mut progress: impl FnMut(usize),
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
-    for (name, shape) in tensors {
-        let bytes = shape.iter().product::<usize>() * 2;
+    let width = |s: Stored| if s == Stored::F32 { 4 } else { 2 };
+    for t in tensors {
+        let bytes = t.shape.iter().product::<usize>() * width(t.stored);
+        let dtype = if t.stored == Stored::F32 { "F32" } else { "BF16" };
         header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            t.name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
         );
         offset += bytes;
     }
@@ -393,15 +429,18 @@ pub fn write_bf16(
     let mut out = std::io::BufWriter::with_capacity(1 << 22, File::create(path)?);
     out.write_all(&(text.len() as u64).to_le_bytes())?;
     out.write_all(text.as_bytes())?;
-    let mut chunk = vec![0u16; 1 << 20];
-    let mut bytes = Vec::with_capacity(chunk.len() * 2);
-    for (i, (_, shape)) in tensors.iter().enumerate() {
-        let mut left = shape.iter().product::<usize>();
+    let mut chunk = vec![0f32; 1 << 20];
+    let mut bytes = Vec::with_capacity(chunk.len() * 4);
+    for (i, t) in tensors.iter().enumerate() {
+        let mut left = t.shape.iter().product::<usize>();
         while left > 0 {
             let n = left.min(chunk.len());
             fill(i, &mut chunk[..n]);
             bytes.clear();
-            bytes.extend(chunk[..n].iter().flat_map(|v| v.to_le_bytes()));
+            match t.stored {
+                Stored::F32 => bytes.extend(chunk[..n].iter().flat_map(|v| v.to_le_bytes())),
+                Stored::Bf16 => bytes.extend(chunk[..n].iter().flat_map(|&v| bf16::scalar::narrow(v).to_le_bytes())),
+            }
             out.write_all(&bytes)?;
             left -= n;
         }
@@ -416,19 +455,20 @@ mod tests {
     use safetensors::tensor::TensorView;
 
     #[test]
-    fn written_bf16_files_read_back() {
+    fn written_files_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sub/model.safetensors");
-        let tensors = [("w".to_string(), vec![3, 2]), ("b".to_string(), vec![3])];
+        let spec = |name: &str, shape: Vec<usize>, stored| Spec { name: name.into(), shape, stored };
+        let tensors = [spec("w", vec![3, 2], Stored::Bf16), spec("b", vec![3], Stored::F32)];
         let mut next = 0.0f32;
         let mut done = Vec::new();
-        write_bf16(
+        super::write(
             &file,
             &tensors,
             |_, chunk| {
                 for v in chunk {
-                    next += 1.0;
-                    *v = bf16::scalar::narrow(next);
+                    next += 1.5;
+                    *v = next;
                 }
             },
             |i| done.push(i),
@@ -436,8 +476,9 @@ mod tests {
         .unwrap();
         assert_eq!(done, [0, 1]);
         let ckpt = Checkpoint::open(&file).unwrap();
-        assert_eq!(ckpt.f32("w", &[3, 2]).unwrap(), [1., 2., 3., 4., 5., 6.]);
-        assert_eq!(ckpt.f32("b", &[3]).unwrap(), [7., 8., 9.]);
+        assert!(matches!(ckpt.matrix("w", 3, 2).unwrap().data(), Data::Bf16(_)));
+        assert_eq!(ckpt.f32("w", &[3, 2]).unwrap(), [1.5, 3., 4.5, 6., 7.5, 9.]);
+        assert_eq!(ckpt.f32("b", &[3]).unwrap(), [10.5, 12., 13.5]);
     }
 
     fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {

@@ -131,15 +131,22 @@ fn greedy_codes_and_logits_match_the_reference_on_every_path() {
     }
 }
 
-/// A copy of a fixture checkpoint in a temporary directory, to damage.
+/// A copy of a fixture checkpoint (with its speech tokenizer) in a temporary directory, to damage.
 fn copy_case(dir: &Path) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy(&path, &target);
+            } else {
+                std::fs::copy(&path, target).unwrap();
+            }
         }
     }
+    let tmp = tempfile::tempdir().unwrap();
+    copy(dir, tmp.path());
     tmp
 }
 
@@ -203,4 +210,22 @@ fn bad_checkpoints_and_requests_are_clear_errors() {
     assert!(with(&|q| q.language = "klingon".into()).contains("\"klingon\""));
     // Text the tiny tokenizer never saw still speaks (byte-level: every byte has a token).
     assert!(with(&|q| q.text = "ŧĳ ✓ \u{1F600}".into()).is_empty());
+}
+
+#[test]
+fn sampling_follows_the_seed() {
+    let dir = &cases()[0];
+    let model = Arc::new(Qwen3Tts::load(dir).unwrap());
+    let (request, greedy) = setup(&model, &reference(dir));
+    let run = |seed| {
+        let mut options = Options::from_config(model.generation_config());
+        options.seed = seed;
+        options.max_new_tokens = greedy.max_new_tokens;
+        let mut generation = model.generate(Cpu::best(), &request, &options).unwrap();
+        std::iter::from_fn(|| generation.next_frame()).collect::<Vec<_>>()
+    };
+    let (a, b, c) = (run(7), run(7), run(8));
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "the same seed gives the same codes");
+    assert_ne!(a, c, "another seed gives other codes");
 }

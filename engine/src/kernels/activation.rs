@@ -1,5 +1,5 @@
-//! Elementwise activations (exp, tanh, sigmoid, SiLU, both GELUs), rounding, softmax,
-//! RMS / layer normalisation and rotary position embedding.
+//! Elementwise activations (exp, tanh, sigmoid, SiLU, both GELUs, sin, SnakeBeta),
+//! rounding, softmax, RMS / layer normalisation and rotary position embedding.
 //!
 //! Each has a scalar reference and AVX2 / AVX-512 paths. The transcendental ones share one
 //! vector `exp` per instruction set. Both SIMD paths finish a slice with one masked load and
@@ -8,7 +8,7 @@
 //! allocates.
 //!
 //! The tolerances below hold on every path; the tests check them against f64 on the same
-//! f32 inputs. The scalar path takes `exp` and `tanh` from std.
+//! f32 inputs. The scalar path takes `exp`, `tanh` and `sin` from std.
 
 use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
 use std::f64::consts::{FRAC_1_SQRT_2 as FRAC_1_SQRT_2_F64, FRAC_2_SQRT_PI};
@@ -57,6 +57,24 @@ const ERFC_POLY: [f32; 10] = [
 /// of 1 + tanh for negative x.
 const GELU_K: f32 = (2.0 * FRAC_2_SQRT_PI * FRAC_1_SQRT_2_F64) as f32;
 const GELU_K3: f32 = (2.0 * FRAC_2_SQRT_PI * FRAC_1_SQRT_2_F64 * 0.044715) as f32;
+
+/// sin y = ±sin r or ±cos r with y = q·π/2 + r, |r| ≤ π/4 (Cody–Waite). π/2 is split in
+/// three f32s; q·PIO2_HI is a multiple of 2⁻²³ and so is y from |y| ≥ 1 on (below, q is 0 or
+/// ±1), so the first fused step y − q·PIO2_HI is exact, and the three parts leave 1e-23·|q|
+/// of π/2 out.
+const PIO2_HI: f32 = 1.570_796_4;
+const PIO2_MID: f32 = -4.371_139e-8;
+const PIO2_LO: f32 = -1.715_124_5e-15;
+const FRAC_2_PI: f32 = std::f32::consts::FRAC_2_PI;
+/// sin r ≈ r + r³·P(r²) and cos r ≈ 1 − r²/2 + r⁴·Q(r²) on |r| ≤ π/4 (Cephes `sinf`, `cosf`),
+/// highest degree first.
+#[allow(clippy::excessive_precision)] // as published
+const SIN_POLY: [f32; 3] = [-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1];
+#[allow(clippy::excessive_precision)] // as published
+const COS_POLY: [f32; 3] = [2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2];
+/// Up to this |y| the SIMD reduction keeps sin within its bound (checked on every f32 below
+/// it); lanes beyond it, ±∞ included, take std's sin, whose reduction is exact at any size.
+const SIN_REDUCED_MAX: f32 = 65536.0;
 
 /// The three-way match on `cpu`'s level, calling `$f` from that level's module.
 macro_rules! dispatch {
@@ -123,6 +141,22 @@ pub fn gelu_erf(cpu: Cpu, x: &mut [f32]) {
     elementwise!(cpu, x, gelu_erf)
 }
 
+/// x ← sin x. Relative error ≤ 1.7e-7 (1.4 ulp) for every finite x, including near the
+/// zeros of sin: below |x| = 65536 the SIMD paths reduce x by π/2 in three parts (checked
+/// on every f32 there), beyond they call std, as the scalar path does everywhere (0.53 ulp).
+/// ±∞ and NaN give NaN.
+pub fn sin(cpu: Cpu, x: &mut [f32]) {
+    elementwise!(cpu, x, sin)
+}
+
+/// x ← x + sin²(αx)·inv_beta, SnakeBeta (BigVGAN's periodic activation) on one channel whose
+/// β is given as 1/β. αx is rounded to f32 first, as an f32 model computes it; from there
+/// the error is [`sin`]'s twice over on sin², plus the roundings of the square and the
+/// result: within 4.6e-7·|sin²(αx)·inv_beta| + ε/2·|result|.
+pub fn snake_beta(cpu: Cpu, x: &mut [f32], alpha: f32, inv_beta: f32) {
+    dispatch!(cpu, snake_beta(x, alpha, inv_beta))
+}
+
 /// x ← ⌊x⌋, bit-exact with [`f32::floor`] (signed zeros, ±∞ and NaN pass through).
 pub fn floor(cpu: Cpu, x: &mut [f32]) {
     elementwise!(cpu, x, floor)
@@ -187,6 +221,17 @@ pub fn rope(cpu: Cpu, x: &mut [f32], cos: &[f32], sin: &[f32]) {
     dispatch!(cpu, rope(x, cos, sin))
 }
 
+/// Recomputes with std's sin the lanes of `v` (the SIMD sin of `y`) set in `far`: the SIMD
+/// paths' way out for arguments beyond SIN_REDUCED_MAX, which never occur in practice.
+#[cold]
+fn std_sin_lanes(y: &[f32], v: &mut [f32], far: u32) {
+    for (i, (y, v)) in y.iter().zip(v).enumerate() {
+        if far >> i & 1 == 1 {
+            *v = y.sin();
+        }
+    }
+}
+
 mod scalar {
     use super::{ERFC_POLY, GELU_K, GELU_K3};
     use std::f32::consts::FRAC_1_SQRT_2;
@@ -202,6 +247,17 @@ mod scalar {
 
     pub fn tanh(x: f32) -> f32 {
         x.tanh()
+    }
+
+    pub fn sin(x: f32) -> f32 {
+        x.sin()
+    }
+
+    pub fn snake_beta(x: &mut [f32], alpha: f32, inv_beta: f32) {
+        for v in x {
+            let s = (*v * alpha).sin();
+            *v += inv_beta * (s * s);
+        }
     }
 
     pub fn sigmoid(x: f32) -> f32 {
@@ -280,8 +336,8 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{
-        ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, GELU_K, GELU_K3, LN2_HI, LN2_LO, LOG2_E, TANH_POLY,
-        TANH_SMALL,
+        std_sin_lanes, COS_POLY, ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, FRAC_2_PI, GELU_K, GELU_K3,
+        LN2_HI, LN2_LO, LOG2_E, PIO2_HI, PIO2_LO, PIO2_MID, SIN_POLY, SIN_REDUCED_MAX, TANH_POLY, TANH_SMALL,
     };
     use crate::kernels::vector::avx2::{hsum, lanes, load, store, W};
 
@@ -350,6 +406,49 @@ mod avx2 {
         let z = _mm256_mul_ps(x, x);
         let small = _mm256_fmadd_ps(_mm256_mul_ps(poly(z, &TANH_POLY), z), x, x);
         _mm256_blendv_ps(large, small, _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(TANH_SMALL)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sin(y: __m256) -> __m256 {
+        let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            y,
+            _mm256_set1_ps(FRAC_2_PI),
+        ));
+        let r = _mm256_fnmadd_ps(q, _mm256_set1_ps(PIO2_HI), y);
+        let r = _mm256_fnmadd_ps(q, _mm256_set1_ps(PIO2_MID), r);
+        let r = _mm256_fnmadd_ps(q, _mm256_set1_ps(PIO2_LO), r);
+        let z = _mm256_mul_ps(r, r);
+        let s = _mm256_fmadd_ps(_mm256_mul_ps(poly(z, &SIN_POLY), z), r, r);
+        let c = _mm256_fmadd_ps(
+            _mm256_mul_ps(poly(z, &COS_POLY), z),
+            z,
+            _mm256_fnmadd_ps(_mm256_set1_ps(0.5), z, _mm256_set1_ps(1.0)),
+        );
+        // Odd quadrants take the cosine; quadrants 2 and 3 (bit 1 of q, moved to the sign
+        // bit) negate. q is integral, so the conversion is exact.
+        let quadrant = _mm256_cvtps_epi32(q);
+        let odd = _mm256_cmpeq_epi32(_mm256_and_si256(quadrant, _mm256_set1_epi32(1)), _mm256_set1_epi32(1));
+        let v = _mm256_blendv_ps(s, c, _mm256_castsi256_ps(odd));
+        let flip = _mm256_slli_epi32::<30>(_mm256_and_si256(quadrant, _mm256_set1_epi32(2)));
+        let v = _mm256_xor_ps(v, _mm256_castsi256_ps(flip));
+        let far = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(abs(y), _mm256_set1_ps(SIN_REDUCED_MAX)));
+        if far == 0 {
+            return v;
+        }
+        let (mut ys, mut vs) = ([0.0; W], [0.0; W]);
+        _mm256_storeu_ps(ys.as_mut_ptr(), y);
+        _mm256_storeu_ps(vs.as_mut_ptr(), v);
+        std_sin_lanes(&ys, &mut vs, far as u32);
+        _mm256_loadu_ps(vs.as_ptr())
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn snake_beta(x: &mut [f32], alpha: f32, inv_beta: f32) {
+        let (alpha, inv_beta) = (_mm256_set1_ps(alpha), _mm256_set1_ps(inv_beta));
+        map(x, |v| {
+            let s = sin(_mm256_mul_ps(v, alpha));
+            _mm256_fmadd_ps(_mm256_mul_ps(s, s), inv_beta, v)
+        })
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -465,8 +564,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{
-        ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, GELU_K, GELU_K3, LN2_HI, LN2_LO, LOG2_E, TANH_POLY,
-        TANH_SMALL,
+        std_sin_lanes, COS_POLY, ERFC_POLY, EXP_HI, EXP_LO, EXP_POLY, FRAC_1_SQRT_2, FRAC_2_PI, GELU_K, GELU_K3,
+        LN2_HI, LN2_LO, LOG2_E, PIO2_HI, PIO2_LO, PIO2_MID, SIN_POLY, SIN_REDUCED_MAX, TANH_POLY, TANH_SMALL,
     };
     use crate::kernels::vector::avx512::{lanes, load, store, W};
 
@@ -538,6 +637,47 @@ mod avx512 {
         let z = _mm512_mul_ps(x, x);
         let small = _mm512_fmadd_ps(_mm512_mul_ps(poly(z, &TANH_POLY), z), x, x);
         _mm512_mask_mov_ps(large, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_set1_ps(TANH_SMALL)), small)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn sin(y: __m512) -> __m512 {
+        let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            y,
+            _mm512_set1_ps(FRAC_2_PI),
+        ));
+        let r = _mm512_fnmadd_ps(q, _mm512_set1_ps(PIO2_HI), y);
+        let r = _mm512_fnmadd_ps(q, _mm512_set1_ps(PIO2_MID), r);
+        let r = _mm512_fnmadd_ps(q, _mm512_set1_ps(PIO2_LO), r);
+        let z = _mm512_mul_ps(r, r);
+        let s = _mm512_fmadd_ps(_mm512_mul_ps(poly(z, &SIN_POLY), z), r, r);
+        let c = _mm512_fmadd_ps(
+            _mm512_mul_ps(poly(z, &COS_POLY), z),
+            z,
+            _mm512_fnmadd_ps(_mm512_set1_ps(0.5), z, _mm512_set1_ps(1.0)),
+        );
+        // As in the AVX2 path: the cosine in odd quadrants, negated in quadrants 2 and 3.
+        let quadrant = _mm512_cvtps_epi32(q);
+        let v = _mm512_mask_mov_ps(s, _mm512_test_epi32_mask(quadrant, _mm512_set1_epi32(1)), c);
+        let flip = _mm512_slli_epi32::<30>(_mm512_and_si512(quadrant, _mm512_set1_epi32(2)));
+        let v = _mm512_xor_ps(v, _mm512_castsi512_ps(flip));
+        let far = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(y), _mm512_set1_ps(SIN_REDUCED_MAX));
+        if far == 0 {
+            return v;
+        }
+        let (mut ys, mut vs) = ([0.0; W], [0.0; W]);
+        _mm512_storeu_ps(ys.as_mut_ptr(), y);
+        _mm512_storeu_ps(vs.as_mut_ptr(), v);
+        std_sin_lanes(&ys, &mut vs, u32::from(far));
+        _mm512_loadu_ps(vs.as_ptr())
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn snake_beta(x: &mut [f32], alpha: f32, inv_beta: f32) {
+        let (alpha, inv_beta) = (_mm512_set1_ps(alpha), _mm512_set1_ps(inv_beta));
+        map(x, |v| {
+            let s = sin(_mm512_mul_ps(v, alpha));
+            _mm512_fmadd_ps(_mm512_mul_ps(s, s), inv_beta, v)
+        })
     }
 
     #[target_feature(enable = "avx512f,avx512dq")]
@@ -816,6 +956,74 @@ mod tests {
             tol: |_| 3e-7,
             tiny: 100.0 * FLT_MIN,
         });
+    }
+
+    #[test]
+    fn sin_matches_f64() {
+        // One period, the range SnakeBeta's arguments reach, and beyond the SIMD reduction.
+        for range in [4.0, 1e4, 1e6] {
+            check(&Case { name: "sin", run: sin, truth: f64::sin, range, tol: |_| 1.7e-7, tiny: FLT_MIN });
+        }
+    }
+
+    /// The documented bound on every positive f32 below SIN_REDUCED_MAX, where the SIMD
+    /// reduction runs (sin is odd and every step of it is symmetric in the sign, so the
+    /// negative ones follow), and the largest error in ulp. About a minute in release.
+    #[test]
+    #[ignore = "1.2e9 values per path; run in release"]
+    fn sin_is_within_its_bound_on_every_f32_the_simd_reduction_takes() {
+        use rayon::prelude::*;
+        let end = SIN_REDUCED_MAX.to_bits() + 1;
+        for cpu in available() {
+            let chunk = 1 << 16;
+            let (rel, ulp) = (0..end.div_ceil(chunk))
+                .into_par_iter()
+                .map(|c| {
+                    let bits = c * chunk..(c * chunk + chunk).min(end);
+                    let x: Vec<f32> = bits.map(f32::from_bits).collect();
+                    let mut got = x.clone();
+                    sin(cpu, &mut got);
+                    x.iter().zip(&got).fold((0.0f64, 0.0f64), |(rel, ulp), (&x, &got)| {
+                        let want = f64::from(x).sin();
+                        let ulp_size = f64::from(want as f32).abs().max(f64::from(f32::MIN_POSITIVE)) * EPS;
+                        let err = (f64::from(got) - want).abs();
+                        (rel.max(rel_err(got, want, FLT_MIN)), ulp.max(err / ulp_size))
+                    })
+                })
+                .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+            eprintln!("sin {} on [0, {SIN_REDUCED_MAX}]: max relative error {rel:.3e}, {ulp:.2} ulp", cpu.isa());
+            assert!(rel <= 1.7e-7, "sin {}: {rel:e}", cpu.isa());
+        }
+    }
+
+    #[test]
+    fn snake_beta_matches_f64() {
+        let cpus = available();
+        let mut worst = vec![0.0f64; cpus.len()];
+        for n in lengths() {
+            let x: Vec<f32> = random(n, n as u64).iter().map(|v| v * 8.0).collect();
+            for (alpha, inv_beta) in [(0.3f32, 2.5f32), (1.0, 1.0), (7.5, 0.2), (60.0, 40.0)] {
+                let truth = |v: f32| {
+                    let s = f64::from(v * alpha).sin();
+                    let term = f64::from(inv_beta) * s * s;
+                    (f64::from(v) + term, 4.6e-7 * term + EPS / 2.0 * (f64::from(v) + term).abs())
+                };
+                for (cpu, worst) in cpus.iter().zip(&mut worst) {
+                    for offset in OFFSETS {
+                        let mut buf = guarded(&x, offset);
+                        snake_beta(*cpu, &mut buf[offset..offset + n], alpha, inv_beta);
+                        assert_untouched_around(&buf, offset, n, "snake_beta");
+                        for (&v, &got) in x.iter().zip(&buf[offset..]) {
+                            let (want, tol) = truth(v);
+                            let err = (f64::from(got) - want).abs();
+                            assert!(err <= tol, "snake_beta {} x={v:e} α={alpha}: {got:e} vs {want:e}", cpu.isa());
+                            *worst = worst.max(err / tol);
+                        }
+                    }
+                }
+            }
+        }
+        report("snake_beta", "(share of the bound)", &cpus, &worst);
     }
 
     /// The sigmoid's argument in GELU's tanh form: x/2·(1 + tanh(u/2)) = x·σ(u).

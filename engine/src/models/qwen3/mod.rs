@@ -18,6 +18,7 @@ pub mod code_predictor;
 pub mod config;
 pub mod generate;
 pub mod sampling;
+pub mod source;
 pub mod speech;
 pub mod synthetic;
 pub mod talker;
@@ -31,10 +32,12 @@ use thiserror::Error;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use code_predictor::CodePredictor;
 use config::{Config, ConfigError, GenerationConfig};
+use speech::SpeechDecoder;
 use talker::Talker;
 use tokenizer::{TextTokenizer, TokenizerError};
 
 pub use generate::{End, Generation, Options, Prompt, Request};
+pub use source::Qwen3Source;
 
 /// Why a checkpoint directory could not be loaded.
 #[derive(Debug, Error)]
@@ -72,10 +75,12 @@ pub struct Qwen3Tts {
     tokenizer: TextTokenizer,
     talker: Talker,
     predictor: CodePredictor,
+    speech: SpeechDecoder,
 }
 
 impl Qwen3Tts {
-    /// Loads the checkpoint in `dir` (config, generation config, weights, tokenizer).
+    /// Loads the checkpoint in `dir` (config, generation config, weights, tokenizer, and
+    /// the speech tokenizer's decoder from its `speech_tokenizer/`).
     pub fn load(dir: &Path) -> Result<Qwen3Tts, LoadError> {
         let config = Config::load(dir)?;
         let generation = GenerationConfig::load(dir)?;
@@ -93,7 +98,28 @@ impl Qwen3Tts {
                 ),
             });
         }
-        Ok(Qwen3Tts { config, generation, tokenizer, talker, predictor })
+        let speech = SpeechDecoder::load(&dir.join(speech::SUBDIR))?;
+        let codebook = speech.config().decoder_config.codebook_size;
+        let vocab = config.talker_config.code_predictor_config.stack.vocab_size;
+        if codebook < vocab {
+            return Err(LoadError::Mismatch {
+                dir: dir.into(),
+                problem: format!(
+                    "the speech tokenizer's codebooks hold {codebook} codes but the code predictor makes {vocab}; speech_tokenizer/ belongs to another model"
+                ),
+            });
+        }
+        if speech.codebooks() != predictor.groups() {
+            return Err(LoadError::Mismatch {
+                dir: dir.into(),
+                problem: format!(
+                    "the speech tokenizer decodes {} codebooks but the talker makes {}; speech_tokenizer/ belongs to another model",
+                    speech.codebooks(),
+                    predictor.groups()
+                ),
+            });
+        }
+        Ok(Qwen3Tts { config, generation, tokenizer, talker, predictor, speech })
     }
 
     pub fn config(&self) -> &Config {
@@ -102,6 +128,11 @@ impl Qwen3Tts {
 
     pub fn generation_config(&self) -> &GenerationConfig {
         &self.generation
+    }
+
+    /// The speech tokenizer's decoder (codes to audio).
+    pub fn speech(&self) -> &SpeechDecoder {
+        &self.speech
     }
 
     /// Codebooks per frame.

@@ -10,10 +10,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::checkpoint::write_bf16;
-use crate::kernels::bf16;
+use crate::checkpoint::{write as write_tensors, Spec, Stored};
 
 use super::config::{Config, StackConfig};
+use super::speech;
 
 /// The published 0.6B CustomVoice `config.json` (talker and code predictor), with
 /// speaker ids of our choosing (the real ones are not needed to measure speed).
@@ -112,41 +112,70 @@ fn stack(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, c: &StackConfig) {
 }
 
 /// Writes a synthetic checkpoint for `config_json` into `dir`: config files, the byte-level
-/// tokenizer and `model.safetensors` with random weights (norm scales 1, biases 0, the
-/// rest uniform with the reference initializer's standard deviation, 0.02).
+/// tokenizer, `model.safetensors` with random weights (norm scales 1, biases 0, the rest
+/// uniform with the reference initializer's standard deviation, 0.02) and a speech
+/// tokenizer.
 /// `progress(done, total, name)` runs after each tensor.
-pub fn write(dir: &Path, config_json: &str, mut progress: impl FnMut(usize, usize, &str)) -> std::io::Result<()> {
+/// `speech_decoder_json` is the speech tokenizer's `decoder_config` (`{}`: the reference's
+/// defaults, the real shapes).
+pub fn write(
+    dir: &Path,
+    config_json: &str,
+    speech_decoder_json: &str,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> std::io::Result<()> {
     let config = Config::from_json(dir.join("config.json"), config_json).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("config.json"), config_json)?;
     std::fs::write(dir.join("generation_config.json"), GENERATION_CONFIG)?;
     write_tokenizer(dir, &config)?;
-    let tensors = tensors(&config);
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let amplitude = 0.02 * 3f32.sqrt();
-    let total = tensors.len();
-    write_bf16(
+    let specs: Vec<Spec> =
+        tensors(&config).into_iter().map(|(name, shape)| Spec { name, shape, stored: Stored::Bf16 }).collect();
+    let total = specs.len();
+    let mut noise = Noise::new(0x9E37_79B9);
+    write_tensors(
         &dir.join("model.safetensors"),
-        &tensors,
+        &specs,
         |i, chunk| {
-            let name = &tensors[i].0;
+            let name = &specs[i].name;
             if name.ends_with("norm.weight") {
-                chunk.fill(bf16::scalar::narrow(1.0));
+                chunk.fill(1.0);
             } else if name.ends_with(".bias") {
-                chunk.fill(0);
+                chunk.fill(0.0);
             } else {
-                for v in chunk {
-                    // xorshift64*: fast, and the values do not matter beyond their scale.
-                    rng ^= rng >> 12;
-                    rng ^= rng << 25;
-                    rng ^= rng >> 27;
-                    let u = (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-                    *v = bf16::scalar::narrow((2.0 * u - 1.0) * amplitude);
-                }
+                noise.fill(0.0, 0.02 * 3f32.sqrt(), chunk);
             }
         },
-        |i| progress(i + 1, total, &tensors[i].0),
-    )
+        |i| progress(i + 1, total, &specs[i].name),
+    )?;
+    let speech_dir = dir.join(speech::SUBDIR);
+    speech::synthetic::write(&speech_dir, &speech::synthetic::config_json(speech_decoder_json), true)?;
+    // Not read here; the reference's loader wants it to run on the same directory.
+    std::fs::write(speech_dir.join("preprocessor_config.json"), PREPROCESSOR_CONFIG)
+}
+
+const PREPROCESSOR_CONFIG: &str = r#"{"feature_extractor_type": "EncodecFeatureExtractor", "feature_size": 1,
+  "padding_side": "right", "padding_value": 0.0, "return_attention_mask": true, "sampling_rate": 24000}"#;
+
+/// Uniform noise for random weights: xorshift64*, fast, and the values do not matter
+/// beyond their scale.
+pub(crate) struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// `out[i] = offset + scale · u` with `u` uniform in [−1, 1).
+    pub fn fill(&mut self, offset: f32, scale: f32, out: &mut [f32]) {
+        for v in out {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+            *v = offset + scale * u;
+        }
+    }
 }
 
 /// GPT-2's byte-to-symbol table: printable bytes stand for themselves, the others for
@@ -229,7 +258,10 @@ mod tests {
             .replace("\"text_hidden_size\": 2048", "\"text_hidden_size\": 32");
         let dir = tempfile::tempdir().unwrap();
         let mut seen = 0;
-        write(dir.path(), &small, |done, total, _| {
+        let decoder = r#"{"hidden_size": 32, "latent_dim": 32, "codebook_dim": 16, "intermediate_size": 48,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "num_hidden_layers": 1, "decoder_dim": 32,
+            "upsample_rates": [2, 2], "upsampling_ratios": [2]}"#;
+        write(dir.path(), &small, decoder, |done, total, _| {
             seen = done;
             assert!(done <= total);
         })

@@ -16,7 +16,7 @@ use super::config::StackConfig;
 
 /// Up to this many positions a product reads the weights once for all of them (batched
 /// GEMV); more go through the GEMM, whose packing then pays for itself.
-const GEMV_ROWS: usize = 8;
+const GEMV_ROWS: usize = 64;
 
 /// y = x·Wᵀ (+ b) for a `[out, in]` weight.
 #[derive(Clone, Debug)]

@@ -85,11 +85,7 @@ impl<'d, S: ChunkedConv> SnakeConv<'d, S> {
 
 impl<S: ChunkedConv> Stream for SnakeConv<'_, S> {
     fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
-        let activated = self.snake.map(|snake| {
-            let mut a = x.clone();
-            snake.apply(&mut a.data, a.len);
-            a
-        });
+        let activated = self.snake.map(|snake| snake.apply(cpu, x));
         let input = activated.as_ref().unwrap_or(x);
         let mut data = Vec::new();
         let len = if end {

@@ -223,8 +223,7 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-#[cfg(test)]
-mod synthetic;
+pub mod synthetic;
 
 #[cfg(test)]
 mod tests {
@@ -240,7 +239,7 @@ mod tests {
 
     fn small(bf16_weights: bool) -> (tempfile::TempDir, SpeechDecoder) {
         let dir = tempfile::tempdir().unwrap();
-        synthetic::write(dir.path(), &synthetic::config_json(SMALL), bf16_weights);
+        synthetic::write(dir.path(), &synthetic::config_json(SMALL), bf16_weights).unwrap();
         let decoder = SpeechDecoder::load(dir.path()).unwrap();
         (dir, decoder)
     }
@@ -324,7 +323,7 @@ mod tests {
     fn frame_time_at_the_real_shapes() {
         let bf16_weights = std::env::var("SPIRAL_BF16").is_ok_and(|v| v == "1");
         let dir = tempfile::tempdir().unwrap();
-        synthetic::write(dir.path(), &synthetic::config_json("{}"), bf16_weights);
+        synthetic::write(dir.path(), &synthetic::config_json("{}"), bf16_weights).unwrap();
         let decoder = SpeechDecoder::load(dir.path()).unwrap();
         let c = &decoder.config.decoder_config;
         let mut labels = vec!["pre_conv".to_string(), "transformer".into()];

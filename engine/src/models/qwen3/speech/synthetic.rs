@@ -1,15 +1,13 @@
 //! Random-weight speech tokenizer checkpoints of any shape, in the reference's layout (its
-//! `decoder.*` state dict names), for tests that need no fixture and for timing the decoder
-//! at the real shapes (speed does not depend on the weights' values).
+//! `decoder.*` state dict names): for tests that need no fixture, and the decoder of the
+//! synthetic real-shape checkpoint the benchmark runs (speed does not depend on the
+//! weights' values).
 
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
-
 use super::config::{DecoderConfig, SpeechConfig};
-use crate::kernels::bf16;
-use crate::kernels::testing::random;
+use crate::checkpoint::{self, Spec, Stored};
+use crate::models::qwen3::synthetic::Noise;
 
 /// A `speech_tokenizer/config.json` with `decoder` as its `decoder_config` (the rest at
 /// the reference's defaults, `decode_upsample_rate` made to agree).
@@ -113,53 +111,51 @@ pub fn tensors(c: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     t
 }
 
-/// Plausible random values for tensor `name` of `shape`: positive usage counts, gains near
-/// 1, small log-scale snake parameters and layer scales, weights of unit fan-in gain.
-fn values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
-    let n: usize = shape.iter().product();
-    let r = random(n, seed);
+/// How tensor `name` of `shape` is filled: `offset + scale · u` with `u` uniform in
+/// [−1, 1) — positive usage counts, gains near 1, small log-scale snake parameters and
+/// layer scales, weights of unit fan-in gain.
+fn init(name: &str, shape: &[usize]) -> (f32, f32) {
     let leaf = name.rsplit('.').next().unwrap_or(name);
-    let map = |f: &dyn Fn(f32) -> f32| r.iter().map(|&v| f(v)).collect();
     if leaf == "cluster_usage" {
-        map(&|v| 1.25 + 0.75 * v)
+        (1.25, 0.75)
     } else if leaf == "embedding_sum" {
-        r
+        (0.0, 1.0)
     } else if matches!(leaf, "alpha" | "beta") {
-        map(&|v| 0.2 * v)
+        (0.0, 0.2)
     } else if matches!(leaf, "scale" | "gamma") {
-        map(&|v| 0.1 + 0.05 * v)
+        (0.1, 0.05)
     } else if name.contains("norm") && leaf == "weight" {
-        map(&|v| 1.0 + 0.1 * v)
+        (1.0, 0.1)
     } else if shape.len() == 1 {
-        map(&|v| 0.05 * v)
+        (0.0, 0.05)
     } else {
-        let gain = 1.0 / ((n / shape[0]) as f32).sqrt();
-        map(&|v| gain * v * 3f32.sqrt())
+        let fan_in = shape[1..].iter().product::<usize>() as f32;
+        (0.0, 3f32.sqrt() / fan_in.sqrt())
     }
 }
 
 /// Writes `dir/config.json` (`config_json`) and `dir/model.safetensors` with random values
 /// for every tensor the decoder reads, matrices and convolutions in bf16 if `bf16_weights`.
-pub fn write(dir: &Path, config_json: &str, bf16_weights: bool) -> SpeechConfig {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), config_json).unwrap();
-    let config = SpeechConfig::from_json(dir.join("config.json"), config_json).unwrap();
-    let list = tensors(&config.decoder_config);
-    let bytes: Vec<(Dtype, Vec<u8>)> = list
-        .iter()
-        .enumerate()
-        .map(|(i, (name, shape))| {
-            let v = values(name, shape, i as u64 + 1);
-            if bf16_weights && shape.len() > 1 {
-                (Dtype::BF16, v.iter().flat_map(|&x| bf16::scalar::narrow(x).to_le_bytes()).collect())
-            } else {
-                (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            }
+pub fn write(dir: &Path, config_json: &str, bf16_weights: bool) -> std::io::Result<SpeechConfig> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.json"), config_json)?;
+    let config = SpeechConfig::from_json(dir.join("config.json"), config_json).map_err(std::io::Error::other)?;
+    let specs: Vec<Spec> = tensors(&config.decoder_config)
+        .into_iter()
+        .map(|(name, shape)| {
+            let stored = if bf16_weights && shape.len() > 1 { Stored::Bf16 } else { Stored::F32 };
+            Spec { name, shape, stored }
         })
         .collect();
-    let views = list.iter().zip(&bytes).map(|((name, shape), (dtype, b))| {
-        (name.clone(), TensorView::new(*dtype, shape.clone(), b).expect("sizes from the shape"))
-    });
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
-    config
+    let mut noise = Noise::new(1);
+    checkpoint::write(
+        &dir.join("model.safetensors"),
+        &specs,
+        |i, chunk| {
+            let (offset, scale) = init(&specs[i].name, &specs[i].shape);
+            noise.fill(offset, scale, chunk);
+        },
+        |_| {},
+    )?;
+    Ok(config)
 }

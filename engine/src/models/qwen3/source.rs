@@ -1,0 +1,149 @@
+//! Qwen3-TTS as a [`Source`]: each frame of codes the talker and the code predictor make is
+//! decoded to audio at once and handed to the output spine, 80 ms per frame.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use spiral_engine::models::qwen3::{Options, Qwen3Source, Qwen3Tts, Request};
+//! use spiral_engine::Source;
+//!
+//! let model = Arc::new(Qwen3Tts::load("Qwen3-TTS-12Hz-0.6B-CustomVoice".as_ref())?);
+//! let request = Request { text: "Hello.".into(), speaker: Some("ryan".into()), language: "english".into() };
+//! let options = Options::from_config(model.generation_config());
+//! let mut source = Qwen3Source::new(model, request, options);
+//! while let Some(frame) = source.next_frame()? {
+//!     assert_eq!(frame.samples.len(), 1920); // 80 ms at 24 kHz
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+
+use crate::frame::Frame;
+use crate::kernels::Cpu;
+use crate::source::{Source, SourceError};
+use crate::units::{FrameIndex, SampleRate};
+
+use super::speech::DecoderStream;
+use super::{Generation, Options, Qwen3Tts, Request};
+
+self_cell::self_cell!(
+    /// The decoder's stream, borrowing the model it belongs to.
+    struct Audio {
+        owner: Arc<Qwen3Tts>,
+        #[covariant]
+        dependent: DecoderStream,
+    }
+);
+
+/// What [`Qwen3Source::with_code_observer`] calls with each frame's codes.
+type CodeObserver = Box<dyn FnMut(&[u32]) + Send>;
+
+/// Speech from a [`Qwen3Tts`] checkpoint, one [`Frame`] per frame of codes.
+pub struct Qwen3Source {
+    cpu: Cpu,
+    request: Request,
+    options: Options,
+    /// Started by the first [`next_frame`](Source::next_frame), so that the prompt's
+    /// prefill counts in the time to first audio.
+    generation: Option<Generation>,
+    audio: Audio,
+    observer: Option<CodeObserver>,
+    index: u64,
+}
+
+impl Qwen3Source {
+    pub fn new(model: Arc<Qwen3Tts>, request: Request, options: Options) -> Qwen3Source {
+        Qwen3Source {
+            cpu: Cpu::best(),
+            request,
+            options,
+            generation: None,
+            audio: Audio::new(model, |m| m.speech().stream()),
+            observer: None,
+            index: 0,
+        }
+    }
+
+    /// Runs the kernels on `cpu` instead of the best path this CPU has.
+    pub fn with_cpu(mut self, cpu: Cpu) -> Qwen3Source {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Calls `observe` with each frame's codes (one per codebook) as they are made.
+    pub fn with_code_observer(mut self, observe: impl FnMut(&[u32]) + Send + 'static) -> Qwen3Source {
+        self.observer = Some(Box::new(observe));
+        self
+    }
+
+    fn produce(&mut self) -> Result<Option<Vec<f32>>, SourceError> {
+        let generation = match &mut self.generation {
+            Some(g) => g,
+            None => {
+                let g = self.audio.borrow_owner().generate(self.cpu, &self.request, &self.options).map_err(error)?;
+                self.generation.insert(g)
+            }
+        };
+        let Some(codes) = generation.next_frame() else {
+            return Ok(None);
+        };
+        if let Some(observe) = &mut self.observer {
+            observe(&codes);
+        }
+        let cpu = self.cpu;
+        let samples = self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
+        Ok(Some(samples))
+    }
+}
+
+fn error(e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
+    SourceError::Model(Box::new(e))
+}
+
+impl Source for Qwen3Source {
+    fn sample_rate(&self) -> SampleRate {
+        SampleRate(self.audio.borrow_owner().speech().sample_rate())
+    }
+
+    fn channels(&self) -> u16 {
+        1
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        // On a pool thread, so the kernels' parallel calls join as a worker would.
+        let Some(samples) = rayon::scope(|_| self.produce())? else {
+            return Ok(None);
+        };
+        let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
+        self.index += 1;
+        Ok(Some(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source's audio is the decode of the codes it reports, frame by frame.
+    #[test]
+    fn frames_are_the_decoded_codes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3/gqa4_dialect");
+        let model = Arc::new(Qwen3Tts::load(&dir).unwrap());
+        let request = Request { text: "Hello.".into(), speaker: Some("eric".into()), language: "chinese".into() };
+        let mut options = Options::from_config(model.generation_config()).greedy();
+        options.max_new_tokens = 6;
+        let codes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = codes.clone();
+        let mut source = Qwen3Source::new(model.clone(), request, options)
+            .with_code_observer(move |c| sink.lock().unwrap().extend_from_slice(c));
+        let mut audio = Vec::new();
+        while let Some(frame) = source.next_frame().unwrap() {
+            assert_eq!((frame.sample_rate.0, frame.samples.len()), (24_000, model.speech().samples_per_frame()));
+            audio.extend(frame.samples);
+        }
+        let codes = codes.lock().unwrap();
+        let frames = codes.len() / model.groups();
+        assert_eq!(frames, 5, "the cap of 6 tokens gives 5 frames");
+        assert_eq!(audio, model.speech().decode(Cpu::best(), &codes, frames).unwrap());
+    }
+}
