@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p spiral-engine --example qwen3_stages DIR [FRAMES] [--stream-text]
 //! RAYON_NUM_THREADS=1 cargo run --release -p spiral-engine --example qwen3_stages DIR
+//! TEXT="Another sentence." cargo run --release -p spiral-engine --example qwen3_stages DIR
 //! ```
 
 use std::sync::Arc;
@@ -32,7 +33,8 @@ fn main() -> Result<(), Error> {
     options.ignore_eos = true;
     options.stream_text = args.iter().any(|a| a == "--stream-text");
     let speaker = model.config().talker_config.spk_id.keys().next().cloned();
-    let request = Request { text: "Hello there, my friend.".into(), speaker, language: "auto".into() };
+    let text = std::env::var("TEXT").unwrap_or("Hello there, my friend.".into());
+    let request = Request { text, speaker, language: "auto".into() };
     // On a pool thread, as the speech source runs it.
     rayon::scope(|_| -> Result<(), Error> {
         let start = Instant::now();
