@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use spiral_engine::codec::Codec;
 use spiral_engine::kernels::{vector, Cpu};
 use spiral_engine::models::qwen3::{synthetic, Options, Qwen3Source, Qwen3Tts, Request};
 use spiral_engine::Source;
@@ -76,8 +77,9 @@ pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
 
 /// Speaks [`SENTENCE`] for `frames` frames (end-of-speech ignored) with the checkpoint's
 /// sampling settings, through the same source `spiral speak --model` plays.
-pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize) -> Result<Qwen3Bench, String> {
-    let model = Arc::new(Qwen3Tts::load(dir).map_err(|e| e.to_string())?);
+/// `codec` holds the projections (as stored without one).
+pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize, codec: Option<Codec>) -> Result<Qwen3Bench, String> {
+    let model = Arc::new(Qwen3Tts::load_with(dir, codec).map_err(|e| e.to_string())?);
     let bandwidth = read_bandwidth(cpu);
     let request = Request { text: SENTENCE.into(), speaker: Some("ryan".into()), language: "english".into() };
     let mut options = Options::from_config(model.generation_config());

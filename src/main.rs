@@ -63,6 +63,9 @@ struct Qwen3BenchArgs {
     /// Frames to generate (80 ms of audio each).
     #[arg(long, default_value_t = 25)]
     frames: usize,
+    /// Hold the talker's and code predictor's projections in this codec (bf16, q8) instead of as stored.
+    #[arg(long, value_name = "NAME")]
+    codec: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -238,7 +241,14 @@ fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give --synthetic 0.6b or --model DIR".into()),
     };
-    let result = spiral::bench::run_qwen3(&dir, cpu, args.frames)?;
+    let codec = match &args.codec {
+        None => None,
+        Some(name) => Some(spiral::engine::codec::Codec::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = spiral::engine::codec::Codec::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown codec {name:?}; spiral has {}", known.join(", "))
+        })?),
+    };
+    let result = spiral::bench::run_qwen3(&dir, cpu, args.frames, codec)?;
     println!("{}", result.line());
     Ok(ExitCode::SUCCESS)
 }

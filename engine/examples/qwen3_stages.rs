@@ -4,7 +4,7 @@
 //! `spiral bench qwen3 --synthetic 0.6b` writes into the cache.
 //!
 //! ```text
-//! cargo run --release -p spiral-engine --example qwen3_stages DIR [FRAMES] [--stream-text]
+//! cargo run --release -p spiral-engine --example qwen3_stages DIR [FRAMES] [--stream-text] [--codec q8]
 //! RAYON_NUM_THREADS=1 cargo run --release -p spiral-engine --example qwen3_stages DIR
 //! TEXT="Another sentence." cargo run --release -p spiral-engine --example qwen3_stages DIR
 //! ```
@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use spiral_engine::codec::Codec;
 use spiral_engine::kernels::Cpu;
 use spiral_engine::models::qwen3::{Options, Qwen3Tts, Request};
 
@@ -27,7 +28,9 @@ fn main() -> Result<(), Error> {
     let dir = args.first().ok_or("give a Qwen3-TTS checkpoint directory")?;
     let frames: usize = args.get(1).filter(|a| !a.starts_with("--")).map_or(Ok(30), |f| f.parse())?;
     let cpu = Cpu::from_env()?;
-    let model = Arc::new(Qwen3Tts::load(dir.as_ref())?);
+    let codec = args.iter().position(|a| a == "--codec").and_then(|i| args.get(i + 1)).map(|n| Codec::parse(n));
+    let codec = codec.map(|c| c.ok_or("unknown codec")).transpose()?;
+    let model = Arc::new(Qwen3Tts::load_with(dir.as_ref(), codec)?);
     let mut options = Options::from_config(model.generation_config());
     options.max_new_tokens = frames + 1;
     options.ignore_eos = true;

@@ -29,8 +29,9 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
-use crate::kernels::bf16;
-use crate::kernels::gemv::{Matrix, Weights};
+use crate::codec::{self, Codec};
+use crate::kernels::gemv::{Matrix, ShapeError, Weights};
+use crate::kernels::{bf16, q8};
 
 /// What can go wrong opening a checkpoint or taking a tensor from it.
 #[derive(Debug, Error)]
@@ -70,6 +71,7 @@ pub struct Checkpoint {
     dir: PathBuf,
     shards: Vec<Shard>,
     entries: HashMap<String, Entry>,
+    codec: Option<Codec>,
 }
 
 impl Checkpoint {
@@ -89,7 +91,7 @@ impl Checkpoint {
         } else {
             vec![path.to_path_buf()]
         };
-        let mut ckpt = Checkpoint { dir: path.to_path_buf(), shards: Vec::new(), entries: HashMap::new() };
+        let mut ckpt = Checkpoint { dir: path.to_path_buf(), shards: Vec::new(), entries: HashMap::new(), codec: None };
         for file in files {
             ckpt.add_shard(file)?;
         }
@@ -120,6 +122,13 @@ impl Checkpoint {
         }
         self.shards.push(Shard { path, map: Arc::new(map) });
         Ok(())
+    }
+
+    /// Encodes the weights of `codec`'s regime as [`resident_matrix`](Self::resident_matrix)
+    /// loads them (see [`codec::apply`]).
+    pub fn with_codec(mut self, codec: Codec) -> Checkpoint {
+        self.codec = Some(codec);
+        self
     }
 
     /// The directory or file this checkpoint was opened from.
@@ -189,18 +198,19 @@ impl Checkpoint {
     }
 
     /// [`matrix`](Self::matrix), copied out of the file mapping into memory that stays
-    /// resident (on huge pages where the OS allows): for weights every step streams.
+    /// resident (on huge pages where the OS allows): for weights every step streams. With
+    /// a codec set ([`with_codec`](Self::with_codec)) the weights of its regime are
+    /// encoded on the way.
     pub fn resident_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, CheckpointError> {
-        let Weight { rows, cols, data } = self.matrix(name, rows, cols)?;
-        let io = |source| CheckpointError::Io {
-            file: self.shards[self.entry(name).map_or(0, |e| e.shard)].path.clone(),
-            source,
+        let stored = self.matrix(name, rows, cols)?;
+        let weight = match self.codec {
+            Some(codec) => codec::apply(codec, name, &stored),
+            None => stored.clone(),
         };
-        let data = match data {
-            Data::F32(s) => Data::F32(s.resident().map_err(io)?),
-            Data::Bf16(s) => Data::Bf16(s.resident().map_err(io)?),
-        };
-        Ok(Weight { rows, cols, data })
+        let file = || self.shards[self.entry(name).map_or(0, |e| e.shard)].path.clone();
+        let resident = weight.resident().map_err(|source| CheckpointError::Io { file: file(), source })?;
+        stored.release();
+        Ok(resident)
     }
 
     fn dtype_error(&self, name: &str, e: &Entry) -> CheckpointError {
@@ -235,6 +245,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
 pub trait Plain: Copy + sealed::Sealed {}
 impl Plain for f32 {}
 impl Plain for u16 {}
+impl Plain for i8 {}
 
 mod sealed {
     pub trait Sealed {
@@ -248,6 +259,11 @@ mod sealed {
     impl Sealed for u16 {
         fn from_le(b: &[u8]) -> u16 {
             u16::from_le_bytes([b[0], b[1]])
+        }
+    }
+    impl Sealed for i8 {
+        fn from_le(b: &[u8]) -> i8 {
+            i8::from_le_bytes([b[0]])
         }
     }
 }
@@ -294,7 +310,7 @@ impl<T: Plain> Storage<T> {
     }
 
     /// Drops this run's pages from the process (whole pages inside it only), so that a
-    /// checkpoint copied resident is not also counted in memory twice. The file's pages
+    /// checkpoint copied resident (or encoded) is not also counted in memory twice. The file's pages
     /// stay in the page cache, and a later read would fault them back in.
     fn release(&self) {
         const PAGE: usize = 4096;
@@ -331,6 +347,11 @@ pub enum Data {
     F32(Storage<f32>),
     /// bf16 bit patterns.
     Bf16(Storage<u16>),
+    /// [`q8`](crate::kernels::q8) blocks: an i8 per value, an f32 scale per 32 values of a row.
+    Q8 {
+        quants: Storage<i8>,
+        scales: Storage<f32>,
+    },
 }
 
 /// A row-major weight matrix from a checkpoint.
@@ -348,6 +369,12 @@ impl Weight {
         Weight { rows, cols, data: Data::F32(Storage::Owned(values)) }
     }
 
+    /// `data` as a `rows` × `cols` matrix, if its storage holds that shape.
+    pub fn new(rows: usize, cols: usize, data: Data) -> Result<Weight, ShapeError> {
+        Matrix::new(rows, cols, weights(&data))?;
+        Ok(Weight { rows, cols, data })
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -362,11 +389,7 @@ impl Weight {
 
     /// The matrix for the GEMV kernels.
     pub fn matrix(&self) -> Matrix<'_> {
-        let weights = match &self.data {
-            Data::F32(s) => Weights::F32(s),
-            Data::Bf16(s) => Weights::Bf16(s),
-        };
-        Matrix::new(self.rows, self.cols, weights).expect("a checkpoint weight holds rows × cols values")
+        Matrix::new(self.rows, self.cols, weights(&self.data)).expect("a weight holds rows × cols values")
     }
 
     /// Row `r` widened to f32 into `out` (an embedding lookup). Panics if `r` is out of range.
@@ -376,7 +399,46 @@ impl Weight {
         match &self.data {
             Data::F32(s) => out.copy_from_slice(&s[span]),
             Data::Bf16(s) => bf16::to_f32(&s[span], out),
+            Data::Q8 { quants, scales } => {
+                let scales = &scales[r * self.cols / q8::BLOCK..][..self.cols / q8::BLOCK];
+                for ((o, q), s) in out.chunks_mut(q8::BLOCK).zip(quants[span].chunks(q8::BLOCK)).zip(scales) {
+                    o.iter_mut().zip(q).for_each(|(o, &q)| *o = f32::from(q) * s);
+                }
+            }
         }
+    }
+
+    /// The same weight in memory that stays resident (see [`Checkpoint::resident_matrix`]).
+    pub fn resident(&self) -> std::io::Result<Weight> {
+        let data = match &self.data {
+            Data::F32(s) => Data::F32(s.resident()?),
+            Data::Bf16(s) => Data::Bf16(s.resident()?),
+            Data::Q8 { quants, scales } => Data::Q8 { quants: quants.resident()?, scales: scales.resident()? },
+        };
+        Ok(Weight { rows: self.rows, cols: self.cols, data })
+    }
+}
+
+impl Weight {
+    /// Drops the pages of a mapped weight from the process once a copy replaces it.
+    fn release(&self) {
+        match &self.data {
+            Data::F32(s) => s.release(),
+            Data::Bf16(s) => s.release(),
+            Data::Q8 { quants, scales } => {
+                quants.release();
+                scales.release();
+            }
+        }
+    }
+}
+
+/// The kernels' view of a weight's storage.
+fn weights(data: &Data) -> Weights<'_> {
+    match data {
+        Data::F32(s) => Weights::F32(s),
+        Data::Bf16(s) => Weights::Bf16(s),
+        Data::Q8 { quants, scales } => Weights::Q8 { quants, scales },
     }
 }
 

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod codec;
 pub mod frame;
 pub mod kernels;
 pub mod models;

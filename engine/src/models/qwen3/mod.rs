@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::codec::Codec;
 use code_predictor::CodePredictor;
 use config::{Config, ConfigError, GenerationConfig};
 use speech::SpeechDecoder;
@@ -82,9 +83,20 @@ impl Qwen3Tts {
     /// Loads the checkpoint in `dir` (config, generation config, weights, tokenizer, and
     /// the speech tokenizer's decoder from its `speech_tokenizer/`).
     pub fn load(dir: &Path) -> Result<Qwen3Tts, LoadError> {
+        Qwen3Tts::load_with(dir, None)
+    }
+
+    /// [`load`](Self::load), holding the talker's and the code predictor's projections
+    /// in `codec` (see [`codec::apply`](crate::codec::apply)); the speech decoder stays as
+    /// stored.
+    pub fn load_with(dir: &Path, codec: Option<Codec>) -> Result<Qwen3Tts, LoadError> {
         let config = Config::load(dir)?;
         let generation = GenerationConfig::load(dir)?;
         let ckpt = Checkpoint::open(dir)?;
+        let ckpt = match codec {
+            Some(c) => ckpt.with_codec(c),
+            None => ckpt,
+        };
         let talker = Talker::load(&ckpt, &config.talker_config)?;
         let predictor = CodePredictor::load(&ckpt, &config.talker_config)?;
         let tokenizer = TextTokenizer::load(dir)?;

@@ -55,14 +55,28 @@ impl Linear {
     pub fn forward(&self, cpu: Cpu, x: &[f32], rows: usize, out: &mut [f32]) {
         let (n, k) = (self.weight.rows(), self.weight.cols());
         assert_eq!((x.len(), out.len()), (rows * k, rows * n), "linear: wrong buffer sizes");
-        if rows <= GEMV_ROWS {
-            gemv::gemv_batch(cpu, &self.weight.matrix(), x, rows, out);
-        } else {
-            let a = View::new(x, rows, k).expect("sizes checked above");
-            let c = ViewMut::new(out, rows, n).expect("sizes checked above");
-            match self.weight.data() {
-                Data::F32(w) => gemm::gemm(cpu, a, View::new(w, n, k).expect("a weight is rows × cols"), c, false),
-                Data::Bf16(w) => gemm::gemm(cpu, a, View::new(w, n, k).expect("a weight is rows × cols"), c, false),
+        let a = || View::new(x, rows, k).expect("sizes checked above");
+        match self.weight.data() {
+            _ if rows <= GEMV_ROWS => gemv::gemv_batch(cpu, &self.weight.matrix(), x, rows, out),
+            Data::F32(w) => gemm::gemm(
+                cpu,
+                a(),
+                View::new(w, n, k).expect("rows × cols"),
+                ViewMut::new(out, rows, n).expect("checked"),
+                false,
+            ),
+            Data::Bf16(w) => gemm::gemm(
+                cpu,
+                a(),
+                View::new(w, n, k).expect("rows × cols"),
+                ViewMut::new(out, rows, n).expect("checked"),
+                false,
+            ),
+            // No GEMM reads q8 blocks: batches of GEMVs, each reading the weights once.
+            Data::Q8 { .. } => {
+                for (x, out) in x.chunks(GEMV_ROWS * k).zip(out.chunks_mut(GEMV_ROWS * n)) {
+                    gemv::gemv_batch(cpu, &self.weight.matrix(), x, x.len() / k, out);
+                }
             }
         }
         self.add_bias(out);
