@@ -347,7 +347,7 @@ pub enum Data {
     F32(Storage<f32>),
     /// bf16 bit patterns.
     Bf16(Storage<u16>),
-    /// [`q8`](crate::kernels::q8) blocks: an i8 per value, an f32 scale per 32 values of a row.
+    /// [`q8`] blocks: an i8 per value, an f32 scale per 32 values of a row.
     Q8 {
         quants: Storage<i8>,
         scales: Storage<f32>,
@@ -449,7 +449,7 @@ pub enum Stored {
     Bf16,
 }
 
-/// One tensor for [`write`]: name, shape and storage.
+/// One tensor for [`write()`]: name, shape and storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub name: String,
