@@ -77,14 +77,22 @@ pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
 
 /// Speaks [`SENTENCE`] for `frames` frames (end-of-speech ignored) with the checkpoint's
 /// sampling settings, through the same source `spiral speak --model` plays.
-/// `codec` holds the projections (as stored without one).
-pub fn run_qwen3(dir: &Path, cpu: Cpu, frames: usize, codec: Option<Codec>) -> Result<Qwen3Bench, String> {
+/// `codec` holds the projections (as stored without one); `stream_text` feeds the text
+/// one token per frame instead of in the prompt.
+pub fn run_qwen3(
+    dir: &Path,
+    cpu: Cpu,
+    frames: usize,
+    codec: Option<Codec>,
+    stream_text: bool,
+) -> Result<Qwen3Bench, String> {
     let model = Arc::new(Qwen3Tts::load_with(dir, codec).map_err(|e| e.to_string())?);
     let bandwidth = read_bandwidth(cpu);
     let request = Request { text: SENTENCE.into(), speaker: Some("ryan".into()), language: "english".into() };
     let mut options = Options::from_config(model.generation_config());
     options.max_new_tokens = frames + 1;
     options.ignore_eos = true;
+    options.stream_text = stream_text;
     // When each frame's codes were ready (the decoder then runs until the frame is handed).
     let coded = Arc::new(Mutex::new(Vec::new()));
     let marks = coded.clone();

@@ -395,8 +395,9 @@ fn speak_with_a_qwen3_checkpoint_gives_the_reference_codes_and_audio() {
     let snr = 10.0 * (signal / noise).log10();
     assert!(snr >= 40.0, "{snr:.1} dB from the reference's audio");
 
-    let out =
-        spiral(&["speak", "Hi.", "--model", case.to_str().unwrap(), "--speaker", "nobody", "-q", "--wav"], &[&wav]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nobody\""), "{}", String::from_utf8_lossy(&out.stderr));
+    for (flag, value) in [("--speaker", "nobody"), ("--codec", "q9")] {
+        let out = spiral(&["speak", "Hi.", "--model", case.to_str().unwrap(), flag, value, "-q", "--wav"], &[&wav]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&format!("\"{value}\"")), "{flag} {value}: {stderr}");
+    }
 }
