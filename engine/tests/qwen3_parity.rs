@@ -185,6 +185,14 @@ fn bad_checkpoints_and_requests_are_clear_errors() {
     let e = err(&copy);
     assert!(e.contains("mlp.gate_proj.weight") && e.contains("config.json and the weights disagree"), "{e}");
 
+    // A token the embeddings do not have.
+    let copy = copy_case(dir);
+    json = serde_json::from_str(&config).unwrap();
+    json["talker_config"]["spk_id"]["ryan"] = 99_999.into();
+    std::fs::write(copy.path().join("config.json"), json.to_string()).unwrap();
+    let e = err(&copy);
+    assert!(e.contains("talker_config.spk_id.ryan") && e.contains("99999"), "{e}");
+
     // An unsupported value and a missing file.
     let copy = copy_case(dir);
     json = serde_json::from_str(&config).unwrap();

@@ -248,6 +248,36 @@ impl Config {
                 format!("is {} but the talker has {}", predictor.num_code_groups, talker.stack.num_code_groups),
             );
         }
+        // Every token the prompt embeds must have an embedding row.
+        let vocab = talker.stack.vocab_size;
+        let codec_ids = [
+            ("codec_eos_token_id", talker.codec_eos_token_id),
+            ("codec_think_id", talker.codec_think_id),
+            ("codec_nothink_id", talker.codec_nothink_id),
+            ("codec_think_bos_id", talker.codec_think_bos_id),
+            ("codec_think_eos_id", talker.codec_think_eos_id),
+            ("codec_pad_id", talker.codec_pad_id),
+            ("codec_bos_id", talker.codec_bos_id),
+        ];
+        let named = talker.codec_language_id.iter().map(|(l, &id)| (format!("codec_language_id.{l}"), id));
+        let speakers = talker.spk_id.keys().filter_map(|s| talker.speaker(s).map(|id| (format!("spk_id.{s}"), id)));
+        for (field, id) in codec_ids.iter().map(|(f, id)| (f.to_string(), *id)).chain(named).chain(speakers) {
+            if id as usize >= vocab {
+                return bad(
+                    &format!("talker_config.{field}"),
+                    format!("is {id}, beyond the talker's {vocab} codec tokens"),
+                );
+            }
+        }
+        for (field, id) in [
+            ("tts_pad_token_id", config.tts_pad_token_id),
+            ("tts_bos_token_id", config.tts_bos_token_id),
+            ("tts_eos_token_id", config.tts_eos_token_id),
+        ] {
+            if id as usize >= talker.text_vocab_size {
+                return bad(field, format!("is {id}, beyond the {} text embeddings", talker.text_vocab_size));
+            }
+        }
         for (speaker, dialect) in &talker.spk_is_dialect {
             if let Dialect::Yes(d) = dialect {
                 if !talker.codec_language_id.contains_key(d) {
