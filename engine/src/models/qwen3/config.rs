@@ -8,7 +8,8 @@
 //! ```
 //! use spiral_engine::models::qwen3::config::Config;
 //!
-//! let json = r#"{"tts_model_type": "custom_voice", "talker_config": {
+//! let json = r#"{"tts_model_type": "custom_voice", "tts_pad_token_id": 297, "tts_bos_token_id": 298,
+//!     "tts_eos_token_id": 299, "talker_config": {
 //!     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
 //!     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
 //!     "vocab_size": 1088, "text_hidden_size": 32, "text_vocab_size": 300,
