@@ -216,6 +216,8 @@ fn bad_checkpoints_and_requests_are_clear_errors() {
     assert!(with(&|q| q.text = " \n ".into()).contains("no text"));
     assert!(with(&|q| q.speaker = Some("nobody".into())).contains("\"nobody\""));
     assert!(with(&|q| q.language = "klingon".into()).contains("\"klingon\""));
+    let e = with(&|q| q.text = "word ".repeat(40_000));
+    assert!(e.contains("tokens, more than the model's") && e.contains("positions"), "{e}");
     // Text the tiny tokenizer never saw still speaks (byte-level: every byte has a token).
     assert!(with(&|q| q.text = "ŧĳ ✓ \u{1F600}".into()).is_empty());
 }

@@ -98,6 +98,9 @@ pub struct StackConfig {
     pub vocab_size: usize,
     #[serde(default = "d_groups")]
     pub num_code_groups: usize,
+    /// Positions the rotary embedding was trained for.
+    #[serde(default = "d_positions")]
+    pub max_position_embeddings: usize,
 }
 
 /// `rope_scaling`: the talker's multimodal sections. Spoken text has one position per
@@ -363,6 +366,9 @@ fn d_theta() -> f64 {
 }
 fn d_groups() -> usize {
     32
+}
+fn d_positions() -> usize {
+    32768
 }
 fn d_im_start() -> u32 {
     151644

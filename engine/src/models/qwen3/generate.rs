@@ -100,6 +100,13 @@ impl Qwen3Tts {
         if ids.len() < 9 || request.text.trim().is_empty() {
             return Err(SpeakError::NoText);
         }
+        // Checked before any work: an enormous text would otherwise allocate a prompt the
+        // model cannot attend over anyway. The prompt adds up to 7 codec tags to the ids, and
+        // the first frame needs a position.
+        let limit = talker.stack.max_position_embeddings;
+        if ids.len() + 8 > limit {
+            return Err(SpeakError::TooLong { tokens: ids.len(), limit });
+        }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.talker.text_vocab_size()) {
             return Err(SpeakError::TokenOutOfRange { id, vocab: self.talker.text_vocab_size() });
         }

@@ -58,6 +58,8 @@ pub enum LoadError {
 pub enum SpeakError {
     #[error("there is no text to speak")]
     NoText,
+    #[error("the text is {tokens} tokens, more than the model's {limit} positions hold; speak it in parts")]
+    TooLong { tokens: usize, limit: usize },
     #[error("speaker {0:?} is not in this checkpoint (see config.json talker_config.spk_id)")]
     UnknownSpeaker(String),
     #[error("language {0:?} is not in this checkpoint (use \"auto\" or a key of talker_config.codec_language_id)")]
