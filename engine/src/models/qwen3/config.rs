@@ -34,7 +34,7 @@ use thiserror::Error;
 /// Why a config could not be used; each names the file and the field.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}; a Qwen3-TTS model directory has config.json and generation_config.json", file.display())]
+    #[error("cannot read {}: {source}; a Qwen3-TTS model directory has config.json and speech_tokenizer/config.json", file.display())]
     Read {
         file: PathBuf,
         #[source]
