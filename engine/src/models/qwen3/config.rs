@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use super::transformer::Widths;
+
 /// Why a config could not be used; each names the file and the field.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -170,6 +172,17 @@ impl StackConfig {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
+    /// The widths of each layer's projections.
+    pub(crate) fn widths(&self) -> Widths {
+        Widths {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim(),
+            intermediate: self.intermediate_size,
+        }
+    }
+
     /// Errors for values whose arithmetic is not implemented here.
     fn check(&self, file: &Path, prefix: &str) -> Result<(), ConfigError> {
         let bad = |field: &str, problem: String| {
@@ -189,21 +202,31 @@ impl StackConfig {
                 return bad("rope_scaling.rope_type", format!("is {t:?}; only \"default\" is implemented"));
             }
         }
-        let heads = self.num_attention_heads;
-        if heads == 0 || self.num_key_value_heads == 0 || !heads.is_multiple_of(self.num_key_value_heads) {
-            return bad(
-                "num_key_value_heads",
-                format!("is {} for {heads} attention heads; it must divide them", self.num_key_value_heads),
-            );
-        }
-        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
-            return bad("head_dim", format!("is {}; rotary embeddings need an even width", self.head_dim()));
+        if let Some((field, problem)) =
+            attention_problem(self.num_attention_heads, self.num_key_value_heads, self.head_dim())
+        {
+            return bad(field, problem);
         }
         if self.hidden_size == 0 || self.vocab_size == 0 || self.num_code_groups < 2 {
             return bad("hidden_size", "or vocab_size is 0, or num_code_groups < 2".into());
         }
         Ok(())
     }
+}
+
+/// What is wrong with an attention's head counts and width, if anything: the key-value
+/// heads must divide the query heads, and rotary embeddings need an even head width.
+pub(crate) fn attention_problem(heads: usize, kv_heads: usize, head_dim: usize) -> Option<(&'static str, String)> {
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        return Some((
+            "num_key_value_heads",
+            format!("is {kv_heads} for {heads} attention heads; it must divide them"),
+        ));
+    }
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        return Some(("head_dim", format!("is {head_dim}; rotary embeddings need an even width")));
+    }
+    None
 }
 
 impl TalkerConfig {
@@ -228,8 +251,7 @@ impl Config {
     /// Reads and checks `dir/config.json`.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         let file = dir.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Config::from_json(&file, &text)
+        Config::from_json(&file, &read(&file)?)
     }
 
     /// Parses and checks a config; `file` is named in errors.
@@ -339,7 +361,13 @@ impl GenerationConfig {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, ConfigError> {
+/// The text of a config file.
+pub(crate) fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.into(), source })
+}
+
+/// `text` as `T`, errors naming `file` and the JSON path.
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, ConfigError> {
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Json {
         file: file.into(),

@@ -88,34 +88,23 @@ pub fn tensors(config: &Config) -> Vec<(String, Vec<usize>)> {
 }
 
 fn stack(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, c: &StackConfig) {
-    let (h, hd, i) = (c.hidden_size, c.head_dim(), c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+    let (h, hd) = (c.hidden_size, c.head_dim());
+    let widths = c.widths();
     for l in 0..c.num_hidden_layers {
         let p = format!("{prefix}.layers.{l}");
-        for (name, shape) in [
-            ("input_layernorm.weight", vec![h]),
-            ("self_attn.q_proj.weight", vec![q, h]),
-            ("self_attn.k_proj.weight", vec![kv, h]),
-            ("self_attn.v_proj.weight", vec![kv, h]),
-            ("self_attn.o_proj.weight", vec![h, q]),
-            ("self_attn.q_norm.weight", vec![hd]),
-            ("self_attn.k_norm.weight", vec![hd]),
-            ("post_attention_layernorm.weight", vec![h]),
-            ("mlp.gate_proj.weight", vec![i, h]),
-            ("mlp.up_proj.weight", vec![i, h]),
-            ("mlp.down_proj.weight", vec![h, i]),
+        out.extend(widths.projections().map(|(name, shape)| (format!("{p}.{name}.weight"), shape.to_vec())));
+        for (name, width) in [
+            ("input_layernorm.weight", h),
+            ("self_attn.q_norm.weight", hd),
+            ("self_attn.k_norm.weight", hd),
+            ("post_attention_layernorm.weight", h),
         ] {
-            out.push((format!("{p}.{name}"), shape));
+            out.push((format!("{p}.{name}"), vec![width]));
         }
     }
     out.push((format!("{prefix}.norm.weight"), vec![h]));
 }
 
-/// Writes a synthetic checkpoint for `config_json` into `dir`: config files, the byte-level
-/// tokenizer, `model.safetensors` with random weights (norm scales 1, biases 0, the rest
-/// uniform with the reference initializer's standard deviation, 0.02) and a speech
-/// tokenizer.
-/// `progress(done, total, name)` runs after each tensor.
 /// `speech_decoder_json` is the speech tokenizer's `decoder_config` (`{}`: the reference's
 /// defaults, the real shapes).
 pub fn write(

@@ -149,19 +149,121 @@ impl Cache {
     }
 }
 
+/// The widths of a decoder layer's projections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Widths {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+}
+
+impl Widths {
+    /// Each projection's module name under a layer (Hugging Face's Qwen3 naming, which the
+    /// speech decoder shares) and its weight's `[out, in]` shape.
+    pub fn projections(&self) -> [(&'static str, [usize; 2]); 7] {
+        let (h, i) = (self.hidden, self.intermediate);
+        let (q, kv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        [
+            ("self_attn.q_proj", [q, h]),
+            ("self_attn.k_proj", [kv, h]),
+            ("self_attn.v_proj", [kv, h]),
+            ("self_attn.o_proj", [h, q]),
+            ("mlp.gate_proj", [i, h]),
+            ("mlp.up_proj", [i, h]),
+            ("mlp.down_proj", [h, i]),
+        ]
+    }
+}
+
+/// A decoder layer's attention and MLP projections (no biases).
+#[derive(Clone, Debug)]
+pub(crate) struct Projections {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Projections {
+    /// The projections of the layer under `prefix` (e.g. `talker.model.layers.3`).
+    pub fn load(ckpt: &Checkpoint, prefix: &str, widths: Widths) -> Result<Projections, CheckpointError> {
+        let [q, k, v, o, gate, up, down] = widths
+            .projections()
+            .map(|(name, [out, inp])| Linear::load(ckpt, &format!("{prefix}.{name}"), out, inp, false));
+        Ok(Projections { q: q?, k: k?, v: v?, o: o?, gate: gate?, up: up?, down: down? })
+    }
+
+    /// Bytes of weights one pass reads.
+    pub fn bytes(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down].iter().map(|w| w.bytes()).sum()
+    }
+}
+
+/// out = RMSNorm of each row of `x` (rows as wide as `weight`).
+pub(crate) fn rms_rows(cpu: Cpu, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (x, out) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        activation::rms_norm(cpu, x, weight, eps, out);
+    }
+}
+
+/// Appends `rows` positions of keys `k` and values `v` (rows × kv_heads × head_dim) to one
+/// layer's cache: `keys[g]` and `values[g]` for key-value head g.
+pub(crate) fn append_kv(keys: &mut [Vec<f32>], values: &mut [Vec<f32>], k: &[f32], v: &[f32], head_dim: usize) {
+    let kv_heads = keys.len();
+    for (g, (keys, values)) in keys.iter_mut().zip(values.iter_mut()).enumerate() {
+        for (k, v) in k.chunks_exact(kv_heads * head_dim).zip(v.chunks_exact(kv_heads * head_dim)) {
+            keys.extend_from_slice(&k[g * head_dim..][..head_dim]);
+            values.extend_from_slice(&v[g * head_dim..][..head_dim]);
+        }
+    }
+}
+
+/// Scaled dot-product attention of `q` (rows × heads × head_dim) over one layer's cached
+/// `keys` and `values` (one run per key-value head, positions × head_dim; query head h reads
+/// key-value head h / (heads / kv_heads)), row r attending to cached positions `visible(r)`.
+/// Returns the context, rows × heads × head_dim; heads run on the pool.
+pub(crate) fn attend(
+    cpu: Cpu,
+    q: &[f32],
+    heads: usize,
+    head_dim: usize,
+    keys: &[Vec<f32>],
+    values: &[Vec<f32>],
+    visible: impl Fn(usize) -> std::ops::Range<usize> + Sync,
+) -> Vec<f32> {
+    let group = heads / keys.len();
+    let scale = (head_dim as f32).powf(-0.5);
+    let mut context = vec![0.0; q.len()];
+    context.par_chunks_mut(head_dim).enumerate().for_each(|(i, ctx)| {
+        let (r, h) = (i / heads, i % heads);
+        let (keys, values) = (&keys[h / group], &values[h / group]);
+        let span = visible(r);
+        let span = span.start * head_dim..span.end * head_dim;
+        let query = &q[i * head_dim..][..head_dim];
+        let mut scores: Vec<f32> =
+            keys[span.clone()].chunks_exact(head_dim).map(|key| vector::dot(cpu, query, key) * scale).collect();
+        activation::softmax(cpu, &mut scores);
+        ctx.fill(0.0);
+        for (p, value) in scores.iter().zip(values[span].chunks_exact(head_dim)) {
+            vector::axpy(cpu, *p, value, ctx);
+        }
+    });
+    context
+}
+
 #[derive(Clone, Debug)]
 struct Layer {
     input_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    proj: Projections,
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
     post_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
 }
 
 /// A decoder stack with its final norm.
@@ -181,23 +283,16 @@ impl Stack {
     /// The stack under `prefix` (e.g. `talker.model`).
     pub fn load(ckpt: &Checkpoint, prefix: &str, c: &StackConfig) -> Result<Stack, CheckpointError> {
         let (h, hd) = (c.hidden_size, c.head_dim());
-        let (q_out, kv_out) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let widths = c.widths();
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("{prefix}.layers.{i}");
-                let lin = |name: &str, out, inp| Linear::load(ckpt, &format!("{p}.{name}"), out, inp, false);
                 Ok(Layer {
                     input_norm: ckpt.f32(&format!("{p}.input_layernorm.weight"), &[h])?,
-                    q: lin("self_attn.q_proj", q_out, h)?,
-                    k: lin("self_attn.k_proj", kv_out, h)?,
-                    v: lin("self_attn.v_proj", kv_out, h)?,
-                    o: lin("self_attn.o_proj", h, q_out)?,
+                    proj: Projections::load(ckpt, &p, widths)?,
                     q_norm: ckpt.f32(&format!("{p}.self_attn.q_norm.weight"), &[hd])?,
                     k_norm: ckpt.f32(&format!("{p}.self_attn.k_norm.weight"), &[hd])?,
                     post_norm: ckpt.f32(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                    gate: lin("mlp.gate_proj", c.intermediate_size, h)?,
-                    up: lin("mlp.up_proj", c.intermediate_size, h)?,
-                    down: lin("mlp.down_proj", h, c.intermediate_size)?,
                 })
             })
             .collect::<Result<Vec<_>, CheckpointError>>()?;
@@ -219,9 +314,7 @@ impl Stack {
 
     /// Bytes of weights one position's pass reads.
     pub fn bytes(&self) -> usize {
-        let layer =
-            |l: &Layer| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|w| w.bytes()).sum::<usize>();
-        self.layers.iter().map(layer).sum()
+        self.layers.iter().map(|l| l.proj.bytes()).sum()
     }
 
     /// An empty cache for this stack.
@@ -237,23 +330,16 @@ impl Stack {
         let mut normed = vec![0.0; x.len()];
         let mut delta = vec![0.0; x.len()];
         for (i, layer) in self.layers.iter().enumerate() {
-            self.rms_rows(cpu, x, &layer.input_norm, &mut normed);
+            rms_rows(cpu, x, &layer.input_norm, self.eps, &mut normed);
             self.attention(cpu, i, layer, &normed, rows, cache, &mut delta);
             x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
-            self.rms_rows(cpu, x, &layer.post_norm, &mut normed);
-            mlp(cpu, layer, &normed, rows, &mut delta);
+            rms_rows(cpu, x, &layer.post_norm, self.eps, &mut normed);
+            mlp(cpu, &layer.proj, &normed, rows, &mut delta);
             x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
         }
         cache.len += rows;
         normed.copy_from_slice(x);
-        self.rms_rows(cpu, &normed, &self.norm, x);
-    }
-
-    fn rms_rows(&self, cpu: Cpu, x: &[f32], weight: &[f32], out: &mut [f32]) {
-        let n = weight.len();
-        for (x, out) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            activation::rms_norm(cpu, x, weight, self.eps, out);
-        }
+        rms_rows(cpu, &normed, &self.norm, self.eps, x);
     }
 
     /// Self-attention of the new rows over the cache and themselves (causal); writes the
@@ -264,9 +350,9 @@ impl Stack {
         let mut q = vec![0.0; rows * heads * hd];
         let mut k = vec![0.0; rows * kv_heads * hd];
         let mut v = vec![0.0; rows * kv_heads * hd];
-        l.q.forward(cpu, x, rows, &mut q);
-        l.k.forward(cpu, x, rows, &mut k);
-        l.v.forward(cpu, x, rows, &mut v);
+        l.proj.q.forward(cpu, x, rows, &mut q);
+        l.proj.k.forward(cpu, x, rows, &mut k);
+        l.proj.v.forward(cpu, x, rows, &mut v);
         let (mut cos, mut sin) = (vec![0.0; hd / 2], vec![0.0; hd / 2]);
         let mut tmp = vec![0.0; hd];
         for r in 0..rows {
@@ -282,36 +368,16 @@ impl Stack {
                 }
             }
         }
-        let base = index * kv_heads;
-        for g in 0..kv_heads {
-            for r in 0..rows {
-                cache.keys[base + g].extend_from_slice(&k[(r * kv_heads + g) * hd..][..hd]);
-                cache.values[base + g].extend_from_slice(&v[(r * kv_heads + g) * hd..][..hd]);
-            }
-        }
-        let group = heads / kv_heads;
-        let scale = (hd as f32).powf(-0.5);
+        let layer = index * kv_heads..(index + 1) * kv_heads;
+        append_kv(&mut cache.keys[layer.clone()], &mut cache.values[layer.clone()], &k, &v, hd);
         let past = cache.len;
-        let mut context = vec![0.0; rows * heads * hd];
-        context.par_chunks_mut(hd).enumerate().for_each(|(i, ctx)| {
-            let (r, h) = (i / heads, i % heads);
-            let (keys, values) = (&cache.keys[base + h / group], &cache.values[base + h / group]);
-            let query = &q[i * hd..][..hd];
-            let seen = past + r + 1;
-            let mut scores: Vec<f32> =
-                keys.chunks_exact(hd).take(seen).map(|key| vector::dot(cpu, query, key) * scale).collect();
-            activation::softmax(cpu, &mut scores);
-            ctx.fill(0.0);
-            for (p, value) in scores.iter().zip(values.chunks_exact(hd)) {
-                vector::axpy(cpu, *p, value, ctx);
-            }
-        });
-        l.o.forward(cpu, &context, rows, out);
+        let context = attend(cpu, &q, heads, hd, &cache.keys[layer.clone()], &cache.values[layer], |r| 0..past + r + 1);
+        l.proj.o.forward(cpu, &context, rows, out);
     }
 }
 
 /// down(silu(gate·x) ⊙ up·x).
-fn mlp(cpu: Cpu, l: &Layer, x: &[f32], rows: usize, out: &mut [f32]) {
+fn mlp(cpu: Cpu, l: &Projections, x: &[f32], rows: usize, out: &mut [f32]) {
     let n = l.gate.out_features();
     let mut gate = vec![0.0; rows * n];
     let mut up = vec![0.0; rows * n];

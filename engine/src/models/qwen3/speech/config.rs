@@ -21,7 +21,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::models::qwen3::config::ConfigError;
+use crate::models::qwen3::config::{attention_problem, parse, read, ConfigError};
+use crate::models::qwen3::transformer::Widths;
 
 /// The one tokenizer type this decoder is: the 12.5 Hz, 16-codebook one.
 pub const MODEL_TYPE: &str = "qwen3_tts_tokenizer_12hz";
@@ -94,6 +95,17 @@ impl DecoderConfig {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
+    /// The widths of each pre-transformer layer's projections.
+    pub(crate) fn widths(&self) -> Widths {
+        Widths {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim(),
+            intermediate: self.intermediate_size,
+        }
+    }
+
     /// Samples each frame of codes becomes: the product of every upsampling factor.
     pub fn samples_per_frame(&self) -> usize {
         self.upsample_rates.iter().chain(&self.upsampling_ratios).product()
@@ -127,15 +139,10 @@ impl DecoderConfig {
             let d = self.codebook_dim;
             return bad("codebook_dim", format!("is {d}; it must be even and positive (each codebook is half of it)"));
         }
-        let heads = self.num_attention_heads;
-        if heads == 0 || self.num_key_value_heads == 0 || !heads.is_multiple_of(self.num_key_value_heads) {
-            return bad(
-                "num_key_value_heads",
-                format!("is {} for {heads} attention heads; it must divide them", self.num_key_value_heads),
-            );
-        }
-        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
-            return bad("head_dim", format!("is {}; rotary embeddings need an even width", self.head_dim()));
+        if let Some((field, problem)) =
+            attention_problem(self.num_attention_heads, self.num_key_value_heads, self.head_dim())
+        {
+            return bad(field, problem);
         }
         if self.sliding_window == 0 {
             return bad("sliding_window", "is 0; every query must see at least itself".into());
@@ -177,19 +184,13 @@ impl SpeechConfig {
     /// Reads and checks `dir/config.json` (`dir` is a checkpoint's `speech_tokenizer/`).
     pub fn load(dir: &Path) -> Result<SpeechConfig, ConfigError> {
         let file = dir.join("config.json");
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        SpeechConfig::from_json(&file, &text)
+        SpeechConfig::from_json(&file, &read(&file)?)
     }
 
     /// Parses and checks a config; `file` is named in errors.
     pub fn from_json(file: impl AsRef<Path>, text: &str) -> Result<SpeechConfig, ConfigError> {
         let file = file.as_ref();
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: SpeechConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Json {
-            file: file.into(),
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
+        let config: SpeechConfig = parse(file, text)?;
         let bad = |field: &str, problem: String| {
             Err(ConfigError::Unsupported { file: file.into(), field: field.into(), problem })
         };

@@ -42,23 +42,19 @@ pub fn tensors(c: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     let p = "decoder.pre_transformer";
     add(format!("{p}.input_proj.weight"), &[h, l]);
     add(format!("{p}.input_proj.bias"), &[h]);
-    let (q, kv) = (c.num_attention_heads * c.head_dim(), c.num_key_value_heads * c.head_dim());
+    let widths = c.widths();
     for i in 0..c.num_hidden_layers {
         let p = format!("{p}.layers.{i}");
-        for (name, shape) in [
-            ("input_layernorm.weight", vec![h]),
-            ("self_attn.q_proj.weight", vec![q, h]),
-            ("self_attn.k_proj.weight", vec![kv, h]),
-            ("self_attn.v_proj.weight", vec![kv, h]),
-            ("self_attn.o_proj.weight", vec![h, q]),
-            ("self_attn_layer_scale.scale", vec![h]),
-            ("post_attention_layernorm.weight", vec![h]),
-            ("mlp.gate_proj.weight", vec![c.intermediate_size, h]),
-            ("mlp.up_proj.weight", vec![c.intermediate_size, h]),
-            ("mlp.down_proj.weight", vec![h, c.intermediate_size]),
-            ("mlp_layer_scale.scale", vec![h]),
+        for (name, shape) in widths.projections() {
+            add(format!("{p}.{name}.weight"), &shape);
+        }
+        for name in [
+            "input_layernorm.weight",
+            "self_attn_layer_scale.scale",
+            "post_attention_layernorm.weight",
+            "mlp_layer_scale.scale",
         ] {
-            add(format!("{p}.{name}"), &shape);
+            add(format!("{p}.{name}"), &[h]);
         }
     }
     add(format!("{p}.norm.weight"), &[h]);

@@ -10,27 +10,18 @@
 //! reference's mask keeps keys `k > q − window`), so the cache only ever holds the last
 //! `window − 1` positions.
 
-use rayon::prelude::*;
-
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::kernels::{activation, vector, Cpu};
-use crate::models::qwen3::transformer::Rope;
+use crate::kernels::{activation, Cpu};
+use crate::models::qwen3::transformer::{append_kv, attend, rms_rows, Linear, Projections, Rope};
 
 use super::config::DecoderConfig;
-use crate::models::qwen3::transformer::Linear;
 
 #[derive(Clone, Debug)]
 struct Layer {
     input_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    proj: Projections,
     attn_scale: Vec<f32>,
     post_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
     mlp_scale: Vec<f32>,
 }
 
@@ -43,7 +34,6 @@ pub(crate) struct PreTransformer {
     output_proj: Linear,
     eps: f32,
     rope: Rope,
-    hidden: usize,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -65,23 +55,16 @@ impl PreTransformer {
     /// The model under `prefix` (`decoder.pre_transformer`).
     pub fn load(ckpt: &Checkpoint, prefix: &str, c: &DecoderConfig) -> Result<PreTransformer, CheckpointError> {
         let (h, hd) = (c.hidden_size, c.head_dim());
-        let (q_out, kv_out) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let widths = c.widths();
         let vector = |name: String| ckpt.f32(&name, &[h]);
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("{prefix}.layers.{i}");
-                let lin = |name: &str, out, inp| Linear::load(ckpt, &format!("{p}.{name}"), out, inp, false);
                 Ok(Layer {
                     input_norm: vector(format!("{p}.input_layernorm.weight"))?,
-                    q: lin("self_attn.q_proj", q_out, h)?,
-                    k: lin("self_attn.k_proj", kv_out, h)?,
-                    v: lin("self_attn.v_proj", kv_out, h)?,
-                    o: lin("self_attn.o_proj", h, q_out)?,
+                    proj: Projections::load(ckpt, &p, widths)?,
                     attn_scale: vector(format!("{p}.self_attn_layer_scale.scale"))?,
                     post_norm: vector(format!("{p}.post_attention_layernorm.weight"))?,
-                    gate: lin("mlp.gate_proj", c.intermediate_size, h)?,
-                    up: lin("mlp.up_proj", c.intermediate_size, h)?,
-                    down: lin("mlp.down_proj", h, c.intermediate_size)?,
                     mlp_scale: vector(format!("{p}.mlp_layer_scale.scale"))?,
                 })
             })
@@ -93,7 +76,6 @@ impl PreTransformer {
             output_proj: Linear::load(ckpt, &format!("{prefix}.output_proj"), c.latent_dim, h, true)?,
             eps: c.rms_norm_eps,
             rope: Rope::new(hd, c.rope_theta),
-            hidden: h,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: hd,
@@ -103,9 +85,7 @@ impl PreTransformer {
 
     /// Bytes of weights one call reads.
     pub fn bytes(&self) -> usize {
-        let layer =
-            |l: &Layer| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|w| w.bytes()).sum::<usize>();
-        self.layers.iter().map(layer).sum::<usize>() + self.input_proj.bytes() + self.output_proj.bytes()
+        self.layers.iter().map(|l| l.proj.bytes()).sum::<usize>() + self.input_proj.bytes() + self.output_proj.bytes()
     }
 
     /// An empty window, for a stream's first frame at position 0.
@@ -120,35 +100,29 @@ impl PreTransformer {
         let mut x = self.input_proj.rows(cpu, x, rows);
         let mut normed = vec![0.0; x.len()];
         for (i, layer) in self.layers.iter().enumerate() {
-            self.rms_rows(cpu, &x, &layer.input_norm, &mut normed);
+            rms_rows(cpu, &x, &layer.input_norm, self.eps, &mut normed);
             let attn = self.attention(cpu, i, layer, &normed, rows, window);
             add_scaled(&mut x, &layer.attn_scale, &attn);
-            self.rms_rows(cpu, &x, &layer.post_norm, &mut normed);
-            let mut gate = layer.gate.rows(cpu, &normed, rows);
-            let up = layer.up.rows(cpu, &normed, rows);
+            rms_rows(cpu, &x, &layer.post_norm, self.eps, &mut normed);
+            let mut gate = layer.proj.gate.rows(cpu, &normed, rows);
+            let up = layer.proj.up.rows(cpu, &normed, rows);
             activation::silu(cpu, &mut gate);
             gate.iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
-            add_scaled(&mut x, &layer.mlp_scale, &layer.down.rows(cpu, &gate, rows));
+            add_scaled(&mut x, &layer.mlp_scale, &layer.proj.down.rows(cpu, &gate, rows));
         }
         window.next += rows;
         window.held = (window.held + rows).min(self.window - 1);
-        self.rms_rows(cpu, &x, &self.norm, &mut normed);
+        rms_rows(cpu, &x, &self.norm, self.eps, &mut normed);
         self.output_proj.rows(cpu, &normed, rows)
-    }
-
-    fn rms_rows(&self, cpu: Cpu, x: &[f32], weight: &[f32], out: &mut [f32]) {
-        for (x, out) in x.chunks_exact(self.hidden).zip(out.chunks_exact_mut(self.hidden)) {
-            activation::rms_norm(cpu, x, weight, self.eps, out);
-        }
     }
 
     /// Self-attention of the new rows over the window and themselves; returns the output
     /// projection and keeps the layer's last `window − 1` keys and values.
     fn attention(&self, cpu: Cpu, index: usize, l: &Layer, x: &[f32], rows: usize, window: &mut Window) -> Vec<f32> {
         let (hd, heads, kv_heads) = (self.head_dim, self.heads, self.kv_heads);
-        let mut q = l.q.rows(cpu, x, rows);
-        let mut k = l.k.rows(cpu, x, rows);
-        let v = l.v.rows(cpu, x, rows);
+        let mut q = l.proj.q.rows(cpu, x, rows);
+        let mut k = l.proj.k.rows(cpu, x, rows);
+        let v = l.proj.v.rows(cpu, x, rows);
         let (mut cos, mut sin) = (vec![0.0; hd / 2], vec![0.0; hd / 2]);
         for r in 0..rows {
             self.rope.angles(window.next + r, &mut cos, &mut sin);
@@ -156,38 +130,19 @@ impl PreTransformer {
             let k_row = k[r * kv_heads * hd..][..kv_heads * hd].chunks_exact_mut(hd);
             q_row.chain(k_row).for_each(|head| activation::rope(cpu, head, &cos, &sin));
         }
-        let base = index * kv_heads;
-        for g in 0..kv_heads {
-            for r in 0..rows {
-                window.keys[base + g].extend_from_slice(&k[(r * kv_heads + g) * hd..][..hd]);
-                window.values[base + g].extend_from_slice(&v[(r * kv_heads + g) * hd..][..hd]);
-            }
-        }
-        let (group, held, span) = (heads / kv_heads, window.held, self.window);
-        let scale = (hd as f32).powf(-0.5);
-        let (keys, values) = (&window.keys, &window.values);
-        let mut context = vec![0.0; rows * heads * hd];
-        context.par_chunks_mut(hd).enumerate().for_each(|(i, ctx)| {
-            let (r, h) = (i / heads, i % heads);
-            let (keys, values) = (&keys[base + h / group], &values[base + h / group]);
-            // Row r is cached position held + r; it sees the `span` positions up to itself.
-            let end = held + r + 1;
-            let start = end.saturating_sub(span);
-            let query = &q[i * hd..][..hd];
-            let mut scores: Vec<f32> =
-                keys[start * hd..end * hd].chunks_exact(hd).map(|key| vector::dot(cpu, query, key) * scale).collect();
-            activation::softmax(cpu, &mut scores);
-            ctx.fill(0.0);
-            for (p, value) in scores.iter().zip(values[start * hd..end * hd].chunks_exact(hd)) {
-                vector::axpy(cpu, *p, value, ctx);
-            }
+        let layer = index * kv_heads..(index + 1) * kv_heads;
+        append_kv(&mut window.keys[layer.clone()], &mut window.values[layer.clone()], &k, &v, hd);
+        // Row r is cached position held + r; it sees the `span` positions up to itself.
+        let (held, span) = (window.held, self.window);
+        let context = attend(cpu, &q, heads, hd, &window.keys[layer.clone()], &window.values[layer.clone()], |r| {
+            (held + r + 1).saturating_sub(span)..held + r + 1
         });
         // Keep what the next positions can see.
         let keep = (held + rows).min(span - 1);
-        for buffer in window.keys[base..base + kv_heads].iter_mut().chain(&mut window.values[base..base + kv_heads]) {
+        for buffer in window.keys[layer.clone()].iter_mut().chain(&mut window.values[layer]) {
             buffer.drain(..buffer.len() - keep * hd);
         }
-        l.o.rows(cpu, &context, rows)
+        l.proj.o.rows(cpu, &context, rows)
     }
 }
 
