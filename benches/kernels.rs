@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use spiral::engine::kernels::conv::{Conv1d, ConvMethod, ConvShape};
 use spiral::engine::kernels::gemm::{self as gemm_k, View, ViewMut};
 use spiral::engine::kernels::gemv::{gemv, Matrix, Weights};
-use spiral::engine::kernels::{bf16, q8, vector, Cpu, Isa};
+use spiral::engine::kernels::quant::Quant;
+use spiral::engine::kernels::{bf16, vector, Cpu, Isa};
 
 /// Weight bytes per GEMV: by default four times the 32 MB L3, so every byte comes from
 /// DRAM; `SPIRAL_BENCH_MB` overrides it.
@@ -74,22 +75,26 @@ fn memory_bound(c: &mut Criterion) {
     }
     drop(wb);
 
-    // q8 reads one byte per weight plus 4 per 32 for scales: size the quants to `bytes`.
-    let rows = bytes / cols;
-    let wf = values(rows * cols);
-    let (mut qw, mut sw) = (vec![0i8; rows * cols], vec![0.0f32; rows * cols / q8::BLOCK]);
-    for (r, row) in wf.chunks_exact(cols).enumerate() {
-        q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
-    }
-    drop(wf);
-    let x = values(cols);
-    let mut y = vec![0.0; rows];
-    let m = Matrix::new(rows, cols, Weights::Q8 { quants: &qw, scales: &sw }).unwrap();
-    group.throughput(Throughput::Bytes(m.bytes() as u64));
-    for cpu in cpus() {
-        group.bench_with_input(BenchmarkId::new("q8_Nx2048", cpu.isa()), &cpu, |b, &cpu| {
-            b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
-        });
+    // Block formats: size the encoded rows to `bytes`; the throughput is of encoded bytes
+    // (weights per second = GB/s ÷ bytes per weight, in docs/BENCHMARKS.md).
+    for q in Quant::ALL {
+        let rows = bytes / q.row_bytes(cols);
+        let wf = values(rows * cols);
+        let mut encoded = vec![0u8; rows * q.row_bytes(cols)];
+        encoded
+            .par_chunks_mut(q.row_bytes(cols))
+            .zip(wf.par_chunks(cols))
+            .for_each(|(out, row)| q.encode_row(row, out));
+        drop(wf);
+        let x = values(cols);
+        let mut y = vec![0.0; rows];
+        let m = Matrix::new(rows, cols, Weights::Quant(q, &encoded)).unwrap();
+        group.throughput(Throughput::Bytes(m.bytes() as u64));
+        for cpu in cpus() {
+            group.bench_with_input(BenchmarkId::new(format!("{}_Nx2048", q.name()), cpu.isa()), &cpu, |b, &cpu| {
+                b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
+            });
+        }
     }
     group.finish();
 }

@@ -38,6 +38,21 @@ enum Command {
     /// Measure a model's speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write a model again with its weights in a codec (a Qwen3-TTS directory); the result
+    /// loads with --model OUT. Prints each tensor as it is written, then the totals.
+    Compress(CompressArgs),
+}
+
+#[derive(clap::Args)]
+struct CompressArgs {
+    /// The model directory (model.safetensors or shards, with its configs).
+    input: PathBuf,
+    /// The directory to write (created).
+    output: PathBuf,
+    /// bf16, q8 (q8_0 blocks), q4 (q4_k blocks) or auto (q4_k, with q8_0 for the value
+    /// and MLP-down projections). Embeddings, heads and norms stay as stored.
+    #[arg(long, default_value = "auto")]
+    codec: String,
 }
 
 #[derive(Subcommand)]
@@ -63,7 +78,8 @@ struct Qwen3BenchArgs {
     /// Frames to generate (80 ms of audio each).
     #[arg(long, default_value_t = 25)]
     frames: usize,
-    /// Hold the talker's and code predictor's projections in this codec (bf16, q8) instead of as stored.
+    /// Hold the talker's and code predictor's projections in this codec (bf16, q8, q4, auto)
+    /// instead of as stored.
     #[arg(long, value_name = "NAME")]
     codec: Option<String>,
     /// Feed the text one token per frame (a short prompt: the first audio sooner).
@@ -150,8 +166,8 @@ struct SpeakArgs {
     /// Qwen3-TTS: write the generated codes as JSON (frames × codebooks).
     #[arg(long, value_name = "CODES.json", requires = "model")]
     dump_codes: Option<PathBuf>,
-    /// Qwen3-TTS: hold the talker's and code predictor's projections in this codec (bf16, q8)
-    /// instead of as stored; q8 reads 1.125 bytes per weight instead of 2.
+    /// Qwen3-TTS: hold the talker's and code predictor's projections in this codec (bf16, q8,
+    /// q4, auto) instead of as stored; q8 reads 1.06 bytes per weight instead of 2, q4 0.56.
     #[arg(long, value_name = "NAME", requires = "model")]
     codec: Option<String>,
     /// Arithmetic of the vocoder's last stages: `mixed` multiplies in bf16 where the CPU
@@ -214,6 +230,7 @@ fn main() -> ExitCode {
         Command::Cpu => run_cpu(),
         Command::Voices(args) => run_voices(args),
         Command::Bench(BenchCommand::Qwen3(args)) => run_bench_qwen3(args),
+        Command::Compress(args) => run_compress(args),
     };
     match result {
         Ok(code) => code,
@@ -251,6 +268,62 @@ fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
     let codec = parse_codec(args.codec.as_deref())?;
     let result = spiral::bench::run_qwen3(&dir, cpu, args.frames, codec, args.stream_text)?;
     println!("{}", result.line());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_compress(args: CompressArgs) -> Result<ExitCode, String> {
+    use spiral::engine::compress::{self, TensorReport};
+    let codec = parse_codec(Some(&args.codec))?.expect("given");
+    if args.input.extension().is_some_and(|e| e == "onnx") {
+        return Err(format!(
+            "{}: spiral compress takes a Qwen3-TTS model directory; a Piper voice keeps its .onnx weights \
+             (its convolutions are compute-bound, so fewer bytes would not make it faster)",
+            args.input.display()
+        ));
+    }
+    let mb = |b: usize| b as f64 / 1e6;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
+            .expect("a valid template"),
+    );
+    println!(
+        "{:<60} {:>14} {:>8} {:>10} {:>10} {:>6} {:>9} {:>9}",
+        "tensor", "shape", "codec", "in MB", "out MB", "ratio", "cosine", "rel err"
+    );
+    let row = |t: &TensorReport| {
+        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let metric = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        format!(
+            "{:<60} {shape:>14} {:>8} {:>10.3} {:>10.3} {:>6.2} {:>9} {:>9}",
+            t.name,
+            t.stored.name(),
+            mb(t.bytes_in),
+            mb(t.bytes_out),
+            t.bytes_in as f64 / t.bytes_out.max(1) as f64,
+            metric(t.cosine, 6),
+            metric(t.relative_error, 4)
+        )
+    };
+    let report = compress::compress(&args.input, &args.output, codec, |t, i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+        bar.set_message(t.name.clone());
+        bar.suspend(|| println!("{}", row(t)));
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let (inp, out) =
+        (report.iter().map(|t| t.bytes_in).sum::<usize>(), report.iter().map(|t| t.bytes_out).sum::<usize>());
+    let encoded = report.iter().filter(|t| t.cosine.is_some()).count();
+    println!(
+        "{} tensors ({encoded} encoded with {}): {:.1} MB -> {:.1} MB ({:.2}x); written to {}",
+        report.len(),
+        codec.name(),
+        mb(inp),
+        mb(out),
+        inp as f64 / out.max(1) as f64,
+        args.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

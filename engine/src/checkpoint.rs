@@ -30,8 +30,9 @@ use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
 use crate::codec::{self, Codec};
+use crate::kernels::bf16;
 use crate::kernels::gemv::{Matrix, ShapeError, Weights};
-use crate::kernels::{bf16, q8};
+use crate::kernels::quant::Quant;
 
 /// What can go wrong opening a checkpoint or taking a tensor from it.
 #[derive(Debug, Error)]
@@ -55,9 +56,16 @@ pub enum CheckpointError {
 struct Entry {
     shard: usize,
     dtype: Dtype,
+    /// The tensor's shape; for an encoded tensor the matrix it encodes, not its bytes.
     shape: Vec<usize>,
     bytes: Range<usize>,
+    /// The block format of a tensor `spiral compress` encoded.
+    encoding: Option<Quant>,
 }
+
+/// The safetensors metadata key under which `spiral compress` lists its encoded tensors: a
+/// JSON object from tensor name to block format name (docs/FORMATS.md).
+pub const ENCODINGS_KEY: &str = "spiral.encodings";
 
 #[derive(Debug)]
 struct Shard {
@@ -106,19 +114,40 @@ impl Checkpoint {
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let format = |detail: String| CheckpointError::Format { file: path.clone(), detail };
         let st = SafeTensors::deserialize(&map).map_err(|e| format(e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(&map).map_err(|e| format(e.to_string()))?;
+        let mut encodings: HashMap<String, String> = match meta.metadata().as_ref().and_then(|m| m.get(ENCODINGS_KEY)) {
+            Some(json) => serde_json::from_str(json).map_err(|e| format(format!("{ENCODINGS_KEY}: {e}")))?,
+            None => HashMap::new(),
+        };
         let base = map.as_ptr() as usize;
         let shard = self.shards.len();
         for (name, view) in st.iter() {
             let start = view.data().as_ptr() as usize - base;
-            let entry = Entry {
+            let mut entry = Entry {
                 shard,
                 dtype: view.dtype(),
                 shape: view.shape().to_vec(),
                 bytes: start..start + view.data().len(),
+                encoding: None,
             };
+            if let Some(q) = encodings.remove(name) {
+                let q = Quant::parse(&q).ok_or_else(|| {
+                    format(format!("tensor {name:?} is in an unknown format {q:?}; a newer spiral wrote it"))
+                })?;
+                match (entry.dtype, entry.shape.as_slice()) {
+                    (Dtype::U8, &[rows, bytes]) if bytes.is_multiple_of(q.block_bytes()) => {
+                        entry.shape = vec![rows, bytes / q.block_bytes() * q.block()];
+                        entry.encoding = Some(q);
+                    }
+                    _ => return Err(format(format!("tensor {name:?} is not {} rows", q.name()))),
+                }
+            }
             if self.entries.insert(name.to_string(), entry).is_some() {
                 return Err(format(format!("tensor {name:?} appears in two shards")));
             }
+        }
+        if let Some(name) = encodings.keys().next() {
+            return Err(format(format!("{ENCODINGS_KEY} names {name:?}, which the file does not hold")));
         }
         self.shards.push(Shard { path, map: Arc::new(map) });
         Ok(())
@@ -170,9 +199,33 @@ impl Checkpoint {
         Ok(e)
     }
 
-    /// `name`, of shape `shape`, widened to an owned f32 vector.
+    /// The block format `name` is encoded in, if `spiral compress` encoded it.
+    pub fn encoding(&self, name: &str) -> Result<Option<Quant>, CheckpointError> {
+        Ok(self.entry(name)?.encoding)
+    }
+
+    /// `name`'s bytes as the file holds them, and how they are stored.
+    pub fn stored(&self, name: &str) -> Result<(Stored, &[u8]), CheckpointError> {
+        let e = self.entry(name)?;
+        let stored = match (e.encoding, e.dtype) {
+            (Some(q), _) => Stored::Quant(q),
+            (None, Dtype::F32) => Stored::F32,
+            (None, Dtype::BF16) => Stored::Bf16,
+            (None, Dtype::F16) => Stored::F16,
+            _ => return Err(self.dtype_error(name, e)),
+        };
+        Ok((stored, &self.shards[e.shard].map[e.bytes.clone()]))
+    }
+
+    /// `name`, of shape `shape`, widened (or decoded) to an owned f32 vector.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
         let e = self.checked(name, shape)?;
+        if e.encoding.is_some() {
+            let w = self.matrix(name, shape[0], shape[1])?;
+            let mut out = vec![0.0; shape[0] * shape[1]];
+            out.chunks_exact_mut(shape[1]).enumerate().for_each(|(r, row)| w.row(r, row));
+            return Ok(out);
+        }
         let bytes = &self.shards[e.shard].map[e.bytes.clone()];
         let le = |n: usize| bytes.chunks_exact(n);
         Ok(match e.dtype {
@@ -183,15 +236,17 @@ impl Checkpoint {
         })
     }
 
-    /// `name` as a `rows` × `cols` row-major weight matrix in its stored format: f32 and
-    /// bf16 stay in the mapping (copied only if the file misaligns them), f16 becomes f32.
+    /// `name` as a `rows` × `cols` row-major weight matrix in its stored format: f32, bf16
+    /// and block formats stay in the mapping (copied only if the file misaligns them), f16
+    /// becomes f32.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, CheckpointError> {
         let e = self.checked(name, &[rows, cols])?;
         let map = &self.shards[e.shard].map;
-        let data = match e.dtype {
-            Dtype::F32 => Data::F32(Storage::new(map, e.bytes.clone())),
-            Dtype::BF16 => Data::Bf16(Storage::new(map, e.bytes.clone())),
-            Dtype::F16 => Data::F32(Storage::Owned(self.f32(name, &[rows, cols])?)),
+        let data = match (e.encoding, e.dtype) {
+            (Some(q), _) => Data::Quant(q, Storage::new(map, e.bytes.clone())),
+            (None, Dtype::F32) => Data::F32(Storage::new(map, e.bytes.clone())),
+            (None, Dtype::BF16) => Data::Bf16(Storage::new(map, e.bytes.clone())),
+            (None, Dtype::F16) => Data::F32(Storage::Owned(self.f32(name, &[rows, cols])?)),
             _ => return Err(self.dtype_error(name, e)),
         };
         Ok(Weight { rows, cols, data })
@@ -245,7 +300,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
 pub trait Plain: Copy + sealed::Sealed {}
 impl Plain for f32 {}
 impl Plain for u16 {}
-impl Plain for i8 {}
+impl Plain for u8 {}
 
 mod sealed {
     pub trait Sealed {
@@ -261,9 +316,9 @@ mod sealed {
             u16::from_le_bytes([b[0], b[1]])
         }
     }
-    impl Sealed for i8 {
-        fn from_le(b: &[u8]) -> i8 {
-            i8::from_le_bytes([b[0]])
+    impl Sealed for u8 {
+        fn from_le(b: &[u8]) -> u8 {
+            b[0]
         }
     }
 }
@@ -347,11 +402,8 @@ pub enum Data {
     F32(Storage<f32>),
     /// bf16 bit patterns.
     Bf16(Storage<u16>),
-    /// [`q8`] blocks: an i8 per value, an f32 scale per 32 values of a row.
-    Q8 {
-        quants: Storage<i8>,
-        scales: Storage<f32>,
-    },
+    /// Rows of blocks in a [`Quant`] format.
+    Quant(Quant, Storage<u8>),
 }
 
 /// A row-major weight matrix from a checkpoint.
@@ -399,12 +451,7 @@ impl Weight {
         match &self.data {
             Data::F32(s) => out.copy_from_slice(&s[span]),
             Data::Bf16(s) => bf16::to_f32(&s[span], out),
-            Data::Q8 { quants, scales } => {
-                let scales = &scales[r * self.cols / q8::BLOCK..][..self.cols / q8::BLOCK];
-                for ((o, q), s) in out.chunks_mut(q8::BLOCK).zip(quants[span].chunks(q8::BLOCK)).zip(scales) {
-                    o.iter_mut().zip(q).for_each(|(o, &q)| *o = f32::from(q) * s);
-                }
-            }
+            Data::Quant(q, s) => q.decode_row(&s[r * q.row_bytes(self.cols)..][..q.row_bytes(self.cols)], out),
         }
     }
 
@@ -413,7 +460,7 @@ impl Weight {
         let data = match &self.data {
             Data::F32(s) => Data::F32(s.resident()?),
             Data::Bf16(s) => Data::Bf16(s.resident()?),
-            Data::Q8 { quants, scales } => Data::Q8 { quants: quants.resident()?, scales: scales.resident()? },
+            Data::Quant(q, s) => Data::Quant(*q, s.resident()?),
         };
         Ok(Weight { rows: self.rows, cols: self.cols, data })
     }
@@ -425,10 +472,7 @@ impl Weight {
         match &self.data {
             Data::F32(s) => s.release(),
             Data::Bf16(s) => s.release(),
-            Data::Q8 { quants, scales } => {
-                quants.release();
-                scales.release();
-            }
+            Data::Quant(_, s) => s.release(),
         }
     }
 }
@@ -438,18 +482,44 @@ fn weights(data: &Data) -> Weights<'_> {
     match data {
         Data::F32(s) => Weights::F32(s),
         Data::Bf16(s) => Weights::Bf16(s),
-        Data::Q8 { quants, scales } => Weights::Q8 { quants, scales },
+        Data::Quant(q, s) => Weights::Quant(*q, s),
     }
 }
 
-/// How a written tensor is stored.
+/// How a tensor is stored in a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
     F32,
     Bf16,
+    F16,
+    /// Rows of blocks: a `[rows, row bytes]` u8 tensor, listed under [`ENCODINGS_KEY`].
+    Quant(Quant),
 }
 
-/// One tensor for [`write()`]: name, shape and storage.
+impl Stored {
+    /// The name in tables and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stored::F32 => "f32",
+            Stored::Bf16 => "bf16",
+            Stored::F16 => "f16",
+            Stored::Quant(q) => q.name(),
+        }
+    }
+
+    /// Bytes of a tensor of `shape` stored this way.
+    pub fn bytes(self, shape: &[usize]) -> usize {
+        let n = shape.iter().product::<usize>();
+        match self {
+            Stored::F32 => 4 * n,
+            Stored::Bf16 | Stored::F16 => 2 * n,
+            Stored::Quant(q) => n / q.block() * q.block_bytes(),
+        }
+    }
+}
+
+/// One tensor for [`write()`]: name, shape (of the values, also for an encoded tensor) and
+/// storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub name: String,
@@ -459,26 +529,94 @@ pub struct Spec {
 
 /// Writes a safetensors file one tensor at a time, so a checkpoint larger than memory can
 /// be made: `fill(i, chunk)` writes the next values of tensor `i` (in order, at most 1 Mi
-/// values per call; bf16 tensors are rounded from them) and `progress(i)` runs after
-/// tensor `i` is written. Creates the directory.
+/// values per call, whole rows for a block format; bf16, f16 and block tensors are encoded
+/// from them) and `progress(i)` runs after tensor `i` is written. Creates the directory.
 pub fn write(
     path: &Path,
     tensors: &[Spec],
     mut fill: impl FnMut(usize, &mut [f32]),
+    progress: impl FnMut(usize),
+) -> std::io::Result<()> {
+    let mut chunk = vec![0f32; 1 << 20];
+    let mut bytes = Vec::with_capacity(chunk.len() * 4);
+    write_bytes(
+        path,
+        tensors,
+        |i, out| {
+            let t = &tensors[i];
+            let row = t.shape.last().copied().unwrap_or(1).max(1);
+            let step = match t.stored {
+                Stored::Quant(_) => (chunk.len() / row).max(1) * row,
+                _ => chunk.len(),
+            };
+            if chunk.len() < step {
+                chunk.resize(step, 0.0);
+            }
+            let mut left = t.shape.iter().product::<usize>();
+            while left > 0 {
+                let n = left.min(step);
+                fill(i, &mut chunk[..n]);
+                bytes.clear();
+                match t.stored {
+                    Stored::F32 => bytes.extend(chunk[..n].iter().flat_map(|v| v.to_le_bytes())),
+                    Stored::Bf16 => {
+                        bytes.extend(chunk[..n].iter().flat_map(|&v| bf16::scalar::narrow(v).to_le_bytes()))
+                    }
+                    Stored::F16 => bytes.extend(chunk[..n].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes())),
+                    Stored::Quant(q) => {
+                        bytes.resize(n / row * q.row_bytes(row), 0);
+                        for (values, out) in chunk[..n].chunks_exact(row).zip(bytes.chunks_exact_mut(q.row_bytes(row)))
+                        {
+                            q.encode_row(values, out);
+                        }
+                    }
+                }
+                out.write_all(&bytes)?;
+                left -= n;
+            }
+            Ok(())
+        },
+        progress,
+    )
+}
+
+/// Writes a safetensors file whose tensors' bytes `body(i, out)` writes in order (exactly
+/// [`Stored::bytes`] each, as the header says); block-format tensors are listed in the
+/// header's metadata. Creates the directory.
+pub fn write_bytes(
+    path: &Path,
+    tensors: &[Spec],
+    mut body: impl FnMut(usize, &mut dyn std::io::Write) -> std::io::Result<()>,
     mut progress: impl FnMut(usize),
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut header = serde_json::Map::new();
+    let mut encodings = BTreeMap::new();
     let mut offset = 0usize;
-    let width = |s: Stored| if s == Stored::F32 { 4 } else { 2 };
     for t in tensors {
-        let bytes = t.shape.iter().product::<usize>() * width(t.stored);
-        let dtype = if t.stored == Stored::F32 { "F32" } else { "BF16" };
+        let bytes = t.stored.bytes(&t.shape);
+        let (dtype, shape) = match t.stored {
+            Stored::F32 => ("F32", t.shape.clone()),
+            Stored::Bf16 => ("BF16", t.shape.clone()),
+            Stored::F16 => ("F16", t.shape.clone()),
+            Stored::Quant(q) => {
+                let (rows, cols) = match t.shape[..] {
+                    [rows, cols] if cols.is_multiple_of(q.block()) => (rows, cols),
+                    _ => return Err(std::io::Error::other(format!("{}: {:?} is not rows of {q:?}", t.name, t.shape))),
+                };
+                encodings.insert(t.name.clone(), q.name());
+                ("U8", vec![rows, q.row_bytes(cols)])
+            }
+        };
         header.insert(
             t.name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
         );
         offset += bytes;
+    }
+    if !encodings.is_empty() {
+        let listed = serde_json::to_string(&encodings).map_err(std::io::Error::other)?;
+        header.insert("__metadata__".into(), serde_json::json!({ ENCODINGS_KEY: listed }));
     }
     let mut text = serde_json::to_string(&header).map_err(std::io::Error::other)?;
     // safetensors pads the header to 8 bytes so that every tensor is aligned.
@@ -491,24 +629,34 @@ pub fn write(
     let mut out = std::io::BufWriter::with_capacity(1 << 22, File::create(path)?);
     out.write_all(&(text.len() as u64).to_le_bytes())?;
     out.write_all(text.as_bytes())?;
-    let mut chunk = vec![0f32; 1 << 20];
-    let mut bytes = Vec::with_capacity(chunk.len() * 4);
     for (i, t) in tensors.iter().enumerate() {
-        let mut left = t.shape.iter().product::<usize>();
-        while left > 0 {
-            let n = left.min(chunk.len());
-            fill(i, &mut chunk[..n]);
-            bytes.clear();
-            match t.stored {
-                Stored::F32 => bytes.extend(chunk[..n].iter().flat_map(|v| v.to_le_bytes())),
-                Stored::Bf16 => bytes.extend(chunk[..n].iter().flat_map(|&v| bf16::scalar::narrow(v).to_le_bytes())),
-            }
-            out.write_all(&bytes)?;
-            left -= n;
+        let mut counted = Counted { inner: &mut out, bytes: 0 };
+        body(i, &mut counted)?;
+        let want = t.stored.bytes(&t.shape);
+        if counted.bytes != want {
+            return Err(std::io::Error::other(format!("{}: wrote {} bytes for {want}", t.name, counted.bytes)));
         }
         progress(i);
     }
     out.flush()
+}
+
+/// A writer that counts what passes through it.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    bytes: usize,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -541,6 +689,63 @@ mod tests {
         assert!(matches!(ckpt.matrix("w", 3, 2).unwrap().data(), Data::Bf16(_)));
         assert_eq!(ckpt.f32("w", &[3, 2]).unwrap(), [1.5, 3., 4.5, 6., 7.5, 9.]);
         assert_eq!(ckpt.f32("b", &[3]).unwrap(), [10.5, 12., 13.5]);
+    }
+
+    #[test]
+    fn block_tensors_round_trip_mapped_and_bad_listings_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        let spec = |name: &str, shape: Vec<usize>, stored| Spec { name: name.into(), shape, stored };
+        let tensors = [
+            spec("q4", vec![3, 512], Stored::Quant(Quant::Q4K)),
+            spec("q8", vec![2, 64], Stored::Quant(Quant::Q8_0)),
+            spec("h", vec![4], Stored::F16),
+        ];
+        let values = crate::kernels::testing::random(3 * 512 + 2 * 64 + 4, 9);
+        let mut at = 0;
+        super::write(
+            &file,
+            &tensors,
+            |_, chunk| {
+                chunk.copy_from_slice(&values[at..at + chunk.len()]);
+                at += chunk.len();
+            },
+            |_| {},
+        )
+        .unwrap();
+        let ckpt = Checkpoint::open(&file).unwrap();
+        assert_eq!(ckpt.shape("q4").unwrap(), [3, 512]);
+        assert_eq!(ckpt.encoding("q8").unwrap(), Some(Quant::Q8_0));
+        for (name, q, rows, cols, from) in [("q4", Quant::Q4K, 3, 512, 0), ("q8", Quant::Q8_0, 2, 64, 1536)] {
+            let w = ckpt.matrix(name, rows, cols).unwrap();
+            assert!(matches!(w.data(), Data::Quant(got, Storage::Mapped { .. }) if *got == q));
+            let (stored, bytes) = ckpt.stored(name).unwrap();
+            assert_eq!((stored, bytes.len()), (Stored::Quant(q), rows * q.row_bytes(cols)));
+            let (mut want, mut encoded) = (vec![0.0; cols], vec![0u8; q.row_bytes(cols)]);
+            let decoded = ckpt.f32(name, &[rows, cols]).unwrap();
+            for r in 0..rows {
+                q.encode_row(&values[from + r * cols..][..cols], &mut encoded);
+                q.decode_row(&encoded, &mut want);
+                assert_eq!(&decoded[r * cols..][..cols], &want[..], "{name} row {r}");
+            }
+        }
+        assert_eq!(
+            ckpt.f32("h", &[4]).unwrap(),
+            values[1664..].iter().map(|&v| half::f16::from_f32(v).to_f32()).collect::<Vec<_>>()
+        );
+
+        // A listing that names a missing tensor, an unknown format, or a tensor of the wrong
+        // shape is an error naming it.
+        let listed = |json: &str| {
+            let views = vec![("w".to_string(), TensorView::new(Dtype::U8, vec![2, 34], &[0u8; 68]).unwrap())];
+            let meta = std::collections::HashMap::from([(ENCODINGS_KEY.to_string(), json.to_string())]);
+            safetensors::serialize_to_file(views, Some(meta), &file).unwrap();
+            Checkpoint::open(&file).map(|c| c.shape("w").unwrap().to_vec()).map_err(|e| e.to_string())
+        };
+        assert_eq!(listed(r#"{"w": "q8_0"}"#).unwrap(), [2, 32]);
+        assert!(listed(r#"{"w": "q3_x"}"#).unwrap_err().contains("unknown format \"q3_x\""));
+        assert!(listed(r#"{"w": "q4_k"}"#).unwrap_err().contains("not q4_k rows"));
+        assert!(listed(r#"{"v": "q8_0"}"#).unwrap_err().contains("\"v\", which the file does not hold"));
     }
 
     fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {

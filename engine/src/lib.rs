@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod codec;
+pub mod compress;
 pub mod frame;
 pub mod kernels;
 pub mod models;

@@ -275,15 +275,39 @@ fn codecs_keep_the_greedy_codes() {
                 100.0 * equal as f64 / codes as f64,
                 error / scale
             );
-            // Reconstruction bounds end to end (measured: bf16 ≤ 3.7e-3, q8 ≤ 2.4e-2 of the
+            // Reconstruction bounds end to end (measured: bf16 ≤ 3.7e-3, q8 ≤ 2.7e-2 of the
             // largest logit). The tiny random models decide by margins as small as 0.004, so
             // q8's error flips their greedy choices within a few frames; bf16 keeps them on
-            // two of three and is exact on the bf16 checkpoint.
-            let bound = if codec == Codec::Q8 { 5e-2 } else { 1e-2 };
+            // two of three and is exact on the bf16 checkpoint. Their rows (32 and 64 wide)
+            // are not whole q4_k blocks of 256, so q4 and auto fall back to q8_0 here.
+            let bound = if codec == Codec::Bf16 { 1e-2 } else { 5e-2 };
             assert!(error <= bound * scale, "{} {}: first logits off by {error}", dir.display(), codec.name());
             if codec == Codec::Bf16 && r["weights_dtype"] == "bfloat16" {
                 assert_eq!(same_prefix, want.len(), "bf16 holds a bf16 checkpoint exactly");
             }
+        }
+    }
+}
+
+/// `spiral compress` writes what the codec applied at load holds: the compressed directory
+/// loads as it is and generates the same codes, bit for bit.
+#[test]
+fn a_compressed_directory_generates_what_the_codec_at_load_does() {
+    use spiral_engine::codec::Codec;
+    for dir in cases() {
+        let r = reference(&dir);
+        let codes = |model: Qwen3Tts| {
+            let model = Arc::new(model);
+            let (request, options) = setup(&model, &r);
+            let mut generation = model.generate(Cpu::best(), &request, &options).unwrap();
+            std::iter::from_fn(|| generation.next_frame()).collect::<Vec<_>>()
+        };
+        for codec in [Codec::Q8, Codec::Auto] {
+            let out = tempfile::tempdir().unwrap();
+            let report = spiral_engine::compress::compress(&dir, out.path(), codec, |_, _, _| {}).unwrap();
+            assert!(report.iter().any(|t| t.cosine.is_some()), "{}: nothing was encoded", dir.display());
+            let compressed = codes(Qwen3Tts::load(out.path()).unwrap());
+            assert_eq!(compressed, codes(Qwen3Tts::load_with(&dir, Some(codec)).unwrap()), "{}", dir.display());
         }
     }
 }

@@ -1,37 +1,52 @@
 //! Weight codecs: how a weight matrix is held for the products that stream it. At batch 1
 //! an autoregressive step reads every weight once, so bytes per weight set the speed.
 //!
-//! | codec | bytes per weight | grade | GEMV reads |
+//! | codec | argmax-regime tensors become | bytes per weight | grade |
 //! | --- | --- | --- | --- |
-//! | `bf16` | 2 | reconstruction (lossless from bf16) | the bf16 values, widened in registers |
-//! | `q8` | 1.125 | reconstruction | i8 blocks of 32 with an f32 scale; activations quantized the same way, integer dots (VNNI) |
+//! | `bf16` | bf16 | 2 | lossless from bf16, reconstruction from f32 |
+//! | `q8` | [`Quant::Q8_0`] | 1.0625 | reconstruction |
+//! | `q4` | [`Quant::Q4K`] | 0.5625 | reconstruction |
+//! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections | about 0.7 | reconstruction |
+//!
+//! A block format whose block does not divide a tensor's rows falls back to `q8_0`, then
+//! to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV multiplies
+//! it without widening it ([`crate::kernels::quant`]): the codecs are a table of formats,
+//! as ggml's are, rather than trait objects, so the hot loop dispatches once per product.
 //!
 //! Which tensors a codec touches is decided by their [`Regime`] (the codec lessons in the
 //! brief): only the projections whose outputs are ranked or mixed again (attention and MLP
 //! weights: the argmax regime) are encoded; embeddings and output heads, where one row must
-//! keep its identity, and small tensors stay as stored.
+//! keep its identity, and small tensors stay as stored. `auto` keeps 8 bits where an error
+//! passes straight into the residual stream without a later normalization or softmax to
+//! absorb it (the value and down projections), as llama.cpp's mixed k-quant files do.
 //!
 //! ```
 //! use spiral_engine::checkpoint::Weight;
-//! use spiral_engine::codec::{self, Codec, Regime};
+//! use spiral_engine::codec::{self, Codec, Encoding, Regime};
+//! use spiral_engine::kernels::quant::Quant;
 //!
 //! assert_eq!(codec::regime("talker.model.layers.0.mlp.up_proj.weight", &[3072, 1024]), Regime::Argmax);
 //! assert_eq!(codec::regime("talker.codec_head.weight", &[3072, 1024]), Regime::Index);
+//! assert_eq!(Codec::Auto.encoding("layers.0.mlp.down_proj.weight", 1024, 3072), Encoding::Blocks(Quant::Q8_0));
+//! assert_eq!(Codec::Q4.encoding("layers.0.mlp.up_proj.weight", 3072, 1024), Encoding::Blocks(Quant::Q4K));
 //! let w = Weight::from_f32(2, 32, (0..64).map(|i| i as f32 / 64.0).collect());
-//! let q = codec::apply(Codec::Q8, "mlp.down_proj.weight", &w);
-//! assert_eq!(q.matrix().bytes(), 64 + 2 * 4);
+//! let q = codec::apply(Codec::Q8, "mlp.up_proj.weight", &w);
+//! assert_eq!(q.matrix().bytes(), 2 * 34);
 //! ```
 
-pub mod q8;
+pub mod blocks;
 
 use crate::checkpoint::{Data, Storage, Weight};
 use crate::kernels::bf16;
+use crate::kernels::quant::Quant;
 
-/// A way to hold weight matrices.
+/// A way to hold a model's weight matrices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
     Bf16,
     Q8,
+    Q4,
+    Auto,
 }
 
 /// How tensors are used, which decides what a codec may do to them.
@@ -48,13 +63,54 @@ pub enum Regime {
     Passthrough,
 }
 
+/// What a codec makes of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// Left as the file stores it.
+    Stored,
+    /// Rounded to bf16.
+    Bf16,
+    /// Encoded in a block format.
+    Blocks(Quant),
+}
+
+/// How faithful an encoding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grade {
+    /// Every value comes back exactly.
+    Lossless,
+    /// Values come back approximately, each from its own row's data.
+    Reconstruction,
+}
+
+impl Encoding {
+    /// The name in files, tables and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Stored => "stored",
+            Encoding::Bf16 => "bf16",
+            Encoding::Blocks(q) => q.name(),
+        }
+    }
+
+    /// The grade of this encoding of a tensor stored as `source` (bf16 of bf16 is exact).
+    pub fn grade(self, source: &Data) -> Grade {
+        match (self, source) {
+            (Encoding::Stored, _) | (Encoding::Bf16, Data::Bf16(_)) => Grade::Lossless,
+            _ => Grade::Reconstruction,
+        }
+    }
+}
+
 impl Codec {
-    pub const ALL: [Codec; 2] = [Codec::Bf16, Codec::Q8];
+    pub const ALL: [Codec; 4] = [Codec::Bf16, Codec::Q8, Codec::Q4, Codec::Auto];
 
     pub fn name(self) -> &'static str {
         match self {
             Codec::Bf16 => "bf16",
             Codec::Q8 => "q8",
+            Codec::Q4 => "q4",
+            Codec::Auto => "auto",
         }
     }
 
@@ -63,12 +119,23 @@ impl Codec {
         Codec::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// `w` encoded, or `None` where this codec cannot hold its shape (q8 needs rows of
-    /// whole blocks).
-    pub fn encode(self, w: &Weight) -> Option<Weight> {
+    /// What this codec makes of tensor `name`, a `rows` × `cols` matrix.
+    pub fn encoding(self, name: &str, rows: usize, cols: usize) -> Encoding {
+        if regime(name, &[rows, cols]) != Regime::Argmax {
+            return Encoding::Stored;
+        }
+        let blocks = |q: Quant| {
+            [q, Quant::Q8_0]
+                .into_iter()
+                .find(|q| cols.is_multiple_of(q.block()))
+                .map_or(Encoding::Bf16, Encoding::Blocks)
+        };
         match self {
-            Codec::Bf16 => Some(to_bf16(w)),
-            Codec::Q8 => q8::encode(w),
+            Codec::Bf16 => Encoding::Bf16,
+            Codec::Q8 => blocks(Quant::Q8_0),
+            Codec::Q4 => blocks(Quant::Q4K),
+            Codec::Auto if ["v_proj", "down_proj"].iter().any(|k| name.contains(k)) => blocks(Quant::Q8_0),
+            Codec::Auto => blocks(Quant::Q4K),
         }
     }
 }
@@ -84,13 +151,22 @@ pub fn regime(name: &str, shape: &[usize]) -> Regime {
     }
 }
 
-/// `w` (tensor `name`) as `codec` holds it if it is in the argmax regime and the codec can
-/// hold its shape, else as stored.
+/// `w` (tensor `name`) as `codec` holds it ([`Codec::encoding`]); a weight a file already
+/// holds encoded stays as it is (encoding it again would only add error).
 pub fn apply(codec: Codec, name: &str, w: &Weight) -> Weight {
-    if regime(name, &[w.rows(), w.cols()]) != Regime::Argmax {
+    if let Data::Quant(..) = w.data() {
         return w.clone();
     }
-    codec.encode(w).unwrap_or_else(|| w.clone())
+    encode(codec.encoding(name, w.rows(), w.cols()), w)
+}
+
+/// `w` in `encoding`.
+pub fn encode(encoding: Encoding, w: &Weight) -> Weight {
+    match encoding {
+        Encoding::Stored => w.clone(),
+        Encoding::Bf16 => to_bf16(w),
+        Encoding::Blocks(q) => blocks::encode(q, w).unwrap_or_else(|| w.clone()),
+    }
 }
 
 /// `w` rounded to bf16 (unchanged if it already is).

@@ -10,7 +10,7 @@ use thiserror::Error;
 /// | level | adds | used for |
 /// | --- | --- | --- |
 /// | `Scalar` | | the reference every other path is tested against |
-/// | `Avx2` | AVX2 + FMA, 8 f32 lanes | every op |
+/// | `Avx2` | AVX2 + FMA + F16C, 8 f32 lanes | every op |
 /// | `Avx512` | AVX-512 F/BW/VL/DQ, 16 lanes, masked tails | every op |
 /// | `Avx512Vnni` | `VPDPBUSD` | int8 dot products |
 /// | `Avx512Bf16` | `VDPBF16PS`, `VCVTNE2PS2BF16` | bf16 dot products |
@@ -124,7 +124,7 @@ impl Cpu {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
     use std::arch::is_x86_feature_detected as has;
-    if !(has!("avx2") && has!("fma")) {
+    if !(has!("avx2") && has!("fma") && has!("f16c")) {
         return Isa::Scalar;
     }
     if !(has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq")) {

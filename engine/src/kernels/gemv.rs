@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use super::cpu::Cpu;
-use super::{bf16, q8, vector};
+use super::quant::{Activations, Quant};
+use super::{bf16, vector};
 
 /// The storage of a row-major weight matrix.
 #[derive(Clone, Copy, Debug)]
@@ -16,11 +17,19 @@ pub enum Weights<'a> {
     F32(&'a [f32]),
     /// bf16 bit patterns.
     Bf16(&'a [u16]),
-    /// [`q8`] blocks: one i8 per weight, one f32 scale per 32 weights of a row.
-    Q8 {
-        quants: &'a [i8],
-        scales: &'a [f32],
-    },
+    /// Rows of blocks in a [`Quant`] format, one after another.
+    Quant(Quant, &'a [u8]),
+}
+
+impl Weights<'_> {
+    /// The format's name: `f32`, `bf16` or the block format's.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Weights::F32(_) => "f32",
+            Weights::Bf16(_) => "bf16",
+            Weights::Quant(q, _) => q.name(),
+        }
+    }
 }
 
 /// A weight matrix whose shape has been checked against its storage.
@@ -50,15 +59,12 @@ impl<'a> Matrix<'a> {
         match weights {
             Weights::F32(d) if d.len() != n => return Err(err("f32", format!("{n} values"), d.len().to_string())),
             Weights::Bf16(d) if d.len() != n => return Err(err("bf16", format!("{n} values"), d.len().to_string())),
-            Weights::Q8 { quants, scales } => {
-                let blocks = rows * (cols / q8::BLOCK);
-                if !cols.is_multiple_of(q8::BLOCK) || quants.len() != n || scales.len() != blocks {
-                    return Err(err(
-                        "q8",
-                        format!("cols a multiple of {}, {n} quants and {blocks} scales", q8::BLOCK),
-                        format!("{} quants and {} scales", quants.len(), scales.len()),
-                    ));
-                }
+            Weights::Quant(q, d) if !cols.is_multiple_of(q.block()) || d.len() != rows * q.row_bytes(cols) => {
+                return Err(err(
+                    q.name(),
+                    format!("cols a multiple of {} and {} bytes", q.block(), rows * q.row_bytes(cols)),
+                    format!("{} bytes", d.len()),
+                ));
             }
             _ => {}
         }
@@ -78,7 +84,7 @@ impl<'a> Matrix<'a> {
         match self.weights {
             Weights::F32(d) => d.len() * 4,
             Weights::Bf16(d) => d.len() * 2,
-            Weights::Q8 { quants, scales } => quants.len() + scales.len() * 4,
+            Weights::Quant(_, d) => d.len(),
         }
     }
 }
@@ -87,14 +93,15 @@ impl<'a> Matrix<'a> {
 const PARALLEL_BYTES: usize = 256 * 1024;
 
 thread_local! {
-    /// Quantized activations for q8 products, reused so steady-state calls do not allocate.
-    static Q8_X: RefCell<(Vec<i8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Quantized activations for block-format products, reused so steady-state calls do not
+    /// allocate.
+    static QUANT_X: RefCell<Activations> = RefCell::new(Activations::default());
 }
 
 /// y = W·x, with `x.len() == W.cols()` and `y.len() == W.rows()`.
 ///
-/// f32 and bf16 rows take `x` at full precision; q8 rows take `x` quantized to q8 blocks
-/// once per call (the integer dot then needs no conversion in the loop).
+/// f32 and bf16 rows take `x` at full precision; block-format rows take `x` quantized to
+/// 8-bit blocks once per call ([`Activations`]), so the inner loops are integer dots.
 ///
 /// ```
 /// use spiral_engine::kernels::{gemv, Cpu};
@@ -129,21 +136,14 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     match m.weights {
         Weights::F32(w) => by_rows(m, batch, y, |r, b| vector::dot(cpu, &w[r * cols..][..cols], xs(b))),
         Weights::Bf16(w) => by_rows(m, batch, y, |r, b| bf16::dot_f32(cpu, &w[r * cols..][..cols], xs(b))),
-        Weights::Q8 { quants, scales } => {
+        Weights::Quant(q, w) => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
             // product that wants the buffers too (it then allocates its own).
-            let (mut qx, mut sx) = Q8_X.take();
-            let blocks = cols / q8::BLOCK;
-            qx.resize(batch * cols, 0);
-            sx.resize(batch * blocks, 0.0);
-            for b in 0..batch {
-                q8::quantize(xs(b), &mut qx[b * cols..][..cols], &mut sx[b * blocks..][..blocks]);
-            }
-            by_rows(m, batch, y, |r, b| {
-                let (w, s) = (&quants[r * cols..][..cols], &scales[r * blocks..][..blocks]);
-                q8::dot(cpu, w, s, &qx[b * cols..][..cols], &sx[b * blocks..][..blocks])
-            });
-            Q8_X.set((qx, sx));
+            let mut ax = QUANT_X.take();
+            ax.quantize(x);
+            let row_bytes = q.row_bytes(cols);
+            by_rows(m, batch, y, |r, b| q.dot(cpu, &w[r * row_bytes..][..row_bytes], ax.vector(b, cols)));
+            QUANT_X.set(ax);
         }
     }
 }
@@ -203,27 +203,37 @@ mod tests {
         }
     }
 
+    /// `wf` (rows of `cols`) encoded in `q`, or `None` where rows are not whole blocks.
+    fn encoded(q: Quant, wf: &[f32], cols: usize) -> Option<Vec<u8>> {
+        cols.is_multiple_of(q.block()).then(|| {
+            let mut out = vec![0u8; wf.len() / cols * q.row_bytes(cols)];
+            for (row, bytes) in wf.chunks_exact(cols).zip(out.chunks_exact_mut(q.row_bytes(cols))) {
+                q.encode_row(row, bytes);
+            }
+            out
+        })
+    }
+
     #[test]
     fn batched_products_equal_one_vector_at_a_time() {
-        for (rows, cols, batch) in [(3, 64, 2), (37, 160, 3), (301, 1024, 5)] {
+        for (rows, cols, batch) in [(3, 64, 2), (37, 256, 3), (301, 1024, 5)] {
             let wf = random(rows * cols, 21);
             let x = random(batch * cols, 22);
             let mut wb = vec![0u16; wf.len()];
             bf16::from_f32(&wf, &mut wb);
-            let (mut qw, mut sw) = (vec![0i8; wf.len()], vec![0.0f32; wf.len() / q8::BLOCK]);
-            for (r, row) in wf.chunks_exact(cols).enumerate() {
-                q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
-            }
-            let formats = [Weights::F32(&wf), Weights::Bf16(&wb), Weights::Q8 { quants: &qw, scales: &sw }];
+            let quants: Vec<(Quant, Vec<u8>)> =
+                Quant::ALL.into_iter().filter_map(|q| Some((q, encoded(q, &wf, cols)?))).collect();
+            let mut formats = vec![Weights::F32(&wf), Weights::Bf16(&wb)];
+            formats.extend(quants.iter().map(|(q, bytes)| Weights::Quant(*q, bytes)));
             for cpu in available() {
-                for weights in formats {
+                for &weights in &formats {
                     let m = Matrix::new(rows, cols, weights).unwrap();
                     let mut batched = vec![0.0; batch * rows];
                     gemv_batch(cpu, &m, &x, batch, &mut batched);
                     for b in 0..batch {
                         let mut one = vec![0.0; rows];
                         gemv(cpu, &m, &x[b * cols..][..cols], &mut one);
-                        assert_eq!(&batched[b * rows..][..rows], &one[..], "{cpu:?} {rows}x{cols} vector {b}");
+                        assert_eq!(&batched[b * rows..][..rows], &one[..], "{cpu:?} {} vector {b}", weights.format());
                     }
                 }
             }
@@ -233,32 +243,14 @@ mod tests {
     #[test]
     fn every_format_and_path_matches_the_reference() {
         // Small (one thread) and large enough to split across the pool; odd row counts.
-        for (rows, cols) in [(1, 32), (3, 64), (5, 96), (37, 160), (301, 1024)] {
+        for (rows, cols) in [(1, 32), (3, 64), (5, 96), (37, 160), (7, 256), (301, 1024)] {
             let wf = random(rows * cols, 11);
             let x = random(cols, 12);
             let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
             let mut wb = vec![0u16; wf.len()];
             bf16::from_f32(&wf, &mut wb);
-            let (mut qw, mut sw) = (vec![0i8; wf.len()], vec![0.0f32; wf.len() / q8::BLOCK]);
-            for (r, row) in wf.chunks_exact(cols).enumerate() {
-                q8::quantize(row, &mut qw[r * cols..][..cols], &mut sw[r * cols / q8::BLOCK..][..cols / q8::BLOCK]);
-            }
-            let (mut qx, mut sx) = (vec![0i8; cols], vec![0.0f32; cols / q8::BLOCK]);
-            q8::quantize(&x, &mut qx, &mut sx);
-
             let want_f32 = reference(rows, cols, |r, c| wf[r * cols + c] as f64, &xd);
             let want_bf16 = reference(rows, cols, |r, c| bf16::scalar::widen(wb[r * cols + c]) as f64, &xd);
-            let blocks = cols / q8::BLOCK;
-            let want_q8: Vec<f64> = (0..rows)
-                .map(|r| {
-                    (0..cols)
-                        .map(|c| {
-                            let (b, wr) = (c / q8::BLOCK, r * blocks + c / q8::BLOCK);
-                            f64::from(qw[r * cols + c]) * f64::from(qx[c]) * (sw[wr] as f64 * sx[b] as f64)
-                        })
-                        .sum()
-                })
-                .collect();
             let magnitude = cols as f64; // |w|, |x| ≤ 1
             for cpu in available() {
                 let mut y = vec![f32::NAN; rows];
@@ -267,9 +259,21 @@ mod tests {
                 check(&y, &want_f32, magnitude, cols, &format!("f32 {what}"));
                 gemv(cpu, &Matrix::new(rows, cols, Weights::Bf16(&wb)).unwrap(), &x, &mut y);
                 check(&y, &want_bf16, magnitude, cols, &format!("bf16 {what}"));
-                let m = Matrix::new(rows, cols, Weights::Q8 { quants: &qw, scales: &sw }).unwrap();
-                gemv(cpu, &m, &x, &mut y);
-                check(&y, &want_q8, magnitude, cols, &format!("q8 {what}"));
+            }
+            // Block formats: each row is the format's dot against x quantized once.
+            let mut ax = Activations::default();
+            ax.quantize(&x);
+            for q in Quant::ALL {
+                let Some(bytes) = encoded(q, &wf, cols) else { continue };
+                let m = Matrix::new(rows, cols, Weights::Quant(q, &bytes)).unwrap();
+                for cpu in available() {
+                    let mut y = vec![f32::NAN; rows];
+                    gemv(cpu, &m, &x, &mut y);
+                    for (r, got) in y.iter().enumerate() {
+                        let row = &bytes[r * q.row_bytes(cols)..][..q.row_bytes(cols)];
+                        assert_eq!(*got, q.dot(cpu, row, ax.vector(0, cols)), "{} {} row {r}", q.name(), cpu.isa());
+                    }
+                }
             }
         }
     }
@@ -278,8 +282,10 @@ mod tests {
     fn mismatched_storage_is_a_shape_error() {
         assert!(Matrix::new(2, 3, Weights::F32(&[0.0; 5])).is_err());
         assert!(Matrix::new(2, 3, Weights::Bf16(&[0; 7])).is_err());
-        let e = Matrix::new(1, 48, Weights::Q8 { quants: &[0; 48], scales: &[0.0; 1] }).unwrap_err();
+        let e = Matrix::new(1, 48, Weights::Quant(Quant::Q8_0, &[0; 51])).unwrap_err();
         assert!(e.to_string().contains("multiple of 32"), "{e}");
-        assert!(Matrix::new(1, 64, Weights::Q8 { quants: &[0; 64], scales: &[0.0; 2] }).is_ok());
+        assert!(Matrix::new(1, 64, Weights::Quant(Quant::Q8_0, &[0; 68])).is_ok());
+        let e = Matrix::new(2, 256, Weights::Quant(Quant::Q4K, &[0; 144])).unwrap_err();
+        assert!(e.to_string().contains("288 bytes"), "{e}");
     }
 }

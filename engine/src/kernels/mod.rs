@@ -11,7 +11,9 @@ pub mod conv;
 pub mod cpu;
 pub mod gemm;
 pub mod gemv;
-pub mod q8;
+mod q4k;
+mod q8;
+pub mod quant;
 pub mod rows;
 pub mod vector;
 

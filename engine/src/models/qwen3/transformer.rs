@@ -72,8 +72,8 @@ impl Linear {
                 ViewMut::new(out, rows, n).expect("checked"),
                 false,
             ),
-            // No GEMM reads q8 blocks: batches of GEMVs, each reading the weights once.
-            Data::Q8 { .. } => {
+            // No GEMM reads block formats: batches of GEMVs, each reading the weights once.
+            Data::Quant(..) => {
                 for (x, out) in x.chunks(GEMV_ROWS * k).zip(out.chunks_mut(GEMV_ROWS * n)) {
                     gemv::gemv_batch(cpu, &self.weight.matrix(), x, x.len() / k, out);
                 }

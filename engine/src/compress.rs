@@ -1,0 +1,276 @@
+//! `spiral compress`: a model directory written again with its weights in a codec, in a
+//! form the engine loads directly (docs/FORMATS.md).
+//!
+//! The weights go into one `model.safetensors`: tensors a codec encodes as u8 rows of
+//! blocks listed under [`ENCODINGS_KEY`](crate::checkpoint::ENCODINGS_KEY), the rest
+//! byte for byte as they were. Every other file of the directory (configs, tokenizer,
+//! `speech_tokenizer/`) is copied as it is. Each tensor is reported as it is written, with
+//! how faithfully its encoding reconstructs it.
+//!
+//! ```no_run
+//! use spiral_engine::codec::Codec;
+//! use spiral_engine::compress;
+//!
+//! let report = compress::compress("Qwen3-TTS-0.6B".as_ref(), "Qwen3-TTS-0.6B-q4".as_ref(), Codec::Auto, |t, i, n| {
+//!     eprintln!("[{i}/{n}] {} {}", t.name, t.encoding);
+//! })?;
+//! println!("{} -> {} bytes", report.iter().map(|t| t.bytes_in).sum::<usize>(), report.iter().map(|t| t.bytes_out).sum::<usize>());
+//! # Ok::<(), compress::CompressError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+use crate::checkpoint::{self, Checkpoint, CheckpointError, Data, Spec, Stored, Weight};
+use crate::codec::{self, Codec, Encoding};
+
+/// What can go wrong compressing a model.
+#[derive(Debug, Error)]
+pub enum CompressError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: the output must be a new directory, not the model itself", path.display())]
+    SamePlace { path: PathBuf },
+}
+
+/// One tensor as compressed.
+#[derive(Clone, Debug)]
+pub struct TensorReport {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// How the source file stores it.
+    pub source: Stored,
+    /// How the output stores it.
+    pub stored: Stored,
+    /// The codec's choice (`stored`: copied unchanged).
+    pub encoding: &'static str,
+    /// Bytes in the source's dtype and in the output.
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    /// Cosine between the source values and their reconstruction, and the reconstruction's
+    /// error relative to the values (root of the summed squares over all values); `None`
+    /// for tensors copied unchanged.
+    pub cosine: Option<f64>,
+    pub relative_error: Option<f64>,
+}
+
+/// Writes `input` (a model directory: `model.safetensors` or shards) to `output` with its
+/// weights in `codec`; `progress(tensor, i, n)` runs after each tensor is written.
+pub fn compress(
+    input: &Path,
+    output: &Path,
+    codec: Codec,
+    mut progress: impl FnMut(&TensorReport, usize, usize),
+) -> Result<Vec<TensorReport>, CompressError> {
+    let ckpt = Checkpoint::open(input)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CompressError::Io { path, source }
+    };
+    if output.exists()
+        && std::fs::canonicalize(output).map_err(io(output))? == std::fs::canonicalize(input).map_err(io(input))?
+    {
+        return Err(CompressError::SamePlace { path: output.into() });
+    }
+    std::fs::create_dir_all(output).map_err(io(output))?;
+    copy_other_files(input, output)?;
+
+    let names: Vec<String> = ckpt.names().into_iter().map(String::from).collect();
+    let mut plan = Vec::with_capacity(names.len());
+    for name in &names {
+        let (source, _) = ckpt.stored(name)?;
+        let shape = ckpt.shape(name)?.to_vec();
+        let encoding = match (source, &shape[..]) {
+            (Stored::Quant(_), _) => Encoding::Stored,
+            (_, &[rows, cols]) => codec.encoding(name, rows, cols),
+            _ => Encoding::Stored,
+        };
+        let stored = match encoding {
+            Encoding::Stored => source,
+            Encoding::Bf16 => Stored::Bf16,
+            Encoding::Blocks(q) => Stored::Quant(q),
+        };
+        plan.push((encoding, Spec { name: name.clone(), shape, stored }));
+    }
+    let specs: Vec<Spec> = plan.iter().map(|(_, s)| s.clone()).collect();
+    let file = output.join("model.safetensors");
+    let mut reports = Vec::with_capacity(specs.len());
+    let written = checkpoint::write_bytes(
+        &file,
+        &specs,
+        |i, out| {
+            let (encoding, spec) = &plan[i];
+            let (source, bytes) = ckpt.stored(&spec.name).map_err(std::io::Error::other)?;
+            let mut report = TensorReport {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+                source,
+                stored: spec.stored,
+                encoding: encoding.name(),
+                bytes_in: bytes.len(),
+                bytes_out: spec.stored.bytes(&spec.shape),
+                cosine: None,
+                relative_error: None,
+            };
+            if spec.stored == source {
+                out.write_all(bytes)?;
+            } else {
+                let (rows, cols) = (spec.shape[0], spec.shape[1]);
+                let w = ckpt.matrix(&spec.name, rows, cols).map_err(std::io::Error::other)?;
+                let encoded = codec::encode(*encoding, &w);
+                out.write_all(encoded_bytes(&encoded))?;
+                let (cosine, error) = fidelity(&w, &encoded);
+                (report.cosine, report.relative_error) = (Some(cosine), Some(error));
+            }
+            progress(&report, i + 1, specs.len());
+            reports.push(report);
+            Ok(())
+        },
+        |_| {},
+    );
+    // A checkpoint error inside the writer comes back as itself, naming the input file.
+    written.map_err(|e| {
+        if e.get_ref().is_some_and(|inner| inner.is::<CheckpointError>()) {
+            CompressError::Checkpoint(*e.into_inner().and_then(|b| b.downcast().ok()).expect("checked above"))
+        } else {
+            CompressError::Io { path: file.clone(), source: e }
+        }
+    })?;
+    Ok(reports)
+}
+
+/// The bytes a file stores for an encoded weight.
+fn encoded_bytes(w: &Weight) -> &[u8] {
+    fn bytes<T: checkpoint::Plain>(v: &[T]) -> &[u8] {
+        // SAFETY: plain little-endian numbers (checked by `Plain`) without padding.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+    }
+    match w.data() {
+        Data::F32(s) => bytes(s),
+        Data::Bf16(s) => bytes(s),
+        Data::Quant(_, s) => bytes(s),
+    }
+}
+
+/// (cosine, relative error) of `encoded` against `source`, over every value.
+fn fidelity(source: &Weight, encoded: &Weight) -> (f64, f64) {
+    let cols = source.cols();
+    let (dot, ss, ee, dd) = (0..source.rows())
+        .into_par_iter()
+        .map_init(
+            || (vec![0.0; cols], vec![0.0; cols]),
+            |(a, b), r| {
+                source.row(r, a);
+                encoded.row(r, b);
+                a.iter().zip(b.iter()).fold((0.0, 0.0, 0.0, 0.0), |(dot, ss, ee, dd), (&x, &y)| {
+                    let (x, y) = (f64::from(x), f64::from(y));
+                    (dot + x * y, ss + x * x, ee + y * y, dd + (x - y) * (x - y))
+                })
+            },
+        )
+        .reduce(|| (0.0, 0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3));
+    let cosine = if ss > 0.0 && ee > 0.0 { dot / (ss * ee).sqrt() } else { 1.0 };
+    let error = if ss > 0.0 { (dd / ss).sqrt() } else { dd.sqrt() };
+    (cosine, error)
+}
+
+/// Copies every file and directory of `input` to `output` except the weights the
+/// checkpoint reads (`model.safetensors`, or the index and its shards).
+fn copy_other_files(input: &Path, output: &Path) -> Result<(), CompressError> {
+    let skip = |name: &str| {
+        name == "model.safetensors" || name == "model.safetensors.index.json" || name.ends_with(".safetensors")
+    };
+    copy_tree(input, output, &|path: &Path| {
+        path.parent() == Some(input) && path.file_name().and_then(|n| n.to_str()).is_some_and(skip)
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), CompressError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CompressError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let path = entry.map_err(io(from))?.path();
+        if skip(&path) {
+            continue;
+        }
+        let dest = to.join(path.file_name().expect("a directory entry has a name"));
+        if path.is_dir() {
+            copy_tree(&path, &dest, skip)?;
+        } else {
+            std::fs::copy(&path, &dest).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::quant::Quant;
+
+    #[test]
+    fn a_directory_compresses_loads_and_reports_each_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        let spec = |name: &str, shape: Vec<usize>, stored| Spec { name: name.into(), shape, stored };
+        let tensors = [
+            spec("layers.0.mlp.up_proj.weight", vec![8, 512], Stored::Bf16),
+            spec("layers.0.self_attn.v_proj.weight", vec![4, 64], Stored::F32),
+            spec("embed_tokens.weight", vec![10, 256], Stored::Bf16),
+            spec("layers.0.input_layernorm.weight", vec![64], Stored::F32),
+        ];
+        let values = crate::kernels::testing::random(8 * 512 + 4 * 64 + 2560 + 64, 1);
+        let mut at = 0;
+        checkpoint::write(
+            &input.join("model.safetensors"),
+            &tensors,
+            |_, chunk| {
+                chunk.copy_from_slice(&values[at..at + chunk.len()]);
+                at += chunk.len();
+            },
+            |_| {},
+        )
+        .unwrap();
+        std::fs::write(input.join("config.json"), "{}").unwrap();
+        std::fs::create_dir_all(input.join("speech_tokenizer")).unwrap();
+        std::fs::write(input.join("speech_tokenizer/model.safetensors"), "kept").unwrap();
+
+        let output = dir.path().join("out");
+        let mut seen = Vec::new();
+        let report = compress(&input, &output, Codec::Auto, |t, i, n| seen.push((t.name.clone(), i, n))).unwrap();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[3].1..=seen[3].2, 4..=4);
+        let by_name = |n: &str| report.iter().find(|t| t.name == n).unwrap();
+        let up = by_name("layers.0.mlp.up_proj.weight");
+        assert_eq!((up.stored, up.bytes_in, up.bytes_out), (Stored::Quant(Quant::Q4K), 8192, 8 * 288));
+        assert!(up.cosine.unwrap() > 0.99 && up.relative_error.unwrap() < 0.12, "{up:?}");
+        // auto keeps the value projection at 8 bits; its 64 columns are whole q8_0 blocks.
+        assert_eq!(by_name("layers.0.self_attn.v_proj.weight").stored, Stored::Quant(Quant::Q8_0));
+        for kept in ["embed_tokens.weight", "layers.0.input_layernorm.weight"] {
+            let t = by_name(kept);
+            assert_eq!((t.encoding, t.bytes_in, t.cosine), ("stored", t.bytes_out, None), "{kept}");
+        }
+        assert_eq!(std::fs::read_to_string(output.join("speech_tokenizer/model.safetensors")).unwrap(), "kept");
+        assert_eq!(std::fs::read_to_string(output.join("config.json")).unwrap(), "{}");
+
+        let back = Checkpoint::open(&output).unwrap();
+        assert_eq!(back.encoding("layers.0.mlp.up_proj.weight").unwrap(), Some(Quant::Q4K));
+        let (src, out) = (Checkpoint::open(&input).unwrap(), back);
+        assert_eq!(src.stored("embed_tokens.weight").unwrap().1, out.stored("embed_tokens.weight").unwrap().1);
+        // Compressing a compressed model again keeps its blocks as they are.
+        let again = compress(&output, &dir.path().join("again"), Codec::Q8, |_, _, _| {}).unwrap();
+        assert_eq!(again.iter().find(|t| t.name == up.name).unwrap().stored, Stored::Quant(Quant::Q4K));
+
+        let e = compress(&input, &input, Codec::Q8, |_, _, _| {}).unwrap_err().to_string();
+        assert!(e.contains("must be a new directory"), "{e}");
+        let e = compress(&dir.path().join("nothing"), &output, Codec::Q8, |_, _, _| {}).unwrap_err().to_string();
+        assert!(e.contains("nothing"), "{e}");
+    }
+}

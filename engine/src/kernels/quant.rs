@@ -1,0 +1,273 @@
+//! Quantized weight rows in block formats, tabulated as ggml tabulates its types: each
+//! format says how many values a block holds, how many bytes it takes, how to encode and
+//! reconstruct a row, and how to take a row's dot product against activations quantized
+//! once per product ([`Activations`]).
+//!
+//! | format | values per block | bytes per block | bits per weight | block layout (little-endian) |
+//! | --- | --- | --- | --- | --- |
+//! | [`Quant::Q8_0`] | 32 | 34 | 8.5 | f16 scale `d`, 32 × i8 `q`; `v = d·q` |
+//! | [`Quant::Q4K`] | 256 | 144 | 4.5 | f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and mins, 128 bytes of 4-bit `q`; `v = d·sc·q − dmin·m` |
+//!
+//! Both layouts are byte for byte ggml's `block_q8_0` and `block_q4_K`, so a GGUF file's
+//! tensors of these types are rows spiral multiplies as they are.
+//!
+//! ```
+//! use spiral_engine::kernels::quant::{Activations, Quant};
+//! use spiral_engine::kernels::Cpu;
+//!
+//! let row: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut bytes = vec![0u8; Quant::Q4K.row_bytes(256)];
+//! Quant::Q4K.encode_row(&row, &mut bytes);
+//! let mut x = Activations::default();
+//! x.quantize(&row);
+//! let dot = Quant::Q4K.dot(Cpu::best(), &bytes, x.vector(0, 256));
+//! let exact: f32 = row.iter().map(|v| v * v).sum();
+//! assert!((dot - exact).abs() < 0.02 * exact);
+//! ```
+
+use super::cpu::Cpu;
+use super::{q4k, q8};
+
+/// A block format for weight rows.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Quant {
+    /// 8-bit values in blocks of 32 with an f16 scale.
+    Q8_0,
+    /// 4-bit values in super-blocks of 256: eight sub-blocks of 32, each with a 6-bit scale
+    /// and a 6-bit min, themselves scaled by the block's f16 `d` and `dmin`.
+    Q4K,
+}
+
+impl Quant {
+    pub const ALL: [Quant; 2] = [Quant::Q8_0, Quant::Q4K];
+
+    /// The name in files and messages (ggml's type name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::Q8_0 => "q8_0",
+            Quant::Q4K => "q4_k",
+        }
+    }
+
+    /// The format called `name`.
+    pub fn parse(name: &str) -> Option<Quant> {
+        Quant::ALL.into_iter().find(|q| q.name() == name)
+    }
+
+    /// Values per block: a row's length must be a multiple of it.
+    pub fn block(self) -> usize {
+        match self {
+            Quant::Q8_0 => q8::BLOCK,
+            Quant::Q4K => q4k::BLOCK,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Quant::Q8_0 => q8::BLOCK_BYTES,
+            Quant::Q4K => q4k::BLOCK_BYTES,
+        }
+    }
+
+    /// Bytes of a row of `cols` values (a multiple of [`block`](Self::block)).
+    pub fn row_bytes(self, cols: usize) -> usize {
+        cols / self.block() * self.block_bytes()
+    }
+
+    /// Encodes `values` (whole blocks) into `out` ([`row_bytes`](Self::row_bytes) long).
+    pub fn encode_row(self, values: &[f32], out: &mut [u8]) {
+        assert!(values.len().is_multiple_of(self.block()), "{} rows are whole blocks of {}", self.name(), self.block());
+        assert_eq!(out.len(), self.row_bytes(values.len()), "{} row bytes", self.name());
+        match self {
+            Quant::Q8_0 => q8::encode_row(values, out),
+            Quant::Q4K => q4k::encode_row(values, out),
+        }
+    }
+
+    /// Reconstructs the row `bytes` encode into `out`.
+    pub fn decode_row(self, bytes: &[u8], out: &mut [f32]) {
+        assert_eq!(bytes.len(), self.row_bytes(out.len()), "{} row bytes", self.name());
+        match self {
+            Quant::Q8_0 => q8::decode_row(bytes, out),
+            Quant::Q4K => q4k::decode_row(bytes, out),
+        }
+    }
+
+    /// The dot product of the encoded row `bytes` with the quantized vector `x`.
+    pub fn dot(self, cpu: Cpu, bytes: &[u8], x: Vector) -> f32 {
+        assert_eq!(bytes.len(), self.row_bytes(x.quants.len()), "{} row against {} values", self.name(), x.len());
+        match self {
+            Quant::Q8_0 => q8::dot(cpu, bytes, x),
+            Quant::Q4K => q4k::dot(cpu, bytes, x),
+        }
+    }
+}
+
+/// Values per activation block: every weight format's blocks are whole activation blocks.
+pub const X_BLOCK: usize = 32;
+
+/// Vectors quantized for products with block-format rows: per 32 values one f32 scale
+/// (`amax / 127`), the i8 values, and the sum of the values as quantized (which the
+/// formats with a min need). Held between products so steady-state calls do not allocate.
+#[derive(Clone, Debug, Default)]
+pub struct Activations {
+    quants: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+/// One quantized vector of [`Activations`].
+#[derive(Clone, Copy, Debug)]
+pub struct Vector<'a> {
+    pub quants: &'a [i8],
+    pub scales: &'a [f32],
+    pub sums: &'a [f32],
+}
+
+impl Vector<'_> {
+    pub fn len(&self) -> usize {
+        self.quants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.quants.is_empty()
+    }
+}
+
+impl Activations {
+    /// Quantizes `x` (vectors of a length that is a multiple of [`X_BLOCK`], one after
+    /// another), replacing what was held.
+    pub fn quantize(&mut self, x: &[f32]) {
+        assert!(x.len().is_multiple_of(X_BLOCK), "quantized vectors are whole blocks of {X_BLOCK}");
+        let blocks = x.len() / X_BLOCK;
+        self.quants.resize(x.len(), 0);
+        self.scales.resize(blocks, 0.0);
+        self.sums.resize(blocks, 0.0);
+        for (((v, q), s), sum) in
+            x.chunks_exact(X_BLOCK).zip(self.quants.chunks_exact_mut(X_BLOCK)).zip(&mut self.scales).zip(&mut self.sums)
+        {
+            let amax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            *s = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            q.iter_mut().zip(v).for_each(|(q, &x)| *q = (x * inv).round().clamp(-127.0, 127.0) as i8);
+            *sum = *s * q.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
+        }
+    }
+
+    /// Vector `b` of those quantized, each `len` values long.
+    pub fn vector(&self, b: usize, len: usize) -> Vector<'_> {
+        let blocks = len / X_BLOCK;
+        Vector {
+            quants: &self.quants[b * len..][..len],
+            scales: &self.scales[b * blocks..][..blocks],
+            sums: &self.sums[b * blocks..][..blocks],
+        }
+    }
+}
+
+/// f16 bits to f32 (for the scalar paths and encoders).
+pub(crate) fn f16(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// The f16 at `p` (little-endian) as f32, by F16C.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "f16c")]
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
+    use std::arch::x86_64::*;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes([*p, *p.add(1)])))))
+}
+
+/// f32 to f16 bits, rounded to nearest.
+pub(crate) fn to_f16(v: f32) -> u16 {
+    half::f16::from_f32(v).to_bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{available, random};
+
+    #[test]
+    fn activations_are_within_half_a_step_never_minus_128_with_their_sums() {
+        let x: Vec<f32> = random(32 * 40, 1).iter().map(|v| v * 3.0).collect();
+        let mut a = Activations::default();
+        a.quantize(&x);
+        let v = a.vector(0, x.len());
+        for (b, block) in x.chunks_exact(X_BLOCK).enumerate() {
+            for (i, &x) in block.iter().enumerate() {
+                let back = v.quants[b * X_BLOCK + i] as f32 * v.scales[b];
+                assert!((back - x).abs() <= 0.5 * v.scales[b] * 1.0001, "{x} -> {back}");
+            }
+            let ints: i32 = v.quants[b * X_BLOCK..][..X_BLOCK].iter().map(|&q| i32::from(q)).sum();
+            assert_eq!(v.sums[b], ints as f32 * v.scales[b]);
+        }
+        assert!(v.quants.iter().all(|&q| q != -128));
+        a.quantize(&[0.0; 32]);
+        assert!(a.vector(0, 32).quants.iter().all(|&q| q == 0) && a.vector(0, 32).scales[0] == 0.0);
+    }
+
+    /// Σ over weights of (decoded weight) × (dequantized activation), in f64: what every
+    /// path's integer arithmetic must reproduce up to the order of its f32 sums.
+    fn reference(q: Quant, bytes: &[u8], x: Vector) -> (f64, f64) {
+        let mut w = vec![0.0f32; x.len()];
+        q.decode_row(bytes, &mut w);
+        let mut exact = 0.0f64;
+        let mut magnitude = 0.0f64;
+        for (i, w) in w.iter().enumerate() {
+            let xv = x.quants[i] as f64 * x.scales[i / X_BLOCK] as f64;
+            exact += *w as f64 * xv;
+            magnitude += (*w as f64 * xv).abs();
+        }
+        (exact, magnitude)
+    }
+
+    #[test]
+    fn every_format_and_path_matches_the_reference() {
+        for q in Quant::ALL {
+            for blocks in [0, 1, 2, 3, 7, 12] {
+                let n = blocks * q.block();
+                let w: Vec<f32> = random(n, 2).iter().map(|v| v * 0.7 + 0.1).collect();
+                let mut bytes = vec![0u8; q.row_bytes(n)];
+                q.encode_row(&w, &mut bytes);
+                let mut x = random(n, 3);
+                if let Some(v) = x.first_mut() {
+                    *v = -1.5; // an activation at -127, the sign trick's edge
+                }
+                let mut a = Activations::default();
+                a.quantize(&x);
+                let (exact, magnitude) = reference(q, &bytes, a.vector(0, n));
+                for cpu in available() {
+                    let got = q.dot(cpu, &bytes, a.vector(0, n)) as f64;
+                    let tol = 1e-5 * magnitude + 1e-6;
+                    assert!((got - exact).abs() <= tol, "{} {} blocks={blocks}: {got} vs {exact}", q.name(), cpu.isa());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_reconstruct_closely() {
+        // Relative RMS error of a reconstructed Gaussian-like row: the bits decide it.
+        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4K, 0.12)] {
+            let n = 4096;
+            let w: Vec<f32> = random(n, 5).iter().zip(random(n, 6)).map(|(a, b)| a + b).collect();
+            let mut bytes = vec![0u8; q.row_bytes(n)];
+            q.encode_row(&w, &mut bytes);
+            let mut back = vec![0.0; n];
+            q.decode_row(&bytes, &mut back);
+            let err: f32 = w.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+            let norm: f32 = w.iter().map(|a| a * a).sum();
+            let rel = (err / norm).sqrt();
+            assert!(rel < bound, "{}: relative error {rel}", q.name());
+            let zero = vec![0.0; q.block()];
+            let mut zb = vec![0xAAu8; q.row_bytes(q.block())];
+            q.encode_row(&zero, &mut zb);
+            q.decode_row(&zb, &mut back[..q.block()]);
+            assert!(back[..q.block()].iter().all(|&v| v == 0.0), "{}: zeros stay zero", q.name());
+        }
+    }
+}
