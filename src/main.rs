@@ -166,9 +166,11 @@ struct SpeakArgs {
     /// Qwen3-TTS: write the generated codes as JSON (frames × codebooks).
     #[arg(long, value_name = "CODES.json", requires = "model")]
     dump_codes: Option<PathBuf>,
-    /// Qwen3-TTS: hold the talker's and code predictor's projections in this codec (bf16, q8,
-    /// q4, auto) instead of as stored; q8 reads 1.06 bytes per weight instead of 2, q4 0.56.
-    #[arg(long, value_name = "NAME", requires = "model")]
+    /// Hold the weights in this codec (bf16, q8, q4, auto) instead of as stored. Qwen3-TTS:
+    /// the talker's and code predictor's projections, multiplied as encoded (q8 reads 1.06
+    /// bytes per weight instead of 2, q4 0.56); a Piper voice: its weights as the codec
+    /// reconstructs them (what the codec costs in sound; no faster).
+    #[arg(long, value_name = "NAME")]
     codec: Option<String>,
     /// Arithmetic of the vocoder's last stages: `mixed` multiplies in bf16 where the CPU
     /// does so natively (the default there), `f32` reproduces the reference to ~90 dB.
@@ -446,7 +448,8 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         Some(PrecisionArg::Mixed) => Precision::Mixed,
         None => Precision::for_cpu(cpu),
     };
-    let voice = PiperVoice::load(&voice).map_err(|e| e.to_string())?.with_precision(precision);
+    let codec = parse_codec(args.codec.as_deref())?;
+    let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
     voice.warm_up(cpu).map_err(|e| e.to_string())?;
     let voice = std::sync::Arc::new(voice);
     let mut scales = voice.scales();

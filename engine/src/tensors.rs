@@ -99,6 +99,11 @@ impl Tensors {
         self.by_name.contains_key(name)
     }
 
+    /// Every tensor's name, shape and values, to change in place (in no particular order).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &[usize], &mut [f32])> {
+        self.by_name.iter_mut().map(|(name, t)| (name.as_str(), t.shape.as_slice(), t.data.as_mut_slice()))
+    }
+
     /// Removes the tensor and returns its data, if its shape is exactly `shape`.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, TensorError> {
         let got = self.get(name)?.shape();

@@ -275,12 +275,18 @@ fn codecs_keep_the_greedy_codes() {
                 100.0 * equal as f64 / codes as f64,
                 error / scale
             );
-            // Reconstruction bounds end to end (measured: bf16 ≤ 3.7e-3, q8 ≤ 2.7e-2 of the
-            // largest logit). The tiny random models decide by margins as small as 0.004, so
-            // q8's error flips their greedy choices within a few frames; bf16 keeps them on
-            // two of three and is exact on the bf16 checkpoint. Their rows (32 and 64 wide)
-            // are not whole q4_k blocks of 256, so q4 and auto fall back to q8_0 here.
-            let bound = if codec == Codec::Bf16 { 1e-2 } else { 5e-2 };
+            // Reconstruction bounds end to end (measured: bf16 ≤ 3.7e-3, q8 ≤ 2.7e-2, q4 and
+            // auto ≤ 2.1e-1 of the largest logit). The tiny random models decide by margins as
+            // small as 0.004, so q8's error flips their greedy choices within a few frames;
+            // bf16 keeps them on two of three and is exact on the bf16 checkpoint. Their rows
+            // (32 and 64 wide) are not whole q4_k blocks of 256, so q4 is q4_0 here; random
+            // weights 32 wide give 4 bits nothing to average over (the trained voice is the
+            // judge of 4 bits: docs/BENCHMARKS.md).
+            let bound = match codec {
+                Codec::Bf16 => 1e-2,
+                Codec::Q8 => 5e-2,
+                Codec::Q4 | Codec::Auto => 3e-1,
+            };
             assert!(error <= bound * scale, "{} {}: first logits off by {error}", dir.display(), codec.name());
             if codec == Codec::Bf16 && r["weights_dtype"] == "bfloat16" {
                 assert_eq!(same_prefix, want.len(), "bf16 holds a bf16 checkpoint exactly");

@@ -6,10 +6,11 @@
 //! | `bf16` | bf16 | 2 | lossless from bf16, reconstruction from f32 |
 //! | `q8` | [`Quant::Q8_0`] | 1.0625 | reconstruction |
 //! | `q4` | [`Quant::Q4K`] | 0.5625 | reconstruction |
-//! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections | about 0.7 | reconstruction |
+//! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections and a voice's vocoder | about 0.7 | reconstruction |
 //!
-//! A block format whose block does not divide a tensor's rows falls back to `q8_0`, then
-//! to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV multiplies
+//! Where 256 does not divide a tensor's rows, `q4_k` falls back to [`Quant::Q4_0`] (also
+//! 4.5 bits, blocks of 32, one scale and no min each); where 32 does not, any block format
+//! falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV multiplies
 //! it without widening it ([`crate::kernels::quant`]): the codecs are a table of formats,
 //! as ggml's are, rather than trait objects, so the hot loop dispatches once per product.
 //!
@@ -18,7 +19,8 @@
 //! weights: the argmax regime) are encoded; embeddings and output heads, where one row must
 //! keep its identity, and small tensors stay as stored. `auto` keeps 8 bits where an error
 //! passes straight into the residual stream without a later normalization or softmax to
-//! absorb it (the value and down projections), as llama.cpp's mixed k-quant files do.
+//! absorb it (the value and down projections), as llama.cpp's mixed k-quant files do, and
+//! in a Piper voice's vocoder (`dec.`), whose errors go straight into the waveform.
 //!
 //! ```
 //! use spiral_engine::checkpoint::Weight;
@@ -39,6 +41,7 @@ pub mod blocks;
 use crate::checkpoint::{Data, Storage, Weight};
 use crate::kernels::bf16;
 use crate::kernels::quant::Quant;
+use crate::tensors::Tensors;
 
 /// A way to hold a model's weight matrices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,8 +128,7 @@ impl Codec {
             return Encoding::Stored;
         }
         let blocks = |q: Quant| {
-            [q, Quant::Q8_0]
-                .into_iter()
+            std::iter::successors(Some(q), |q| q.fallback())
                 .find(|q| cols.is_multiple_of(q.block()))
                 .map_or(Encoding::Bf16, Encoding::Blocks)
         };
@@ -134,17 +136,23 @@ impl Codec {
             Codec::Bf16 => Encoding::Bf16,
             Codec::Q8 => blocks(Quant::Q8_0),
             Codec::Q4 => blocks(Quant::Q4K),
-            Codec::Auto if ["v_proj", "down_proj"].iter().any(|k| name.contains(k)) => blocks(Quant::Q8_0),
+            Codec::Auto if ["v_proj", "down_proj"].iter().any(|k| name.contains(k)) || name.starts_with("dec.") => {
+                blocks(Quant::Q8_0)
+            }
             Codec::Auto => blocks(Quant::Q4K),
         }
     }
 }
 
-/// The regime of tensor `name` of `shape`, from its role in Hugging Face naming.
+/// The regime of tensor `name` of `shape`, from its role in Hugging Face naming (and a
+/// Piper voice's: `enc_p.emb.weight` is its phoneme embedding).
 pub fn regime(name: &str, shape: &[usize]) -> Regime {
     if shape.len() < 2 {
         Regime::Passthrough
-    } else if ["embedding", "embed_tokens", "lm_head", "codec_head", "_codebook"].iter().any(|k| name.contains(k)) {
+    } else if ["embedding", "embed_tokens", "emb.weight", "lm_head", "codec_head", "_codebook"]
+        .iter()
+        .any(|k| name.contains(k))
+    {
         Regime::Index
     } else {
         Regime::Argmax
@@ -158,6 +166,27 @@ pub fn apply(codec: Codec, name: &str, w: &Weight) -> Weight {
         return w.clone();
     }
     encode(codec.encoding(name, w.rows(), w.cols()), w)
+}
+
+/// Replaces each weight of `tensors` that `codec` encodes by its reconstruction (a tensor
+/// of shape `[out, …]` taken as `out` rows), for models whose products run on f32 weights
+/// (the VITS voice: compute-bound convolutions, where fewer bytes would not be faster):
+/// they then sound exactly as the codec holds them. Returns the tensors changed and how.
+pub fn reconstruct(codec: Codec, tensors: &mut Tensors) -> Vec<(String, Encoding)> {
+    let mut changed = Vec::new();
+    for (name, shape, values) in tensors.iter_mut() {
+        let [rows, rest @ ..] = shape else { continue };
+        let cols = rest.iter().product::<usize>();
+        let encoding = codec.encoding(name, *rows, cols);
+        if rest.is_empty() || encoding == Encoding::Stored {
+            continue;
+        }
+        let encoded = encode(encoding, &Weight::from_f32(*rows, cols, values.to_vec()));
+        values.chunks_exact_mut(cols).enumerate().for_each(|(r, row)| encoded.row(r, row));
+        changed.push((name.to_string(), encoding));
+    }
+    changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    changed
 }
 
 /// `w` in `encoding`.
@@ -181,4 +210,42 @@ fn to_bf16(w: &Weight) -> Weight {
         bf16::from_f32(&row, out);
     }
     Weight::new(w.rows(), w.cols(), Data::Bf16(Storage::Owned(bits))).expect("rows × cols values")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::random;
+    use crate::tensors::Tensor;
+
+    #[test]
+    fn reconstruction_changes_projections_only_each_as_its_encoding_decodes() {
+        let mut t = Tensors::new("voice.onnx");
+        let conv = random(8 * 64 * 3, 1);
+        t.insert("enc_p.encoder.ffn_layers.0.conv_1.weight", Tensor::new(vec![8, 64, 3], conv.clone()).unwrap()).unwrap();
+        t.insert("dec.ups.0.weight", Tensor::new(vec![2, 16, 16], random(512, 2)).unwrap()).unwrap();
+        t.insert("enc_p.emb.weight", Tensor::new(vec![4, 32], random(128, 3)).unwrap()).unwrap();
+        t.insert("enc_p.proj.bias", Tensor::new(vec![32], random(32, 4)).unwrap()).unwrap();
+        let kept: Vec<(String, Vec<f32>)> = ["enc_p.emb.weight", "enc_p.proj.bias"]
+            .iter()
+            .map(|n| (n.to_string(), t.get(n).unwrap().data().to_vec()))
+            .collect();
+        let changed = reconstruct(Codec::Auto, &mut t);
+        // 192 columns are not whole q4_k blocks: q4_0; the vocoder keeps 8 bits under auto.
+        assert_eq!(
+            changed,
+            [
+                ("dec.ups.0.weight".to_string(), Encoding::Blocks(Quant::Q8_0)),
+                ("enc_p.encoder.ffn_layers.0.conv_1.weight".to_string(), Encoding::Blocks(Quant::Q4_0)),
+            ]
+        );
+        let mut want = vec![0u8; Quant::Q4_0.row_bytes(192)];
+        let mut row = vec![0.0; 192];
+        Quant::Q4_0.encode_row(&conv[192..384], &mut want);
+        Quant::Q4_0.decode_row(&want, &mut row);
+        assert_eq!(&t.get("enc_p.encoder.ffn_layers.0.conv_1.weight").unwrap().data()[192..384], &row[..]);
+        for (name, values) in kept {
+            assert_eq!(t.get(&name).unwrap().data(), &values[..], "{name} stays as stored");
+        }
+    }
 }

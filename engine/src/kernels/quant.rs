@@ -6,9 +6,10 @@
 //! | format | values per block | bytes per block | bits per weight | block layout (little-endian) |
 //! | --- | --- | --- | --- | --- |
 //! | [`Quant::Q8_0`] | 32 | 34 | 8.5 | f16 scale `d`, 32 × i8 `q`; `v = d·q` |
+//! | [`Quant::Q4_0`] | 32 | 18 | 4.5 | f16 scale `d`, 16 bytes of 4-bit `q` (value `i` low nibble of byte `i`, `i + 16` high); `v = d·(q − 8)` |
 //! | [`Quant::Q4K`] | 256 | 144 | 4.5 | f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and mins, 128 bytes of 4-bit `q`; `v = d·sc·q − dmin·m` |
 //!
-//! Both layouts are byte for byte ggml's `block_q8_0` and `block_q4_K`, so a GGUF file's
+//! The layouts are byte for byte ggml's `block_q8_0`, `block_q4_0` and `block_q4_K`, so a GGUF file's
 //! tensors of these types are rows spiral multiplies as they are.
 //!
 //! ```
@@ -26,7 +27,7 @@
 //! ```
 
 use super::cpu::Cpu;
-use super::{q4k, q8};
+use super::{q4_0, q4k, q8};
 
 /// A block format for weight rows.
 #[allow(non_camel_case_types)]
@@ -34,18 +35,21 @@ use super::{q4k, q8};
 pub enum Quant {
     /// 8-bit values in blocks of 32 with an f16 scale.
     Q8_0,
+    /// 4-bit values in blocks of 32 with an f16 scale.
+    Q4_0,
     /// 4-bit values in super-blocks of 256: eight sub-blocks of 32, each with a 6-bit scale
     /// and a 6-bit min, themselves scaled by the block's f16 `d` and `dmin`.
     Q4K,
 }
 
 impl Quant {
-    pub const ALL: [Quant; 2] = [Quant::Q8_0, Quant::Q4K];
+    pub const ALL: [Quant; 3] = [Quant::Q8_0, Quant::Q4_0, Quant::Q4K];
 
     /// The name in files and messages (ggml's type name).
     pub fn name(self) -> &'static str {
         match self {
             Quant::Q8_0 => "q8_0",
+            Quant::Q4_0 => "q4_0",
             Quant::Q4K => "q4_k",
         }
     }
@@ -59,7 +63,17 @@ impl Quant {
     pub fn block(self) -> usize {
         match self {
             Quant::Q8_0 => q8::BLOCK,
+            Quant::Q4_0 => q4_0::BLOCK,
             Quant::Q4K => q4k::BLOCK,
+        }
+    }
+
+    /// The format of the same bits per weight in smaller blocks, for rows this one's blocks
+    /// do not divide.
+    pub fn fallback(self) -> Option<Quant> {
+        match self {
+            Quant::Q4K => Some(Quant::Q4_0),
+            Quant::Q8_0 | Quant::Q4_0 => None,
         }
     }
 
@@ -67,6 +81,7 @@ impl Quant {
     pub fn block_bytes(self) -> usize {
         match self {
             Quant::Q8_0 => q8::BLOCK_BYTES,
+            Quant::Q4_0 => q4_0::BLOCK_BYTES,
             Quant::Q4K => q4k::BLOCK_BYTES,
         }
     }
@@ -82,6 +97,7 @@ impl Quant {
         assert_eq!(out.len(), self.row_bytes(values.len()), "{} row bytes", self.name());
         match self {
             Quant::Q8_0 => q8::encode_row(values, out),
+            Quant::Q4_0 => q4_0::encode_row(values, out),
             Quant::Q4K => q4k::encode_row(values, out),
         }
     }
@@ -91,6 +107,7 @@ impl Quant {
         assert_eq!(bytes.len(), self.row_bytes(out.len()), "{} row bytes", self.name());
         match self {
             Quant::Q8_0 => q8::decode_row(bytes, out),
+            Quant::Q4_0 => q4_0::decode_row(bytes, out),
             Quant::Q4K => q4k::decode_row(bytes, out),
         }
     }
@@ -100,6 +117,7 @@ impl Quant {
         assert_eq!(bytes.len(), self.row_bytes(x.quants.len()), "{} row against {} values", self.name(), x.len());
         match self {
             Quant::Q8_0 => q8::dot(cpu, bytes, x),
+            Quant::Q4_0 => q4_0::dot(cpu, bytes, x),
             Quant::Q4K => q4k::dot(cpu, bytes, x),
         }
     }
@@ -252,7 +270,7 @@ mod tests {
     #[test]
     fn rows_reconstruct_closely() {
         // Relative RMS error of a reconstructed Gaussian-like row: the bits decide it.
-        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4K, 0.12)] {
+        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4_0, 0.15), (Quant::Q4K, 0.12)] {
             let n = 4096;
             let w: Vec<f32> = random(n, 5).iter().zip(random(n, 6)).map(|(a, b)| a + b).collect();
             let mut bytes = vec![0u8; q.row_bytes(n)];

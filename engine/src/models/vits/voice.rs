@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use crate::codec::{self, Codec};
 use crate::onnx::{self, OnnxError};
 use crate::text::{PhonemeIdMap, Phonemizer, TextError};
 use crate::units::SampleRate;
@@ -46,11 +47,21 @@ pub struct PiperVoice {
 impl PiperVoice {
     /// Loads the voice's config and model and starts its text front end.
     pub fn load(voice: &Voice) -> Result<PiperVoice, SpeechError> {
+        PiperVoice::load_with(voice, None)
+    }
+
+    /// [`load`](Self::load), with the weights `codec` encodes replaced by their
+    /// reconstruction ([`codec::reconstruct`]): the voice as that codec would hold it.
+    pub fn load_with(voice: &Voice, codec: Option<Codec>) -> Result<PiperVoice, SpeechError> {
         let config = voice.load_config()?;
         if config.phoneme_type != "espeak" {
             return Err(SpeechError::PhonemeType { name: voice.name.clone(), kind: config.phoneme_type.clone() });
         }
-        let mut model = Vits::from_onnx(onnx::read(&voice.onnx)?)?;
+        let mut onnx = onnx::read(&voice.onnx)?;
+        if let Some(codec) = codec {
+            codec::reconstruct(codec, &mut onnx.tensors);
+        }
+        let mut model = Vits::from_onnx(onnx)?;
         model.set_precision(Precision::for_cpu(Cpu::best()));
         let phonemizer = Phonemizer::new(&config.espeak_voice)?;
         let ids = PhonemeIdMap::new(config.phoneme_id_map.clone())?;
