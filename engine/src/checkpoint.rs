@@ -30,6 +30,7 @@ use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
 use crate::codec::{self, Codec};
+use crate::gguf;
 use crate::kernels::bf16;
 use crate::kernels::gemv::{Matrix, ShapeError, Weights};
 use crate::kernels::quant::Quant;
@@ -39,9 +40,9 @@ use crate::kernels::quant::Quant;
 pub enum CheckpointError {
     #[error("{}: {source}", file.display())]
     Io { file: PathBuf, source: std::io::Error },
-    #[error("{}: not a valid safetensors file ({detail}); it may be truncated, download it again", file.display())]
+    #[error("{}: not a valid weights file ({detail}); it may be truncated, download it again", file.display())]
     Format { file: PathBuf, detail: String },
-    #[error("{}: no model.safetensors or model.safetensors.index.json; is this a model directory?", dir.display())]
+    #[error("{}: no model.safetensors, model.safetensors.index.json or model.gguf; is this a model directory?", dir.display())]
     NoWeights { dir: PathBuf },
     #[error("{}: tensor {name:?} is missing; the checkpoint is for a different model", dir.display())]
     Missing { name: String, dir: PathBuf },
@@ -83,16 +84,21 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens `path`: a directory (its `model.safetensors`, or the shards its
-    /// `model.safetensors.index.json` names) or one `.safetensors` file.
+    /// Opens `path`: a directory (its `model.safetensors`, the shards its
+    /// `model.safetensors.index.json` names, or its `model.gguf`), one `.safetensors` file
+    /// or one `.gguf` file ([`gguf`](crate::gguf): tensors under the names the file gives
+    /// them).
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let files = if path.is_dir() {
             let index = path.join("model.safetensors.index.json");
             let single = path.join("model.safetensors");
+            let gguf = path.join("model.gguf");
             if index.is_file() {
                 shard_files(&index)?
             } else if single.is_file() {
                 vec![single]
+            } else if gguf.is_file() {
+                vec![gguf]
             } else {
                 return Err(CheckpointError::NoWeights { dir: path.to_path_buf() });
             }
@@ -112,6 +118,9 @@ impl Checkpoint {
         // SAFETY: the mapping is read-only; a checkpoint rewritten while spiral runs is
         // outside what any loader can defend against (safetensors' own loaders map too).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        if map.starts_with(b"GGUF") {
+            return self.add_gguf(path, map);
+        }
         let format = |detail: String| CheckpointError::Format { file: path.clone(), detail };
         let st = SafeTensors::deserialize(&map).map_err(|e| format(e.to_string()))?;
         let (_, meta) = SafeTensors::read_metadata(&map).map_err(|e| format(e.to_string()))?;
@@ -148,6 +157,26 @@ impl Checkpoint {
         }
         if let Some(name) = encodings.keys().next() {
             return Err(format(format!("{ENCODINGS_KEY} names {name:?}, which the file does not hold")));
+        }
+        self.shards.push(Shard { path, map: Arc::new(map) });
+        Ok(())
+    }
+
+    fn add_gguf(&mut self, path: PathBuf, map: Mmap) -> Result<(), CheckpointError> {
+        let format = |detail: String| CheckpointError::Format { file: path.clone(), detail };
+        let file = gguf::parse(&map).map_err(format)?;
+        let shard = self.shards.len();
+        for t in file.tensors {
+            let (dtype, encoding) = match t.kind {
+                gguf::Kind::F32 => (Dtype::F32, None),
+                gguf::Kind::F16 => (Dtype::F16, None),
+                gguf::Kind::Bf16 => (Dtype::BF16, None),
+                gguf::Kind::Quant(q) => (Dtype::U8, Some(q)),
+            };
+            let entry = Entry { shard, dtype, shape: t.shape, bytes: t.bytes, encoding };
+            if self.entries.insert(t.name.clone(), entry).is_some() {
+                return Err(format(format!("tensor {:?} appears twice", t.name)));
+            }
         }
         self.shards.push(Shard { path, map: Arc::new(map) });
         Ok(())
@@ -220,10 +249,13 @@ impl Checkpoint {
     /// `name`, of shape `shape`, widened (or decoded) to an owned f32 vector.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
         let e = self.checked(name, shape)?;
-        if e.encoding.is_some() {
-            let w = self.matrix(name, shape[0], shape[1])?;
-            let mut out = vec![0.0; shape[0] * shape[1]];
-            out.chunks_exact_mut(shape[1]).enumerate().for_each(|(r, row)| w.row(r, row));
+        if let Some(q) = e.encoding {
+            let cols = shape.last().copied().unwrap_or(1);
+            let rows = shape.iter().product::<usize>() / cols.max(1);
+            let w =
+                Weight { rows, cols, data: Data::Quant(q, Storage::new(&self.shards[e.shard].map, e.bytes.clone())) };
+            let mut out = vec![0.0; rows * cols];
+            out.chunks_exact_mut(cols.max(1)).enumerate().for_each(|(r, row)| w.row(r, row));
             return Ok(out);
         }
         let bytes = &self.shards[e.shard].map[e.bytes.clone()];

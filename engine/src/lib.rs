@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod compress;
 pub mod frame;
+pub mod gguf;
 pub mod kernels;
 pub mod models;
 pub mod onnx;

@@ -222,7 +222,8 @@ mod tests {
     fn reconstruction_changes_projections_only_each_as_its_encoding_decodes() {
         let mut t = Tensors::new("voice.onnx");
         let conv = random(8 * 64 * 3, 1);
-        t.insert("enc_p.encoder.ffn_layers.0.conv_1.weight", Tensor::new(vec![8, 64, 3], conv.clone()).unwrap()).unwrap();
+        t.insert("enc_p.encoder.ffn_layers.0.conv_1.weight", Tensor::new(vec![8, 64, 3], conv.clone()).unwrap())
+            .unwrap();
         t.insert("dec.ups.0.weight", Tensor::new(vec![2, 16, 16], random(512, 2)).unwrap()).unwrap();
         t.insert("enc_p.emb.weight", Tensor::new(vec![4, 32], random(128, 3)).unwrap()).unwrap();
         t.insert("enc_p.proj.bias", Tensor::new(vec![32], random(32, 4)).unwrap()).unwrap();
