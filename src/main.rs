@@ -38,19 +38,23 @@ enum Command {
     /// Measure a model's speed.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Write a model again with its weights in a codec (a Qwen3-TTS directory); the result
-    /// loads with --model OUT. Prints each tensor as it is written, then the totals.
+    /// Write a model again with its weights in a codec: a Qwen3-TTS directory (the result
+    /// loads with --model OUT) or a Piper voice's .onnx (OUT is NAME.safetensors, with its
+    /// config beside it; it loads with --voice OUT). Prints each tensor as it is written,
+    /// then the totals.
     Compress(CompressArgs),
 }
 
 #[derive(clap::Args)]
 struct CompressArgs {
-    /// The model directory (model.safetensors or shards, with its configs).
+    /// The model directory (model.safetensors, shards or model.gguf, with its configs), or a
+    /// Piper voice's .onnx (its .onnx.json beside it).
     input: PathBuf,
-    /// The directory to write (created).
+    /// The directory to write (created), or NAME.safetensors for a voice.
     output: PathBuf,
-    /// bf16, q8 (q8_0 blocks), q4 (q4_k blocks) or auto (q4_k, with q8_0 for the value
-    /// and MLP-down projections). Embeddings, heads and norms stay as stored.
+    /// bf16, q8 (q8_0 blocks), q4 (q4_k blocks, q4_0 where rows are not whole q4_k blocks)
+    /// or auto (q4, with q8_0 for the value and MLP-down projections and a voice's
+    /// vocoder). Embeddings, heads and norms stay as stored.
     #[arg(long, default_value = "auto")]
     codec: String,
 }
@@ -276,13 +280,6 @@ fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
 fn run_compress(args: CompressArgs) -> Result<ExitCode, String> {
     use spiral::engine::compress::{self, TensorReport};
     let codec = parse_codec(Some(&args.codec))?.expect("given");
-    if args.input.extension().is_some_and(|e| e == "onnx") {
-        return Err(format!(
-            "{}: spiral compress takes a Qwen3-TTS model directory; a Piper voice keeps its .onnx weights \
-             (its convolutions are compute-bound, so fewer bytes would not make it faster)",
-            args.input.display()
-        ));
-    }
     let mb = |b: usize| b as f64 / 1e6;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors, {elapsed} {msg}")
@@ -306,12 +303,17 @@ fn run_compress(args: CompressArgs) -> Result<ExitCode, String> {
             metric(t.relative_error, 4)
         )
     };
-    let report = compress::compress(&args.input, &args.output, codec, |t, i, n| {
+    let show = |t: &TensorReport, i: usize, n: usize| {
         bar.set_length(n as u64);
         bar.set_position(i as u64);
         bar.set_message(t.name.clone());
         bar.suspend(|| println!("{}", row(t)));
-    })
+    };
+    let report = if args.input.extension().is_some_and(|e| e == "onnx") {
+        compress::compress_voice(&args.input, &args.output, codec, show)
+    } else {
+        compress::compress(&args.input, &args.output, codec, show)
+    }
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let (inp, out) =
@@ -365,7 +367,7 @@ fn run_voices(args: VoicesArgs) -> Result<ExitCode, String> {
             Ok(config) => format!("{} Hz", config.sample_rate),
             Err(e) => format!("unusable: {e}"),
         };
-        println!("  {:<24} {:<10} {}", voice.name, rate, voice.onnx.display());
+        println!("  {:<24} {:<10} {}", voice.name, rate, voice.model.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -439,7 +441,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     let voice = match &args.voice {
-        Some(path) => Voice::from_onnx_path(path),
+        Some(path) => Voice::from_path(path),
         None => default_voice(),
     }
     .map_err(|e| e.to_string())?;

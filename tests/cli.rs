@@ -319,7 +319,7 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
 
     // Any Piper voice by its path (here the default one, wherever the cache put it).
     let by_path = dir.join("by_path.wav");
-    let model = spiral::engine::voices::default_voice().unwrap().onnx;
+    let model = spiral::engine::voices::default_voice().unwrap().model;
     let out =
         spiral(&["speak", "Hi.", "--voice", model.to_str().unwrap(), "--wav", by_path.to_str().unwrap(), "-q"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -400,4 +400,47 @@ fn speak_with_a_qwen3_checkpoint_gives_the_reference_codes_and_audio() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(&format!("\"{value}\"")), "{flag} {value}: {stderr}");
     }
+}
+
+/// `spiral compress` on the default voice and on a Qwen3-TTS checkpoint: each prints its
+/// per-tensor table and totals, and the result speaks exactly as the codec applied at load.
+#[test]
+fn compressed_models_speak_as_the_codec_at_load() {
+    let dir = common::scratch_dir("cli-compress");
+    let say = |args: &[&str], wav: &Path| {
+        let text = "The birch canoe slid on the smooth planks.";
+        let out = Command::new(env!("CARGO_BIN_EXE_spiral"))
+            .args(["speak", text, "-q", "--wav"])
+            .arg(wav)
+            .args(args)
+            .output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(wav).unwrap()
+    };
+    let exact = ["--noise-scale", "0", "--noise-w", "0", "--precision", "f32"];
+    let voice = spiral::engine::voices::default_voice().unwrap().model;
+    let packed = dir.join("joe-auto.safetensors");
+    let out = spiral(&["compress", voice.to_str().unwrap(), packed.to_str().unwrap(), "--codec", "auto"], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        table.contains("dec.ups.0.weight") && table.contains("q8_0") && table.contains("encoded with auto"),
+        "{table}"
+    );
+    assert_eq!(
+        say(&[&exact[..], &["--voice", packed.to_str().unwrap()]].concat(), &dir.join("packed.wav")),
+        say(&[&exact[..], &["--codec", "auto"]].concat(), &dir.join("at_load.wav"))
+    );
+    let out = spiral(&["compress", voice.to_str().unwrap(), dir.join("joe.bin").to_str().unwrap()], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NAME.safetensors"));
+
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3/gqa_f32");
+    let packed = dir.join("qwen3-q8");
+    let out = spiral(&["compress", case.to_str().unwrap(), packed.to_str().unwrap(), "--codec", "q8"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        say(&["--model", packed.to_str().unwrap(), "--greedy"], &dir.join("q_packed.wav")),
+        say(&["--model", case.to_str().unwrap(), "--greedy", "--codec", "q8"], &dir.join("q_at_load.wav"))
+    );
 }

@@ -80,13 +80,15 @@ pub struct Checkpoint {
     dir: PathBuf,
     shards: Vec<Shard>,
     entries: HashMap<String, Entry>,
+    /// The safetensors header metadata of every shard.
+    metadata: HashMap<String, String>,
     codec: Option<Codec>,
 }
 
 impl Checkpoint {
     /// Opens `path`: a directory (its `model.safetensors`, the shards its
     /// `model.safetensors.index.json` names, or its `model.gguf`), one `.safetensors` file
-    /// or one `.gguf` file ([`gguf`](crate::gguf): tensors under the names the file gives
+    /// or one `.gguf` file ([`crate::gguf`]: tensors under the names the file gives
     /// them).
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let files = if path.is_dir() {
@@ -105,7 +107,13 @@ impl Checkpoint {
         } else {
             vec![path.to_path_buf()]
         };
-        let mut ckpt = Checkpoint { dir: path.to_path_buf(), shards: Vec::new(), entries: HashMap::new(), codec: None };
+        let mut ckpt = Checkpoint {
+            dir: path.to_path_buf(),
+            shards: Vec::new(),
+            entries: HashMap::new(),
+            metadata: HashMap::new(),
+            codec: None,
+        };
         for file in files {
             ckpt.add_shard(file)?;
         }
@@ -124,6 +132,9 @@ impl Checkpoint {
         let format = |detail: String| CheckpointError::Format { file: path.clone(), detail };
         let st = SafeTensors::deserialize(&map).map_err(|e| format(e.to_string()))?;
         let (_, meta) = SafeTensors::read_metadata(&map).map_err(|e| format(e.to_string()))?;
+        if let Some(m) = meta.metadata() {
+            self.metadata.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let mut encodings: HashMap<String, String> = match meta.metadata().as_ref().and_then(|m| m.get(ENCODINGS_KEY)) {
             Some(json) => serde_json::from_str(json).map_err(|e| format(format!("{ENCODINGS_KEY}: {e}")))?,
             None => HashMap::new(),
@@ -187,6 +198,11 @@ impl Checkpoint {
     pub fn with_codec(mut self, codec: Codec) -> Checkpoint {
         self.codec = Some(codec);
         self
+    }
+
+    /// The value under `key` in a safetensors header's metadata.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// The directory or file this checkpoint was opened from.
@@ -574,6 +590,7 @@ pub fn write(
     write_bytes(
         path,
         tensors,
+        &BTreeMap::new(),
         |i, out| {
             let t = &tensors[i];
             let row = t.shape.last().copied().unwrap_or(1).max(1);
@@ -614,10 +631,11 @@ pub fn write(
 
 /// Writes a safetensors file whose tensors' bytes `body(i, out)` writes in order (exactly
 /// [`Stored::bytes`] each, as the header says); block-format tensors are listed in the
-/// header's metadata. Creates the directory.
+/// header's metadata beside `metadata`. Creates the directory.
 pub fn write_bytes(
     path: &Path,
     tensors: &[Spec],
+    metadata: &BTreeMap<String, String>,
     mut body: impl FnMut(usize, &mut dyn std::io::Write) -> std::io::Result<()>,
     mut progress: impl FnMut(usize),
 ) -> std::io::Result<()> {
@@ -646,9 +664,12 @@ pub fn write_bytes(
         );
         offset += bytes;
     }
+    let mut meta = metadata.clone();
     if !encodings.is_empty() {
-        let listed = serde_json::to_string(&encodings).map_err(std::io::Error::other)?;
-        header.insert("__metadata__".into(), serde_json::json!({ ENCODINGS_KEY: listed }));
+        meta.insert(ENCODINGS_KEY.into(), serde_json::to_string(&encodings).map_err(std::io::Error::other)?);
+    }
+    if !meta.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(meta));
     }
     let mut text = serde_json::to_string(&header).map_err(std::io::Error::other)?;
     // safetensors pads the header to 8 bytes so that every tensor is aligned.

@@ -18,6 +18,7 @@
 //! # Ok::<(), compress::CompressError>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -25,6 +26,8 @@ use thiserror::Error;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Data, Spec, Stored, Weight};
 use crate::codec::{self, Codec, Encoding};
+use crate::models::vits::weights;
+use crate::voices::Voice;
 
 /// What can go wrong compressing a model.
 #[derive(Debug, Error)]
@@ -35,6 +38,10 @@ pub enum CompressError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: the output must be a new directory, not the model itself", path.display())]
     SamePlace { path: PathBuf },
+    #[error("{}: a compressed voice is written as NAME.safetensors (its config beside it as NAME.safetensors.json)", path.display())]
+    VoiceName { path: PathBuf },
+    #[error("{0}")]
+    Voice(String),
 }
 
 /// One tensor as compressed.
@@ -58,19 +65,16 @@ pub struct TensorReport {
     pub relative_error: Option<f64>,
 }
 
-/// Writes `input` (a model directory: `model.safetensors` or shards) to `output` with its
-/// weights in `codec`; `progress(tensor, i, n)` runs after each tensor is written.
+/// Writes `input` (a model directory: `model.safetensors`, shards or `model.gguf`) to
+/// `output` with its weights in `codec`; `progress(tensor, i, n)` runs after each tensor is
+/// written.
 pub fn compress(
     input: &Path,
     output: &Path,
     codec: Codec,
-    mut progress: impl FnMut(&TensorReport, usize, usize),
+    progress: impl FnMut(&TensorReport, usize, usize),
 ) -> Result<Vec<TensorReport>, CompressError> {
     let ckpt = Checkpoint::open(input)?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CompressError::Io { path, source }
-    };
     if output.exists()
         && std::fs::canonicalize(output).map_err(io(output))? == std::fs::canonicalize(input).map_err(io(input))?
     {
@@ -78,49 +82,121 @@ pub fn compress(
     }
     std::fs::create_dir_all(output).map_err(io(output))?;
     copy_other_files(input, output)?;
-
-    let names: Vec<String> = ckpt.names().into_iter().map(String::from).collect();
-    let mut plan = Vec::with_capacity(names.len());
-    for name in &names {
-        let (source, _) = ckpt.stored(name)?;
-        let shape = ckpt.shape(name)?.to_vec();
-        let encoding = match (source, &shape[..]) {
-            (Stored::Quant(_), _) => Encoding::Stored,
-            (_, &[rows, cols]) => codec.encoding(name, rows, cols),
-            _ => Encoding::Stored,
-        };
-        let stored = match encoding {
-            Encoding::Stored => source,
-            Encoding::Bf16 => Stored::Bf16,
-            Encoding::Blocks(q) => Stored::Quant(q),
-        };
-        plan.push((encoding, Spec { name: name.clone(), shape, stored }));
+    let mut sources = Vec::new();
+    for name in ckpt.names() {
+        let (stored, bytes) = ckpt.stored(name)?;
+        sources.push(Source { name: name.to_string(), shape: ckpt.shape(name)?.to_vec(), stored, bytes });
     }
+    let weight = |s: &Source| ckpt.matrix(&s.name, s.shape[0], s.shape[1]);
+    write_model(&output.join("model.safetensors"), &sources, weight, codec, &BTreeMap::new(), progress)
+}
+
+/// Writes the Piper voice `onnx` (with its `.onnx.json`) as `output`, a `.safetensors`
+/// with its config beside it as `output.json`, its weights in `codec`; the result loads
+/// with `--voice output` ([`crate::models::vits::weights`]).
+pub fn compress_voice(
+    onnx: &Path,
+    output: &Path,
+    codec: Codec,
+    progress: impl FnMut(&TensorReport, usize, usize),
+) -> Result<Vec<TensorReport>, CompressError> {
+    if output.extension().is_none_or(|e| e != "safetensors") {
+        return Err(CompressError::VoiceName { path: output.into() });
+    }
+    let voice = Voice::from_path(onnx).map_err(|e| CompressError::Voice(e.to_string()))?;
+    let (tensors, convs) = weights::read(onnx).map_err(|e| CompressError::Voice(e.to_string()))?;
+    let mut sources = Vec::new();
+    let mut flattened = BTreeMap::new();
+    let mut names: Vec<&str> = tensors.names();
+    names.sort_unstable();
+    for name in names {
+        let t = tensors.get(name).map_err(|e| CompressError::Voice(e.to_string()))?;
+        let mut shape = t.shape().to_vec();
+        if let [rows, rest @ ..] = &shape[..] {
+            let cols = rest.iter().product::<usize>();
+            if rest.len() > 1 && codec.encoding(name, *rows, cols) != Encoding::Stored {
+                flattened.insert(name.to_string(), shape.clone());
+                shape = vec![*rows, cols];
+            }
+        }
+        // SAFETY: f32 values are plain little-endian numbers on the hosts spiral supports.
+        let bytes = unsafe { std::slice::from_raw_parts(t.data().as_ptr().cast::<u8>(), t.data().len() * 4) };
+        sources.push(Source { name: name.to_string(), shape, stored: Stored::F32, bytes });
+    }
+    let weight = |s: &Source| {
+        let values = tensors.get(&s.name).expect("listed above").data().to_vec();
+        Ok(Weight::from_f32(s.shape[0], s.shape[1], values))
+    };
+    let metadata = weights::metadata(&convs, &flattened);
+    let reports = write_model(output, &sources, weight, codec, &metadata, progress)?;
+    let config = PathBuf::from(format!("{}.json", output.display()));
+    std::fs::copy(&voice.config, &config).map_err(io(&voice.config))?;
+    Ok(reports)
+}
+
+/// One tensor of a model being compressed, as its source holds it.
+struct Source<'a> {
+    name: String,
+    /// Rows × columns for a matrix a codec may encode.
+    shape: Vec<usize>,
+    stored: Stored,
+    bytes: &'a [u8],
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CompressError {
+    let path = path.to_path_buf();
+    move |source| CompressError::Io { path, source }
+}
+
+/// Writes `sources` to `file` as `codec` holds them, reporting each tensor; a tensor the
+/// codec encodes is taken as a matrix through `weight`.
+fn write_model(
+    file: &Path,
+    sources: &[Source],
+    weight: impl Fn(&Source) -> Result<Weight, CheckpointError>,
+    codec: Codec,
+    metadata: &BTreeMap<String, String>,
+    mut progress: impl FnMut(&TensorReport, usize, usize),
+) -> Result<Vec<TensorReport>, CompressError> {
+    let plan: Vec<(Encoding, Spec)> = sources
+        .iter()
+        .map(|s| {
+            let encoding = match (s.stored, &s.shape[..]) {
+                (Stored::Quant(_), _) => Encoding::Stored,
+                (_, &[rows, cols]) => codec.encoding(&s.name, rows, cols),
+                _ => Encoding::Stored,
+            };
+            let stored = match encoding {
+                Encoding::Stored => s.stored,
+                Encoding::Bf16 => Stored::Bf16,
+                Encoding::Blocks(q) => Stored::Quant(q),
+            };
+            (encoding, Spec { name: s.name.clone(), shape: s.shape.clone(), stored })
+        })
+        .collect();
     let specs: Vec<Spec> = plan.iter().map(|(_, s)| s.clone()).collect();
-    let file = output.join("model.safetensors");
     let mut reports = Vec::with_capacity(specs.len());
     let written = checkpoint::write_bytes(
-        &file,
+        file,
         &specs,
+        metadata,
         |i, out| {
-            let (encoding, spec) = &plan[i];
-            let (source, bytes) = ckpt.stored(&spec.name).map_err(std::io::Error::other)?;
+            let ((encoding, spec), source) = (&plan[i], &sources[i]);
             let mut report = TensorReport {
                 name: spec.name.clone(),
                 shape: spec.shape.clone(),
-                source,
+                source: source.stored,
                 stored: spec.stored,
                 encoding: encoding.name(),
-                bytes_in: bytes.len(),
+                bytes_in: source.bytes.len(),
                 bytes_out: spec.stored.bytes(&spec.shape),
                 cosine: None,
                 relative_error: None,
             };
-            if spec.stored == source {
-                out.write_all(bytes)?;
+            if spec.stored == source.stored {
+                out.write_all(source.bytes)?;
             } else {
-                let (rows, cols) = (spec.shape[0], spec.shape[1]);
-                let w = ckpt.matrix(&spec.name, rows, cols).map_err(std::io::Error::other)?;
+                let w = weight(source).map_err(std::io::Error::other)?;
                 let encoded = codec::encode(*encoding, &w);
                 out.write_all(encoded_bytes(&encoded))?;
                 let (cosine, error) = fidelity(&w, &encoded);
@@ -137,7 +213,7 @@ pub fn compress(
         if e.get_ref().is_some_and(|inner| inner.is::<CheckpointError>()) {
             CompressError::Checkpoint(*e.into_inner().and_then(|b| b.downcast().ok()).expect("checked above"))
         } else {
-            CompressError::Io { path: file.clone(), source: e }
+            CompressError::Io { path: file.into(), source: e }
         }
     })?;
     Ok(reports)
@@ -190,10 +266,6 @@ fn copy_other_files(input: &Path, output: &Path) -> Result<(), CompressError> {
 }
 
 fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), CompressError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CompressError::Io { path, source }
-    };
     std::fs::create_dir_all(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let path = entry.map_err(io(from))?.path();

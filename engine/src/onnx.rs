@@ -642,7 +642,7 @@ mod tests {
         use crate::voices;
 
         fn joe() -> PathBuf {
-            voices::default_voice().unwrap_or_else(|e| panic!("the joe voice is needed for this test: {e}")).onnx
+            voices::default_voice().unwrap_or_else(|e| panic!("the joe voice is needed for this test: {e}")).model
         }
 
         fn bits(t: &Tensor, at: &[usize]) -> Vec<u32> {

@@ -20,7 +20,7 @@
 //! use spiral_engine::voices;
 //!
 //! let voice = voices::default_voice()?; // downloads once, then reads the cache
-//! println!("{} at {}", voice.name, voice.onnx.display());
+//! println!("{} at {}", voice.name, voice.model.display());
 //! # Ok::<(), voices::VoiceError>(())
 //! ```
 
@@ -39,31 +39,33 @@ pub const DEFAULT_VOICE: &str = "en_US-joe-medium";
 /// A Piper voice on disk: its model and its config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voice {
-    /// File name of the model without `.onnx` (`en_US-joe-medium`).
+    /// File name of the model without its extension (`en_US-joe-medium`).
     pub name: String,
-    /// The model.
-    pub onnx: PathBuf,
+    /// The model: a Piper `.onnx`, or a `.safetensors` that `spiral compress` wrote.
+    pub model: PathBuf,
     /// Its config, `<model>.json`.
     pub config: PathBuf,
 }
 
 impl Voice {
-    /// The voice whose model is at `path` (a user's `--voice x.onnx`); its config must be
-    /// beside it as `x.onnx.json`.
-    pub fn from_onnx_path(path: impl AsRef<Path>) -> Result<Voice, VoiceError> {
-        let onnx = path.as_ref().to_path_buf();
-        if onnx.is_dir() || !onnx.exists() {
-            return Err(VoiceError::NoModel { path: onnx });
+    /// The voice whose model is at `path` (a user's `--voice x.onnx`, or `x.safetensors`
+    /// from `spiral compress`); its config must be beside it as `x.onnx.json`
+    /// (`x.safetensors.json`).
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Voice, VoiceError> {
+        let model = path.as_ref().to_path_buf();
+        if model.is_dir() || !model.exists() {
+            return Err(VoiceError::NoModel { path: model });
         }
-        let Some(name) = onnx.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".onnx")) else {
-            return Err(VoiceError::NotOnnx { path: onnx });
+        let file = model.file_name().and_then(|n| n.to_str());
+        let Some(name) = file.and_then(|n| n.strip_suffix(".onnx").or_else(|| n.strip_suffix(".safetensors"))) else {
+            return Err(VoiceError::NotOnnx { path: model });
         };
         let name = name.to_string();
-        let config = config_path(&onnx);
+        let config = config_path(&model);
         if !config.is_file() {
-            return Err(VoiceError::NoConfig { onnx, config });
+            return Err(VoiceError::NoConfig { model, config });
         }
-        Ok(Voice { name, onnx, config })
+        Ok(Voice { name, model, config })
     }
 
     /// Reads and checks this voice's config.
@@ -73,8 +75,8 @@ impl Voice {
 }
 
 /// `x.onnx` -> `x.onnx.json`, Piper's convention.
-fn config_path(onnx: &Path) -> PathBuf {
-    let mut name = onnx.as_os_str().to_owned();
+fn config_path(model: &Path) -> PathBuf {
+    let mut name = model.as_os_str().to_owned();
     name.push(".json");
     PathBuf::from(name)
 }
@@ -89,13 +91,16 @@ pub enum VoiceError {
          or leave --voice out to use the default voice"
     )]
     NoModel { path: PathBuf },
-    #[error("{path} is not a .onnx file; pass the voice's .onnx model (its .onnx.json must be beside it)")]
+    #[error(
+        "{path} is not a .onnx or .safetensors file; pass the voice's .onnx model (its .onnx.json must be beside \
+         it), or a voice spiral compress wrote"
+    )]
     NotOnnx { path: PathBuf },
     #[error(
-        "{onnx} has no voice config beside it: expected {config} (a Piper voice is a .onnx and its .onnx.json; \
+        "{model} has no voice config beside it: expected {config} (a Piper voice is a .onnx and its .onnx.json; \
          download both)"
     )]
-    NoConfig { onnx: PathBuf, config: PathBuf },
+    NoConfig { model: PathBuf, config: PathBuf },
     #[error("cannot list the voices in {dir}: {source}")]
     ListCache {
         dir: PathBuf,
@@ -197,7 +202,7 @@ impl VoiceCache {
     pub fn voice(&self, name: &str) -> Option<Voice> {
         let onnx = self.voices_dir().join(name).join(format!("{name}.onnx"));
         let config = config_path(&onnx);
-        (onnx.is_file() && config.is_file()).then(|| Voice { name: name.into(), onnx, config })
+        (onnx.is_file() && config.is_file()).then(|| Voice { name: name.into(), model: onnx, config })
     }
 
     /// Every installed voice, by name. A folder missing either file (an interrupted copy, a
@@ -277,17 +282,17 @@ mod tests {
     fn a_voice_path_needs_its_config_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let onnx = dir.path().join("x.onnx");
-        let e = Voice::from_onnx_path(&onnx).unwrap_err().to_string();
+        let e = Voice::from_path(&onnx).unwrap_err().to_string();
         assert!(e.contains("x.onnx does not exist") && e.contains("--voice"), "{e}");
         std::fs::write(&onnx, b"model").unwrap();
-        let e = Voice::from_onnx_path(&onnx).unwrap_err().to_string();
+        let e = Voice::from_path(&onnx).unwrap_err().to_string();
         assert!(e.contains("expected") && e.contains("x.onnx.json"), "{e}");
-        let e = Voice::from_onnx_path(dir.path()).unwrap_err().to_string();
+        let e = Voice::from_path(dir.path()).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "a directory is not a model: {e}");
         std::fs::write(dir.path().join("x.onnx.json"), b"{}").unwrap();
-        let e = Voice::from_onnx_path(dir.path().join("x.onnx.json")).unwrap_err().to_string();
-        assert!(e.contains("not a .onnx file"), "{e}");
-        let v = Voice::from_onnx_path(&onnx).unwrap();
+        let e = Voice::from_path(dir.path().join("x.onnx.json")).unwrap_err().to_string();
+        assert!(e.contains("not a .onnx or .safetensors file"), "{e}");
+        let v = Voice::from_path(&onnx).unwrap();
         assert_eq!((v.name.as_str(), v.config.clone()), ("x", dir.path().join("x.onnx.json")));
         let e = v.load_config().unwrap_err().to_string();
         assert!(e.contains("x.onnx.json") && e.contains("missing field"), "{e}");
@@ -321,7 +326,7 @@ mod tests {
         assert!(first.downloaded);
         assert_eq!(first.voice.name, DEFAULT_VOICE);
         assert_eq!(cache.installed().unwrap(), std::slice::from_ref(&first.voice));
-        assert_eq!(std::fs::metadata(&first.voice.onnx).unwrap().len(), 63_201_294);
+        assert_eq!(std::fs::metadata(&first.voice.model).unwrap().len(), 63_201_294);
         let config = first.voice.load_config().unwrap();
         assert_eq!((config.sample_rate, config.espeak_voice.as_str(), config.num_symbols), (22_050, "en-us", 256));
         assert_eq!((config.noise_scale, config.length_scale, config.noise_w), (0.667, 1.0, 0.8));
@@ -329,10 +334,10 @@ mod tests {
             std::fs::read_dir(cache.voices_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, [DEFAULT_VOICE], "no download folder or temporary file is left behind");
 
-        let modified = std::fs::metadata(&first.voice.onnx).unwrap().modified().unwrap();
+        let modified = std::fs::metadata(&first.voice.model).unwrap().modified().unwrap();
         let second = cache.fetch_default().unwrap();
         assert_eq!(second, Fetched { voice: first.voice.clone(), downloaded: false });
-        assert_eq!(std::fs::metadata(&first.voice.onnx).unwrap().modified().unwrap(), modified);
-        assert_eq!(Voice::from_onnx_path(&first.voice.onnx).unwrap(), first.voice);
+        assert_eq!(std::fs::metadata(&first.voice.model).unwrap().modified().unwrap(), modified);
+        assert_eq!(Voice::from_path(&first.voice.model).unwrap(), first.voice);
     }
 }

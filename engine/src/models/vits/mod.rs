@@ -12,6 +12,7 @@ pub mod generator;
 pub mod speech;
 pub mod text_encoder;
 pub mod voice;
+pub mod weights;
 
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -19,7 +20,7 @@ use thiserror::Error;
 
 use crate::kernels::conv::ConvError;
 use crate::kernels::Cpu;
-use crate::onnx::{ConvAttrs, OnnxModel};
+use crate::onnx::ConvAttrs;
 use crate::tensors::{TensorError, Tensors};
 
 pub use duration::DurationPredictor;
@@ -138,12 +139,6 @@ impl Vits {
             flow: Flow::load(&mut t)?,
             generator: Generator::load(&mut t, attrs)?,
         })
-    }
-
-    /// The model of a Piper voice's ONNX file.
-    pub fn from_onnx(model: OnnxModel) -> Result<Vits, VitsError> {
-        let convs = model.convs;
-        Vits::new(model.tensors, &move |m: &str| convs.get(m).copied())
     }
 
     /// See [`Precision`].

@@ -3,14 +3,15 @@
 
 use thiserror::Error;
 
+use crate::checkpoint::CheckpointError;
 use crate::codec::{self, Codec};
-use crate::onnx::{self, OnnxError};
+use crate::onnx::OnnxError;
 use crate::text::{PhonemeIdMap, Phonemizer, TextError};
 use crate::units::SampleRate;
 use crate::voices::Voice;
 
 use super::config::{ConfigError, VoiceConfig};
-use super::{Precision, Scales, Vits, VitsError};
+use super::{weights, Precision, Scales, Vits, VitsError};
 use crate::kernels::Cpu;
 
 /// Why a voice could not be loaded or could not speak a text.
@@ -20,6 +21,8 @@ pub enum SpeechError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Model(#[from] VitsError),
     #[error(transparent)]
@@ -57,11 +60,11 @@ impl PiperVoice {
         if config.phoneme_type != "espeak" {
             return Err(SpeechError::PhonemeType { name: voice.name.clone(), kind: config.phoneme_type.clone() });
         }
-        let mut onnx = onnx::read(&voice.onnx)?;
+        let (mut tensors, convs) = weights::read(&voice.model)?;
         if let Some(codec) = codec {
-            codec::reconstruct(codec, &mut onnx.tensors);
+            codec::reconstruct(codec, &mut tensors);
         }
-        let mut model = Vits::from_onnx(onnx)?;
+        let mut model = Vits::new(tensors, &move |m: &str| convs.get(m).copied())?;
         model.set_precision(Precision::for_cpu(Cpu::best()));
         let phonemizer = Phonemizer::new(&config.espeak_voice)?;
         let ids = PhonemeIdMap::new(config.phoneme_id_map.clone())?;
