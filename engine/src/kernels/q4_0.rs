@@ -101,7 +101,6 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
-    use crate::kernels::quant::f16_at;
 
     /// The 32 values of the block at `w` as unsigned bytes in activation order.
     #[inline]
@@ -112,19 +111,44 @@ mod avx2 {
         _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), nib), _mm_and_si128(q, nib))
     }
 
+    /// The f16 scales of the eight blocks from `w`, widened: one conversion for all eight.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scales8(w: *const u8) -> __m256 {
+        let at = |b: usize| i16::from_le_bytes([*w.add(b * BLOCK_BYTES), *w.add(b * BLOCK_BYTES + 1)]);
+        _mm256_cvtph_ps(_mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)))
+    }
+
+    /// Eight blocks per round, their scales widened and multiplied by the activations' at
+    /// once; each block's factor broadcast from its lane.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(row: &[u8], x: Vector) -> f32 {
-        let (mut acc, mut offsets) = ([_mm256_setzero_ps(); 2], 0.0f32);
+        let blocks = x.scales.len();
+        let (mut acc, mut offsets) = ([_mm256_setzero_ps(); 2], _mm256_setzero_ps());
         let ones = _mm256_set1_epi16(1);
-        for b in 0..x.scales.len() {
+        let mut b = 0;
+        while b + 8 <= blocks {
             let w = row.as_ptr().add(b * BLOCK_BYTES);
-            let xq = _mm256_loadu_si256(x.quants.as_ptr().add(b * BLOCK) as *const __m256i);
-            let ints = _mm256_madd_epi16(_mm256_maddubs_epi16(values(w), xq), ones);
-            let d = f16_at(w);
-            acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_set1_ps(d * x.scales[b]), acc[b & 1]);
-            offsets += d * x.sums[b];
+            let d = scales8(w);
+            let factors = _mm256_mul_ps(d, _mm256_loadu_ps(x.scales.as_ptr().add(b)));
+            offsets = _mm256_fmadd_ps(d, _mm256_loadu_ps(x.sums.as_ptr().add(b)), offsets);
+            for j in 0..8 {
+                let xq = _mm256_loadu_si256(x.quants.as_ptr().add((b + j) * BLOCK) as *const __m256i);
+                let ints = _mm256_madd_epi16(_mm256_maddubs_epi16(values(w.add(j * BLOCK_BYTES)), xq), ones);
+                let scale = _mm256_permutevar8x32_ps(factors, _mm256_set1_epi32(j as i32));
+                acc[j & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[j & 1]);
+            }
+            b += 8;
         }
-        crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc[0], acc[1])) - 8.0 * offsets
+        let mut sum = crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc[0], acc[1]))
+            - 8.0 * crate::kernels::vector::avx2::hsum(offsets);
+        if b < blocks {
+            sum += super::scalar::dot(
+                &row[b * BLOCK_BYTES..],
+                Vector { quants: &x.quants[b * BLOCK..], scales: &x.scales[b..], sums: &x.sums[b..] },
+            );
+        }
+        sum
     }
 }
 
@@ -133,39 +157,46 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::*;
-    use crate::kernels::quant::f16_at;
 
     /// One body, compiled with `VPDPBUSD` where the CPU has VNNI and with `maddubs` + `madd`
-    /// where it does not. Two blocks per 512-bit step, lanes 0-7 the first block's sums and
-    /// 8-15 the second's; the weights are unsigned nibbles, so no sign trick is needed.
+    /// where it does not. Eight blocks per round: their scales widened together and
+    /// multiplied by the activations' at once, then two blocks per 512-bit step (lanes 0-7
+    /// the first block's sums, 8-15 the second's), each lane taking its block's factor by a
+    /// permute. The weights are unsigned nibbles, so no sign trick is needed.
     macro_rules! dot_pairs {
         ($name:ident, $features:literal, $ints:expr) => {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(row: &[u8], x: Vector) -> f32 {
                 let blocks = x.scales.len();
-                let (mut acc, mut offsets) = ([_mm512_setzero_ps(); 2], 0.0f32);
-                let mut b = 0;
-                while b + 2 <= blocks {
-                    let w = row.as_ptr().add(b * BLOCK_BYTES);
-                    let w = _mm512_inserti64x4(
+                let pair = |w: *const u8| {
+                    _mm512_inserti64x4(
                         _mm512_castsi256_si512(super::avx2::values(w)),
                         super::avx2::values(w.add(BLOCK_BYTES)),
                         1,
-                    );
-                    let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK) as *const __m512i);
-                    let ints: __m512i = $ints(w, xq);
-                    let (d0, d1) =
-                        (f16_at(row.as_ptr().add(b * BLOCK_BYTES)), f16_at(row.as_ptr().add((b + 1) * BLOCK_BYTES)));
-                    let scale = _mm512_mask_blend_ps(
-                        0xFF00,
-                        _mm512_set1_ps(d0 * x.scales[b]),
-                        _mm512_set1_ps(d1 * x.scales[b + 1]),
-                    );
-                    acc[(b / 2) & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc[(b / 2) & 1]);
-                    offsets += d0 * x.sums[b] + d1 * x.sums[b + 1];
-                    b += 2;
+                    )
+                };
+                let pick = |p: i32| {
+                    let (lo, hi) = (2 * p, 2 * p + 1);
+                    _mm512_set_epi32(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo)
+                };
+                let picks = [pick(0), pick(1), pick(2), pick(3)];
+                let (mut acc, mut offsets) = ([_mm512_setzero_ps(); 2], _mm256_setzero_ps());
+                let mut b = 0;
+                while b + 8 <= blocks {
+                    let w = row.as_ptr().add(b * BLOCK_BYTES);
+                    let d = super::avx2::scales8(w);
+                    let factors = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_loadu_ps(x.scales.as_ptr().add(b))));
+                    offsets = _mm256_fmadd_ps(d, _mm256_loadu_ps(x.sums.as_ptr().add(b)), offsets);
+                    for (p, pick) in picks.iter().enumerate() {
+                        let xq = _mm512_loadu_si512(x.quants.as_ptr().add((b + 2 * p) * BLOCK) as *const __m512i);
+                        let ints: __m512i = $ints(pair(w.add(2 * p * BLOCK_BYTES)), xq);
+                        let scale = _mm512_permutexvar_ps(*pick, factors);
+                        acc[p & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc[p & 1]);
+                    }
+                    b += 8;
                 }
-                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - 8.0 * offsets;
+                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+                    - 8.0 * crate::kernels::vector::avx2::hsum(offsets);
                 if b < blocks {
                     sum += super::scalar::dot(
                         &row[b * BLOCK_BYTES..],

@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn every_format_and_path_matches_the_reference() {
         for q in Quant::ALL {
-            for blocks in [0, 1, 2, 3, 7, 12] {
+            for blocks in [0, 1, 2, 3, 7, 8, 12, 17] {
                 let n = blocks * q.block();
                 let w: Vec<f32> = random(n, 2).iter().map(|v| v * 0.7 + 0.1).collect();
                 let mut bytes = vec![0u8; q.row_bytes(n)];
