@@ -72,11 +72,18 @@ impl Linear {
                 ViewMut::new(out, rows, n).expect("checked"),
                 false,
             ),
-            // No GEMM reads block formats: batches of GEMVs, each reading the weights once.
+            // Many positions: the blocks decoded to f32 once (rows across the pool) and one
+            // GEMM, rather than batches of integer dots that unpack every block per position.
             Data::Quant(..) => {
-                for (x, out) in x.chunks(GEMV_ROWS * k).zip(out.chunks_mut(GEMV_ROWS * n)) {
-                    gemv::gemv_batch(cpu, &self.weight.matrix(), x, x.len() / k, out);
-                }
+                let mut wide = vec![0.0; n * k];
+                wide.par_chunks_mut(k).enumerate().for_each(|(r, row)| self.weight.row(r, row));
+                gemm::gemm(
+                    cpu,
+                    a(),
+                    View::new(&wide, n, k).expect("rows × cols"),
+                    ViewMut::new(out, rows, n).expect("checked"),
+                    false,
+                )
             }
         }
         self.add_bias(out);
@@ -431,6 +438,30 @@ mod tests {
                 }
             }
             assert!(lin.rows(Cpu::best(), &[], 0).is_empty());
+        }
+    }
+
+    /// A prompt longer than the batched GEMV takes over block-format weights is the GEMM of
+    /// their decoded values, bit for bit.
+    #[test]
+    fn long_prompts_over_blocks_multiply_the_decoded_weights() {
+        let (n, k, rows) = (40, 256, GEMV_ROWS + 6);
+        let f32_weight = Weight::from_f32(n, k, random(n * k, 7));
+        let bias = Some(random(n, 8));
+        let x = random(rows * k, 9);
+        for codec in [crate::codec::Codec::Q8, crate::codec::Codec::Q4] {
+            let encoded = crate::codec::apply(codec, "mlp.up_proj.weight", &f32_weight);
+            assert!(matches!(encoded.data(), Data::Quant(..)));
+            let mut decoded = vec![0.0; n * k];
+            decoded.chunks_exact_mut(k).enumerate().for_each(|(r, row)| encoded.row(r, row));
+            let (blocks, wide) =
+                (Linear::new(encoded, bias.clone()), Linear::new(Weight::from_f32(n, k, decoded), bias.clone()));
+            for cpu in available() {
+                let (mut got, mut want) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+                blocks.forward(cpu, &x, rows, &mut got);
+                wide.forward(cpu, &x, rows, &mut want);
+                assert_eq!(got, want, "{codec:?} {}", cpu.isa());
+            }
         }
     }
 }
