@@ -17,7 +17,7 @@ use spiral::engine::kernels::conv::{Conv1d, ConvMethod, ConvShape};
 use spiral::engine::kernels::gemm::{self as gemm_k, View, ViewMut};
 use spiral::engine::kernels::gemv::{gemv, Matrix, Weights};
 use spiral::engine::kernels::quant::Quant;
-use spiral::engine::kernels::{bf16, vector, Cpu, Isa};
+use spiral::engine::kernels::{bf16, palette, vector, Cpu, Isa};
 
 /// Weight bytes per GEMV: by default four times the 32 MB L3, so every byte comes from
 /// DRAM; `SPIRAL_BENCH_MB` overrides it.
@@ -95,6 +95,24 @@ fn memory_bound(c: &mut Criterion) {
                 b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
             });
         }
+    }
+
+    // A palette: u8 indices (two stages per 4 weights) looked up in a table made from x
+    // per product. Random indices and codebooks: the speed does not depend on their values.
+    let stages = 2;
+    let rows = bytes / (stages * cols / palette::DIM);
+    let indices: Vec<u8> = (0..rows * stages * cols / palette::DIM).map(|i| (i * 7919 % 251) as u8).collect();
+    let codebooks = values(stages * palette::DIM * palette::CENTROIDS);
+    let scales = values(rows);
+    let x = values(cols);
+    let mut y = vec![0.0; rows];
+    let m = Matrix::new(rows, cols, Weights::Palette { codebooks: &codebooks, scales: &scales, indices: &indices })
+        .unwrap();
+    group.throughput(Throughput::Bytes(m.bytes() as u64));
+    for cpu in cpus() {
+        group.bench_with_input(BenchmarkId::new("palette_Nx2048", cpu.isa()), &cpu, |b, &cpu| {
+            b.iter(|| gemv(cpu, &m, black_box(&x), &mut y))
+        });
     }
     group.finish();
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What each weight codec costs the default voice, by ear: WER and log-spectral distance.
 
-For every codec (none, bf16, q8, q4, auto) spiral speaks each line of `--sentences` (by
+For every codec (none, bf16, q8, q4, auto, palette) spiral speaks each line of `--sentences` (by
 default the first 20 Harvard sentences) into a WAV with the noise scales at 0
 (deterministic) and `--precision f32`, so the codec is the only difference between runs.
 Each codec's audio is judged against the uncompressed run by log-spectral distance and by
@@ -29,7 +29,7 @@ import numpy as np
 from reference_voice import REPO, fail, read_sentences
 from wer import score, whisper_model
 
-CODECS = ["none", "bf16", "q8", "q4", "auto"]
+CODECS = ["none", "bf16", "q8", "q4", "auto", "palette"]
 
 
 def speak(binary: Path, codec: str, sentences: list[str], out_dir: Path) -> None:

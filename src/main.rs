@@ -52,7 +52,8 @@ struct CompressArgs {
     input: PathBuf,
     /// The directory to write (created), or NAME.safetensors for a voice.
     output: PathBuf,
-    /// bf16, q8 (q8_0 blocks), q4 (q4_k blocks, q4_0 where rows are not whole q4_k blocks)
+    /// bf16, q8 (q8_0 blocks), q4 (q4_k blocks, q4_0 where rows are not whole q4_k blocks),
+    /// palette (two-stage residual VQ, 4 bits per weight)
     /// or auto (q4, with q8_0 for the value and MLP-down projections and a voice's
     /// vocoder). Embeddings, heads and norms stay as stored.
     #[arg(long, default_value = "auto")]
@@ -82,7 +83,7 @@ struct Qwen3BenchArgs {
     /// Frames to generate (80 ms of audio each).
     #[arg(long, default_value_t = 25)]
     frames: usize,
-    /// Hold the talker's and code predictor's projections in this codec (bf16, q8, q4, auto)
+    /// Hold the talker's and code predictor's projections in this codec (bf16, q8, q4, auto, palette)
     /// instead of as stored.
     #[arg(long, value_name = "NAME")]
     codec: Option<String>,
@@ -170,7 +171,7 @@ struct SpeakArgs {
     /// Qwen3-TTS: write the generated codes as JSON (frames × codebooks).
     #[arg(long, value_name = "CODES.json", requires = "model")]
     dump_codes: Option<PathBuf>,
-    /// Hold the weights in this codec (bf16, q8, q4, auto) instead of as stored. Qwen3-TTS:
+    /// Hold the weights in this codec (bf16, q8, q4, auto, palette) instead of as stored. Qwen3-TTS:
     /// the talker's and code predictor's projections, multiplied as encoded (q8 reads 1.06
     /// bytes per weight instead of 2, q4 0.56); a Piper voice: its weights as the codec
     /// reconstructs them (what the codec costs in sound; no faster).

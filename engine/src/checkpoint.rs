@@ -31,9 +31,9 @@ use thiserror::Error;
 
 use crate::codec::{self, Codec};
 use crate::gguf;
-use crate::kernels::bf16;
 use crate::kernels::gemv::{Matrix, ShapeError, Weights};
 use crate::kernels::quant::Quant;
+use crate::kernels::{bf16, palette};
 
 /// What can go wrong opening a checkpoint or taking a tensor from it.
 #[derive(Debug, Error)]
@@ -60,8 +60,8 @@ struct Entry {
     /// The tensor's shape; for an encoded tensor the matrix it encodes, not its bytes.
     shape: Vec<usize>,
     bytes: Range<usize>,
-    /// The block format of a tensor `spiral compress` encoded.
-    encoding: Option<Quant>,
+    /// How `spiral compress` encoded the tensor ([`Stored::Quant`] or [`Stored::Palette`]).
+    encoding: Option<Stored>,
 }
 
 /// The safetensors metadata key under which `spiral compress` lists its encoded tensors: a
@@ -150,17 +150,21 @@ impl Checkpoint {
                 bytes: start..start + view.data().len(),
                 encoding: None,
             };
-            if let Some(q) = encodings.remove(name) {
-                let q = Quant::parse(&q).ok_or_else(|| {
-                    format(format!("tensor {name:?} is in an unknown format {q:?}; a newer spiral wrote it"))
-                })?;
-                match (entry.dtype, entry.shape.as_slice()) {
-                    (Dtype::U8, &[rows, bytes]) if bytes.is_multiple_of(q.block_bytes()) => {
+            if let Some(listed) = encodings.remove(name) {
+                let unknown = || format!("tensor {name:?} is in an unknown format {listed:?}; a newer spiral wrote it");
+                let how = if listed == "palette" {
+                    Stored::Palette { stages: 0 } // the codebooks' shape says how many, below
+                } else {
+                    Stored::Quant(Quant::parse(&listed).ok_or_else(|| format(unknown()))?)
+                };
+                match (how, entry.dtype, entry.shape.as_slice()) {
+                    (Stored::Quant(q), Dtype::U8, &[rows, bytes]) if bytes.is_multiple_of(q.block_bytes()) => {
                         entry.shape = vec![rows, bytes / q.block_bytes() * q.block()];
-                        entry.encoding = Some(q);
                     }
-                    _ => return Err(format(format!("tensor {name:?} is not {} rows", q.name()))),
+                    (Stored::Palette { .. }, Dtype::U8, &[_, _]) => {}
+                    _ => return Err(format(format!("tensor {name:?} is not {listed} rows"))),
                 }
+                entry.encoding = Some(how);
             }
             if self.entries.insert(name.to_string(), entry).is_some() {
                 return Err(format(format!("tensor {name:?} appears in two shards")));
@@ -169,8 +173,69 @@ impl Checkpoint {
         if let Some(name) = encodings.keys().next() {
             return Err(format(format!("{ENCODINGS_KEY} names {name:?}, which the file does not hold")));
         }
+        self.resolve_palettes(shard).map_err(format)?;
         self.shards.push(Shard { path, map: Arc::new(map) });
         Ok(())
+    }
+
+    /// A palette's stages and columns from its codebooks `{name}.codebooks` (`[stages,
+    /// DIM, CENTROIDS]` f32) and its indices `[rows, stages · cols / DIM]`; its row scales
+    /// `{name}.scales` must be `[rows]` f32.
+    fn resolve_palettes(&mut self, shard: usize) -> Result<(), String> {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.shard == shard && matches!(e.encoding, Some(Stored::Palette { .. })))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let side = |part: &str| self.entries.get(&format!("{name}.{part}")).filter(|e| e.dtype == Dtype::F32);
+            let missing = || format!("palette {name:?} lacks its f32 {name}.codebooks or {name}.scales");
+            let (books, scales) = (side("codebooks").ok_or_else(missing)?, side("scales").ok_or_else(missing)?);
+            let e = &self.entries[&name];
+            let (rows, bytes) = (e.shape[0], e.shape[1]);
+            let stages = match books.shape[..] {
+                [stages, palette::DIM, palette::CENTROIDS] if stages > 0 => stages,
+                _ => {
+                    return Err(format!(
+                        "{name}.codebooks is {:?}, not [stages, {}, {}]",
+                        books.shape,
+                        palette::DIM,
+                        palette::CENTROIDS
+                    ))
+                }
+            };
+            if scales.shape != [rows] || !bytes.is_multiple_of(stages) {
+                return Err(format!(
+                    "palette {name:?}: {:?} indices do not match its {stages} stages and {:?} scales",
+                    e.shape, scales.shape
+                ));
+            }
+            let e = self.entries.get_mut(&name).expect("listed above");
+            e.shape = vec![rows, bytes / stages * palette::DIM];
+            e.encoding = Some(Stored::Palette { stages });
+        }
+        Ok(())
+    }
+
+    /// The side tensor `{name}.{part}` of a palette, as f32 storage.
+    fn palette_part(&self, name: &str, part: &str) -> Result<Storage<f32>, CheckpointError> {
+        let e = self.entry(&format!("{name}.{part}"))?;
+        Ok(Storage::new(&self.shards[e.shard].map, e.bytes.clone()))
+    }
+
+    /// The data of encoded entry `e` (tensor `name`).
+    fn encoded(&self, name: &str, e: &Entry, how: Stored) -> Result<Data, CheckpointError> {
+        let bytes = Storage::new(&self.shards[e.shard].map, e.bytes.clone());
+        Ok(match how {
+            Stored::Palette { .. } => Data::Palette {
+                codebooks: self.palette_part(name, "codebooks")?,
+                scales: self.palette_part(name, "scales")?,
+                indices: bytes,
+            },
+            Stored::Quant(q) => Data::Quant(q, bytes),
+            _ => unreachable!("only block and palette tensors are listed as encoded"),
+        })
     }
 
     fn add_gguf(&mut self, path: PathBuf, map: Mmap) -> Result<(), CheckpointError> {
@@ -182,7 +247,7 @@ impl Checkpoint {
                 gguf::Kind::F32 => (Dtype::F32, None),
                 gguf::Kind::F16 => (Dtype::F16, None),
                 gguf::Kind::Bf16 => (Dtype::BF16, None),
-                gguf::Kind::Quant(q) => (Dtype::U8, Some(q)),
+                gguf::Kind::Quant(q) => (Dtype::U8, Some(Stored::Quant(q))),
             };
             let entry = Entry { shard, dtype, shape: t.shape, bytes: t.bytes, encoding };
             if self.entries.insert(t.name.clone(), entry).is_some() {
@@ -214,9 +279,17 @@ impl Checkpoint {
         self.entries.contains_key(name)
     }
 
-    /// All tensor names, sorted.
+    /// All tensor names, sorted; a palette's codebooks and scales are part of it, not
+    /// tensors of their own.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        let part = |name: &str| {
+            [".codebooks", ".scales"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .and_then(|p| self.entries.get(p))
+                    .is_some_and(|e| matches!(e.encoding, Some(Stored::Palette { .. })))
+            })
+        };
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).filter(|n| !part(n)).collect();
         names.sort_unstable();
         names
     }
@@ -244,8 +317,8 @@ impl Checkpoint {
         Ok(e)
     }
 
-    /// The block format `name` is encoded in, if `spiral compress` encoded it.
-    pub fn encoding(&self, name: &str) -> Result<Option<Quant>, CheckpointError> {
+    /// How `name` is encoded ([`Stored::Quant`] or [`Stored::Palette`]), if it is.
+    pub fn encoding(&self, name: &str) -> Result<Option<Stored>, CheckpointError> {
         Ok(self.entry(name)?.encoding)
     }
 
@@ -253,7 +326,7 @@ impl Checkpoint {
     pub fn stored(&self, name: &str) -> Result<(Stored, &[u8]), CheckpointError> {
         let e = self.entry(name)?;
         let stored = match (e.encoding, e.dtype) {
-            (Some(q), _) => Stored::Quant(q),
+            (Some(how), _) => how,
             (None, Dtype::F32) => Stored::F32,
             (None, Dtype::BF16) => Stored::Bf16,
             (None, Dtype::F16) => Stored::F16,
@@ -265,11 +338,10 @@ impl Checkpoint {
     /// `name`, of shape `shape`, widened (or decoded) to an owned f32 vector.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
         let e = self.checked(name, shape)?;
-        if let Some(q) = e.encoding {
+        if let Some(how) = e.encoding {
             let cols = shape.last().copied().unwrap_or(1);
             let rows = shape.iter().product::<usize>() / cols.max(1);
-            let w =
-                Weight { rows, cols, data: Data::Quant(q, Storage::new(&self.shards[e.shard].map, e.bytes.clone())) };
+            let w = Weight { rows, cols, data: self.encoded(name, e, how)? };
             let mut out = vec![0.0; rows * cols];
             out.chunks_exact_mut(cols.max(1)).enumerate().for_each(|(r, row)| w.row(r, row));
             return Ok(out);
@@ -291,7 +363,7 @@ impl Checkpoint {
         let e = self.checked(name, &[rows, cols])?;
         let map = &self.shards[e.shard].map;
         let data = match (e.encoding, e.dtype) {
-            (Some(q), _) => Data::Quant(q, Storage::new(map, e.bytes.clone())),
+            (Some(how), _) => self.encoded(name, e, how)?,
             (None, Dtype::F32) => Data::F32(Storage::new(map, e.bytes.clone())),
             (None, Dtype::BF16) => Data::Bf16(Storage::new(map, e.bytes.clone())),
             (None, Dtype::F16) => Data::F32(Storage::Owned(self.f32(name, &[rows, cols])?)),
@@ -452,6 +524,12 @@ pub enum Data {
     Bf16(Storage<u16>),
     /// Rows of blocks in a [`Quant`] format.
     Quant(Quant, Storage<u8>),
+    /// [`palette`] rows (see [`Weights::Palette`]).
+    Palette {
+        codebooks: Storage<f32>,
+        scales: Storage<f32>,
+        indices: Storage<u8>,
+    },
 }
 
 /// A row-major weight matrix from a checkpoint.
@@ -500,6 +578,18 @@ impl Weight {
             Data::F32(s) => out.copy_from_slice(&s[span]),
             Data::Bf16(s) => bf16::to_f32(&s[span], out),
             Data::Quant(q, s) => q.decode_row(&s[r * q.row_bytes(self.cols)..][..q.row_bytes(self.cols)], out),
+            Data::Palette { codebooks, scales, indices } => {
+                let groups = self.cols / palette::DIM;
+                let stages = codebooks.len() / (palette::DIM * palette::CENTROIDS);
+                out.fill(0.0);
+                let books = codebooks.chunks_exact(palette::DIM * palette::CENTROIDS);
+                for (book, idx) in books.zip(indices[r * stages * groups..].chunks_exact(groups)) {
+                    for (o, &c) in out.chunks_exact_mut(palette::DIM).zip(idx) {
+                        o.iter_mut().enumerate().for_each(|(j, o)| *o += book[j * palette::CENTROIDS + c as usize]);
+                    }
+                }
+                out.iter_mut().for_each(|o| *o *= scales[r]);
+            }
         }
     }
 
@@ -509,6 +599,11 @@ impl Weight {
             Data::F32(s) => Data::F32(s.resident()?),
             Data::Bf16(s) => Data::Bf16(s.resident()?),
             Data::Quant(q, s) => Data::Quant(*q, s.resident()?),
+            Data::Palette { codebooks, scales, indices } => Data::Palette {
+                codebooks: codebooks.resident()?,
+                scales: scales.resident()?,
+                indices: indices.resident()?,
+            },
         };
         Ok(Weight { rows: self.rows, cols: self.cols, data })
     }
@@ -521,6 +616,11 @@ impl Weight {
             Data::F32(s) => s.release(),
             Data::Bf16(s) => s.release(),
             Data::Quant(_, s) => s.release(),
+            Data::Palette { codebooks, scales, indices } => {
+                codebooks.release();
+                scales.release();
+                indices.release();
+            }
         }
     }
 }
@@ -531,6 +631,7 @@ fn weights(data: &Data) -> Weights<'_> {
         Data::F32(s) => Weights::F32(s),
         Data::Bf16(s) => Weights::Bf16(s),
         Data::Quant(q, s) => Weights::Quant(*q, s),
+        Data::Palette { codebooks, scales, indices } => Weights::Palette { codebooks, scales, indices },
     }
 }
 
@@ -542,6 +643,11 @@ pub enum Stored {
     F16,
     /// Rows of blocks: a `[rows, row bytes]` u8 tensor, listed under [`ENCODINGS_KEY`].
     Quant(Quant),
+    /// Palette indices: a `[rows, stages · cols / DIM]` u8 tensor listed as `palette`,
+    /// beside f32 `{name}.codebooks` and `{name}.scales` (written as their own tensors).
+    Palette {
+        stages: usize,
+    },
 }
 
 impl Stored {
@@ -552,6 +658,7 @@ impl Stored {
             Stored::Bf16 => "bf16",
             Stored::F16 => "f16",
             Stored::Quant(q) => q.name(),
+            Stored::Palette { .. } => "palette",
         }
     }
 
@@ -562,6 +669,7 @@ impl Stored {
             Stored::F32 => 4 * n,
             Stored::Bf16 | Stored::F16 => 2 * n,
             Stored::Quant(q) => n / q.block() * q.block_bytes(),
+            Stored::Palette { stages } => n / palette::DIM * stages,
         }
     }
 }
@@ -612,6 +720,12 @@ pub fn write(
                         bytes.extend(chunk[..n].iter().flat_map(|&v| bf16::scalar::narrow(v).to_le_bytes()))
                     }
                     Stored::F16 => bytes.extend(chunk[..n].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes())),
+                    Stored::Palette { .. } => {
+                        return Err(std::io::Error::other(format!(
+                            "{}: palettes are written by spiral compress",
+                            t.name
+                        )))
+                    }
                     Stored::Quant(q) => {
                         bytes.resize(n / row * q.row_bytes(row), 0);
                         for (values, out) in chunk[..n].chunks_exact(row).zip(bytes.chunks_exact_mut(q.row_bytes(row)))
@@ -656,6 +770,14 @@ pub fn write_bytes(
                 };
                 encodings.insert(t.name.clone(), q.name());
                 ("U8", vec![rows, q.row_bytes(cols)])
+            }
+            Stored::Palette { stages } => {
+                let (rows, cols) = match t.shape[..] {
+                    [rows, cols] if cols.is_multiple_of(palette::DIM) => (rows, cols),
+                    _ => return Err(std::io::Error::other(format!("{}: {:?} is not palette rows", t.name, t.shape))),
+                };
+                encodings.insert(t.name.clone(), "palette");
+                ("U8", vec![rows, stages * cols / palette::DIM])
             }
         };
         header.insert(
@@ -768,7 +890,7 @@ mod tests {
         .unwrap();
         let ckpt = Checkpoint::open(&file).unwrap();
         assert_eq!(ckpt.shape("q4").unwrap(), [3, 512]);
-        assert_eq!(ckpt.encoding("q8").unwrap(), Some(Quant::Q8_0));
+        assert_eq!(ckpt.encoding("q8").unwrap(), Some(Stored::Quant(Quant::Q8_0)));
         for (name, q, rows, cols, from) in [("q4", Quant::Q4K, 3, 512, 0), ("q8", Quant::Q8_0, 2, 64, 1536)] {
             let w = ckpt.matrix(name, rows, cols).unwrap();
             assert!(matches!(w.data(), Data::Quant(got, Storage::Mapped { .. }) if *got == q));

@@ -25,7 +25,8 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Data, Spec, Stored, Weight};
-use crate::codec::{self, Codec, Encoding};
+use crate::codec::{self, palette, Codec, Encoding};
+use crate::kernels::palette as lookup;
 use crate::models::vits::weights;
 use crate::voices::Voice;
 
@@ -119,9 +120,7 @@ pub fn compress_voice(
                 shape = vec![*rows, cols];
             }
         }
-        // SAFETY: f32 values are plain little-endian numbers on the hosts spiral supports.
-        let bytes = unsafe { std::slice::from_raw_parts(t.data().as_ptr().cast::<u8>(), t.data().len() * 4) };
-        sources.push(Source { name: name.to_string(), shape, stored: Stored::F32, bytes });
+        sources.push(Source { name: name.to_string(), shape, stored: Stored::F32, bytes: bytes(t.data()) });
     }
     let weight = |s: &Source| {
         let values = tensors.get(&s.name).expect("listed above").data().to_vec();
@@ -148,6 +147,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CompressError {
     move |source| CompressError::Io { path, source }
 }
 
+/// Which part of an encoded tensor a written tensor is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The tensor itself (a palette's indices).
+    Whole,
+    /// A palette's codebooks and row scales, written after its indices.
+    Codebooks,
+    Scales,
+}
+
 /// Writes `sources` to `file` as `codec` holds them, reporting each tensor; a tensor the
 /// codec encodes is taken as a matrix through `weight`.
 fn write_model(
@@ -158,30 +167,49 @@ fn write_model(
     metadata: &BTreeMap<String, String>,
     mut progress: impl FnMut(&TensorReport, usize, usize),
 ) -> Result<Vec<TensorReport>, CompressError> {
-    let plan: Vec<(Encoding, Spec)> = sources
-        .iter()
-        .map(|s| {
-            let encoding = match (s.stored, &s.shape[..]) {
-                (Stored::Quant(_), _) => Encoding::Stored,
-                (_, &[rows, cols]) => codec.encoding(&s.name, rows, cols),
-                _ => Encoding::Stored,
-            };
-            let stored = match encoding {
-                Encoding::Stored => s.stored,
-                Encoding::Bf16 => Stored::Bf16,
-                Encoding::Blocks(q) => Stored::Quant(q),
-            };
-            (encoding, Spec { name: s.name.clone(), shape: s.shape.clone(), stored })
-        })
-        .collect();
-    let specs: Vec<Spec> = plan.iter().map(|(_, s)| s.clone()).collect();
-    let mut reports = Vec::with_capacity(specs.len());
+    // (source, encoding, part) for each tensor written, and its spec.
+    let mut plan: Vec<(usize, Encoding, Part)> = Vec::new();
+    let mut specs: Vec<Spec> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let encoding = match (s.stored, &s.shape[..]) {
+            (Stored::Quant(_) | Stored::Palette { .. }, _) => Encoding::Stored,
+            (_, &[rows, cols]) => codec.encoding(&s.name, rows, cols),
+            _ => Encoding::Stored,
+        };
+        let stored = match encoding {
+            Encoding::Stored => s.stored,
+            Encoding::Bf16 => Stored::Bf16,
+            Encoding::Blocks(q) => Stored::Quant(q),
+            Encoding::Palette => Stored::Palette { stages: palette::STAGES },
+        };
+        plan.push((i, encoding, Part::Whole));
+        specs.push(Spec { name: s.name.clone(), shape: s.shape.clone(), stored });
+        if let Stored::Palette { stages } = stored {
+            let books = vec![stages, lookup::DIM, lookup::CENTROIDS];
+            for (part, suffix, shape) in
+                [(Part::Codebooks, "codebooks", books), (Part::Scales, "scales", vec![s.shape[0]])]
+            {
+                plan.push((i, encoding, part));
+                specs.push(Spec { name: format!("{}.{suffix}", s.name), shape, stored: Stored::F32 });
+            }
+        }
+    }
+    let mut reports = Vec::with_capacity(sources.len());
+    // The encoded weight whose parts are still being written.
+    let mut current: Option<Weight> = None;
     let written = checkpoint::write_bytes(
         file,
         &specs,
         metadata,
         |i, out| {
-            let ((encoding, spec), source) = (&plan[i], &sources[i]);
+            let (at, encoding, part) = plan[i];
+            let (spec, source) = (&specs[i], &sources[at]);
+            if part != Part::Whole {
+                let Some(Data::Palette { codebooks, scales, .. }) = current.as_ref().map(Weight::data) else {
+                    unreachable!("a palette's parts follow its indices")
+                };
+                return out.write_all(bytes(if part == Part::Codebooks { codebooks } else { scales }));
+            }
             let mut report = TensorReport {
                 name: spec.name.clone(),
                 shape: spec.shape.clone(),
@@ -195,14 +223,26 @@ fn write_model(
             };
             if spec.stored == source.stored {
                 out.write_all(source.bytes)?;
+                if let Stored::Palette { .. } = spec.stored {
+                    current = Some(weight(source).map_err(std::io::Error::other)?);
+                }
             } else {
                 let w = weight(source).map_err(std::io::Error::other)?;
-                let encoded = codec::encode(*encoding, &w);
-                out.write_all(encoded_bytes(&encoded))?;
+                let encoded = codec::encode(encoding, &w);
+                out.write_all(match encoded.data() {
+                    Data::F32(s) => bytes(s),
+                    Data::Bf16(s) => bytes(s),
+                    Data::Quant(_, s) => bytes(s),
+                    Data::Palette { indices, codebooks, scales } => {
+                        report.bytes_out += 4 * (codebooks.len() + scales.len());
+                        bytes(indices)
+                    }
+                })?;
                 let (cosine, error) = fidelity(&w, &encoded);
                 (report.cosine, report.relative_error) = (Some(cosine), Some(error));
+                current = Some(encoded);
             }
-            progress(&report, i + 1, specs.len());
+            progress(&report, reports.len() + 1, sources.len());
             reports.push(report);
             Ok(())
         },
@@ -219,17 +259,10 @@ fn write_model(
     Ok(reports)
 }
 
-/// The bytes a file stores for an encoded weight.
-fn encoded_bytes(w: &Weight) -> &[u8] {
-    fn bytes<T: checkpoint::Plain>(v: &[T]) -> &[u8] {
-        // SAFETY: plain little-endian numbers (checked by `Plain`) without padding.
-        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-    }
-    match w.data() {
-        Data::F32(s) => bytes(s),
-        Data::Bf16(s) => bytes(s),
-        Data::Quant(_, s) => bytes(s),
-    }
+/// Plain little-endian numbers as the bytes a file stores.
+fn bytes<T: checkpoint::Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: plain little-endian numbers (checked by `Plain`) without padding.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// (cosine, relative error) of `encoded` against `source`, over every value.
@@ -293,12 +326,12 @@ mod tests {
         let input = dir.path().join("in");
         let spec = |name: &str, shape: Vec<usize>, stored| Spec { name: name.into(), shape, stored };
         let tensors = [
-            spec("layers.0.mlp.up_proj.weight", vec![8, 512], Stored::Bf16),
+            spec("layers.0.mlp.up_proj.weight", vec![64, 512], Stored::Bf16),
             spec("layers.0.self_attn.v_proj.weight", vec![4, 64], Stored::F32),
             spec("embed_tokens.weight", vec![10, 256], Stored::Bf16),
             spec("layers.0.input_layernorm.weight", vec![64], Stored::F32),
         ];
-        let values = crate::kernels::testing::random(8 * 512 + 4 * 64 + 2560 + 64, 1);
+        let values = crate::kernels::testing::random(64 * 512 + 4 * 64 + 2560 + 64, 1);
         let mut at = 0;
         checkpoint::write(
             &input.join("model.safetensors"),
@@ -321,7 +354,7 @@ mod tests {
         assert_eq!(seen[3].1..=seen[3].2, 4..=4);
         let by_name = |n: &str| report.iter().find(|t| t.name == n).unwrap();
         let up = by_name("layers.0.mlp.up_proj.weight");
-        assert_eq!((up.stored, up.bytes_in, up.bytes_out), (Stored::Quant(Quant::Q4K), 8192, 8 * 288));
+        assert_eq!((up.stored, up.bytes_in, up.bytes_out), (Stored::Quant(Quant::Q4K), 65536, 64 * 288));
         assert!(up.cosine.unwrap() > 0.99 && up.relative_error.unwrap() < 0.12, "{up:?}");
         // auto keeps the value projection at 8 bits; its 64 columns are whole q8_0 blocks.
         assert_eq!(by_name("layers.0.self_attn.v_proj.weight").stored, Stored::Quant(Quant::Q8_0));
@@ -333,12 +366,41 @@ mod tests {
         assert_eq!(std::fs::read_to_string(output.join("config.json")).unwrap(), "{}");
 
         let back = Checkpoint::open(&output).unwrap();
-        assert_eq!(back.encoding("layers.0.mlp.up_proj.weight").unwrap(), Some(Quant::Q4K));
+        assert_eq!(back.encoding("layers.0.mlp.up_proj.weight").unwrap(), Some(Stored::Quant(Quant::Q4K)));
         let (src, out) = (Checkpoint::open(&input).unwrap(), back);
         assert_eq!(src.stored("embed_tokens.weight").unwrap().1, out.stored("embed_tokens.weight").unwrap().1);
         // Compressing a compressed model again keeps its blocks as they are.
         let again = compress(&output, &dir.path().join("again"), Codec::Q8, |_, _, _| {}).unwrap();
         assert_eq!(again.iter().find(|t| t.name == up.name).unwrap().stored, Stored::Quant(Quant::Q4K));
+
+        // A palette: indices, codebooks and scales in three tensors that load as one, and
+        // stay one when compressed again.
+        let pal = compress(&input, &dir.path().join("pal"), Codec::Palette, |_, _, _| {}).unwrap();
+        let t = pal.iter().find(|t| t.name == up.name).unwrap();
+        assert_eq!((t.stored, t.bytes_out), (Stored::Palette { stages: 2 }, 64 * 512 / 4 * 2 + 4 * (2 * 4 * 256 + 64)));
+        assert_eq!(t.bytes_out, palette::bytes(64, 512));
+        // Too small for its codebooks to pay: q8_0 instead.
+        assert_eq!(
+            pal.iter().find(|t| t.name == "layers.0.self_attn.v_proj.weight").unwrap().stored,
+            Stored::Quant(Quant::Q8_0)
+        );
+        let stored = src.matrix(&up.name, 64, 512).unwrap();
+        let at_load = codec::apply(Codec::Palette, &up.name, &stored);
+        for name in ["pal", "pal-again"] {
+            if name == "pal-again" {
+                compress(&dir.path().join("pal"), &dir.path().join(name), Codec::Q8, |_, _, _| {}).unwrap();
+            }
+            let back = Checkpoint::open(&dir.path().join(name)).unwrap();
+            assert_eq!(back.names(), src.names(), "{name}: a palette's parts are not tensors of their own");
+            let w = back.matrix(&up.name, 64, 512).unwrap();
+            assert!(matches!(w.data(), Data::Palette { indices: crate::checkpoint::Storage::Mapped { .. }, .. }));
+            let (mut a, mut b) = (vec![0.0; 512], vec![0.0; 512]);
+            for r in 0..64 {
+                w.row(r, &mut a);
+                at_load.row(r, &mut b);
+                assert_eq!(a, b, "{name} row {r}");
+            }
+        }
 
         let e = compress(&input, &input, Codec::Q8, |_, _, _| {}).unwrap_err().to_string();
         assert!(e.contains("must be a new directory"), "{e}");

@@ -7,6 +7,7 @@
 //! | `q8` | [`Quant::Q8_0`] | 1.0625 | reconstruction |
 //! | `q4` | [`Quant::Q4K`] | 0.5625 | reconstruction |
 //! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections and a voice's vocoder | about 0.7 | reconstruction |
+//! | `palette` | two-stage residual VQ of groups of 4, a scale per row ([`palette`]); `q8_0` where the codebooks would not leave it under a byte per weight | 0.5 + 8 KiB per tensor | lookup |
 //!
 //! Where 256 does not divide a tensor's rows, `q4_k` falls back to [`Quant::Q4_0`] (also
 //! 4.5 bits, blocks of 32, one scale and no min each); where 32 does not, any block format
@@ -37,9 +38,11 @@
 //! ```
 
 pub mod blocks;
+pub mod palette;
 
 use crate::checkpoint::{Data, Storage, Weight};
 use crate::kernels::bf16;
+use crate::kernels::palette as lookup;
 use crate::kernels::quant::Quant;
 use crate::tensors::Tensors;
 
@@ -50,6 +53,7 @@ pub enum Codec {
     Q8,
     Q4,
     Auto,
+    Palette,
 }
 
 /// How tensors are used, which decides what a codec may do to them.
@@ -75,6 +79,8 @@ pub enum Encoding {
     Bf16,
     /// Encoded in a block format.
     Blocks(Quant),
+    /// Residual vector quantization ([`palette`]).
+    Palette,
 }
 
 /// How faithful an encoding is.
@@ -84,6 +90,8 @@ pub enum Grade {
     Lossless,
     /// Values come back approximately, each from its own row's data.
     Reconstruction,
+    /// Values come back approximately, from entries of a table the rows share.
+    Lookup,
 }
 
 impl Encoding {
@@ -93,6 +101,7 @@ impl Encoding {
             Encoding::Stored => "stored",
             Encoding::Bf16 => "bf16",
             Encoding::Blocks(q) => q.name(),
+            Encoding::Palette => "palette",
         }
     }
 
@@ -100,13 +109,14 @@ impl Encoding {
     pub fn grade(self, source: &Data) -> Grade {
         match (self, source) {
             (Encoding::Stored, _) | (Encoding::Bf16, Data::Bf16(_)) => Grade::Lossless,
+            (Encoding::Palette, _) => Grade::Lookup,
             _ => Grade::Reconstruction,
         }
     }
 }
 
 impl Codec {
-    pub const ALL: [Codec; 4] = [Codec::Bf16, Codec::Q8, Codec::Q4, Codec::Auto];
+    pub const ALL: [Codec; 5] = [Codec::Bf16, Codec::Q8, Codec::Q4, Codec::Auto, Codec::Palette];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -114,6 +124,7 @@ impl Codec {
             Codec::Q8 => "q8",
             Codec::Q4 => "q4",
             Codec::Auto => "auto",
+            Codec::Palette => "palette",
         }
     }
 
@@ -140,6 +151,12 @@ impl Codec {
                 blocks(Quant::Q8_0)
             }
             Codec::Auto => blocks(Quant::Q4K),
+            // The brief's lesson: a codebook as large as its tensor is a loss. Below a byte
+            // per weight in all, or q8_0.
+            Codec::Palette if cols.is_multiple_of(lookup::DIM) && palette::bytes(rows, cols) < rows * cols => {
+                Encoding::Palette
+            }
+            Codec::Palette => blocks(Quant::Q8_0),
         }
     }
 }
@@ -162,7 +179,7 @@ pub fn regime(name: &str, shape: &[usize]) -> Regime {
 /// `w` (tensor `name`) as `codec` holds it ([`Codec::encoding`]); a weight a file already
 /// holds encoded stays as it is (encoding it again would only add error).
 pub fn apply(codec: Codec, name: &str, w: &Weight) -> Weight {
-    if let Data::Quant(..) = w.data() {
+    if let Data::Quant(..) | Data::Palette { .. } = w.data() {
         return w.clone();
     }
     encode(codec.encoding(name, w.rows(), w.cols()), w)
@@ -195,6 +212,7 @@ pub fn encode(encoding: Encoding, w: &Weight) -> Weight {
         Encoding::Stored => w.clone(),
         Encoding::Bf16 => to_bf16(w),
         Encoding::Blocks(q) => blocks::encode(q, w).unwrap_or_else(|| w.clone()),
+        Encoding::Palette => palette::encode(w).unwrap_or_else(|| w.clone()),
     }
 }
 

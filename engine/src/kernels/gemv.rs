@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::cpu::Cpu;
 use super::quant::{Activations, Quant};
-use super::{bf16, vector};
+use super::{bf16, palette, vector};
 
 /// The storage of a row-major weight matrix.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +19,13 @@ pub enum Weights<'a> {
     Bf16(&'a [u16]),
     /// Rows of blocks in a [`Quant`] format, one after another.
     Quant(Quant, &'a [u8]),
+    /// [`palette`] rows: codebooks `[stages, DIM, CENTROIDS]`, a scale per row, and per row
+    /// `stages × cols / DIM` indices.
+    Palette {
+        codebooks: &'a [f32],
+        scales: &'a [f32],
+        indices: &'a [u8],
+    },
 }
 
 impl Weights<'_> {
@@ -28,6 +35,7 @@ impl Weights<'_> {
             Weights::F32(_) => "f32",
             Weights::Bf16(_) => "bf16",
             Weights::Quant(q, _) => q.name(),
+            Weights::Palette { .. } => "palette",
         }
     }
 }
@@ -66,6 +74,29 @@ impl<'a> Matrix<'a> {
                     format!("{} bytes", d.len()),
                 ));
             }
+            Weights::Palette { codebooks, scales, indices } => {
+                let stages = codebooks.len() / (palette::DIM * palette::CENTROIDS);
+                let whole = stages > 0 && codebooks.len() == stages * palette::DIM * palette::CENTROIDS;
+                if !whole
+                    || !cols.is_multiple_of(palette::DIM)
+                    || scales.len() != rows
+                    || indices.len() != rows * stages * cols / palette::DIM
+                {
+                    return Err(err(
+                        "palette",
+                        format!(
+                            "cols a multiple of {}, codebooks of whole stages, {rows} scales and their indices",
+                            palette::DIM
+                        ),
+                        format!(
+                            "{} codebook values, {} scales, {} indices",
+                            codebooks.len(),
+                            scales.len(),
+                            indices.len()
+                        ),
+                    ));
+                }
+            }
             _ => {}
         }
         Ok(Self { rows, cols, weights })
@@ -85,6 +116,7 @@ impl<'a> Matrix<'a> {
             Weights::F32(d) => d.len() * 4,
             Weights::Bf16(d) => d.len() * 2,
             Weights::Quant(_, d) => d.len(),
+            Weights::Palette { codebooks, scales, indices } => indices.len() + 4 * (scales.len() + codebooks.len()),
         }
     }
 }
@@ -96,6 +128,8 @@ thread_local! {
     /// Quantized activations for block-format products, reused so steady-state calls do not
     /// allocate.
     static QUANT_X: RefCell<Activations> = RefCell::new(Activations::default());
+    /// The lookup table of palette products, reused likewise.
+    static PALETTE_TABLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// y = W·x, with `x.len() == W.cols()` and `y.len() == W.rows()`.
@@ -144,6 +178,17 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
             let row_bytes = q.row_bytes(cols);
             by_rows(m, batch, y, |r, b| q.dot(cpu, &w[r * row_bytes..][..row_bytes], ax.vector(b, cols)));
             QUANT_X.set(ax);
+        }
+        // One table per vector (a table is as large as a few rows of weights), so the
+        // vectors go one at a time.
+        Weights::Palette { codebooks, scales, indices } => {
+            let mut table = PALETTE_TABLE.take();
+            let per_row = indices.len() / m.rows.max(1);
+            for (b, y) in y.chunks_exact_mut(m.rows).enumerate() {
+                palette::table(xs(b), codebooks, &mut table);
+                by_rows(m, 1, y, |r, _| scales[r] * palette::dot(cpu, &indices[r * per_row..][..per_row], &table));
+            }
+            PALETTE_TABLE.set(table);
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod conv;
 pub mod cpu;
 pub mod gemm;
 pub mod gemv;
+pub mod palette;
 mod q4_0;
 mod q4k;
 mod q8;

@@ -72,9 +72,9 @@ impl Linear {
                 ViewMut::new(out, rows, n).expect("checked"),
                 false,
             ),
-            // Many positions: the blocks decoded to f32 once (rows across the pool) and one
-            // GEMM, rather than batches of integer dots that unpack every block per position.
-            Data::Quant(..) => {
+            // Many positions: encoded weights decoded to f32 once (rows across the pool) and
+            // one GEMM, rather than batches of products that unpack every row per position.
+            Data::Quant(..) | Data::Palette { .. } => {
                 let mut wide = vec![0.0; n * k];
                 wide.par_chunks_mut(k).enumerate().for_each(|(r, row)| self.weight.row(r, row));
                 gemm::gemm(
