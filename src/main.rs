@@ -47,8 +47,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct CompressArgs {
-    /// The model directory (model.safetensors, shards or model.gguf, with its configs), or a
-    /// Piper voice's .onnx (its .onnx.json beside it).
+    /// The model directory (model.safetensors, shards or model.gguf, with its configs), one
+    /// .safetensors or .gguf file, or a Piper voice's .onnx (its .onnx.json beside it).
     input: PathBuf,
     /// The directory to write (created), or NAME.safetensors for a voice.
     output: PathBuf,

@@ -66,8 +66,9 @@ pub struct TensorReport {
     pub relative_error: Option<f64>,
 }
 
-/// Writes `input` (a model directory: `model.safetensors`, shards or `model.gguf`) to
-/// `output` with its weights in `codec`; `progress(tensor, i, n)` runs after each tensor is
+/// Writes `input` (a model directory: `model.safetensors`, shards or `model.gguf`, whose
+/// other files are copied; or one `.safetensors` or `.gguf` file) to `output` (a
+/// directory, its weights in `model.safetensors`) with its weights in `codec`; `progress(tensor, i, n)` runs after each tensor is
 /// written.
 pub fn compress(
     input: &Path,
@@ -82,7 +83,9 @@ pub fn compress(
         return Err(CompressError::SamePlace { path: output.into() });
     }
     std::fs::create_dir_all(output).map_err(io(output))?;
-    copy_other_files(input, output)?;
+    if input.is_dir() {
+        copy_other_files(input, output)?;
+    }
     let mut sources = Vec::new();
     for name in ckpt.names() {
         let (stored, bytes) = ckpt.stored(name)?;

@@ -57,3 +57,18 @@ fn a_directory_with_model_gguf_opens_and_damage_is_a_clear_error() {
         assert!(e.contains("model.gguf") && e.contains("truncated"), "cut {cut}: {e}");
     }
 }
+
+/// A GGUF file compresses like a model directory: its block tensors are kept as they are,
+/// the rest encoded by the codec.
+#[test]
+fn a_gguf_file_compresses_keeping_its_blocks() {
+    use spiral_engine::codec::Codec;
+    let out = tempfile::tempdir().unwrap();
+    let report = spiral_engine::compress::compress(&fixture(), out.path(), Codec::Q8, |_, _, _| {}).unwrap();
+    let q4k = report.iter().find(|t| t.name == "q4_k").unwrap();
+    assert_eq!((q4k.stored, q4k.encoding), (Stored::Quant(Quant::Q4K), "stored"));
+    let (src, back) = (Checkpoint::open(&fixture()).unwrap(), Checkpoint::open(out.path()).unwrap());
+    assert_eq!(back.f32("q4_k", &[3, 512]).unwrap(), src.f32("q4_k", &[3, 512]).unwrap());
+    // 40 columns are not whole q8_0 blocks: bf16.
+    assert_eq!(back.stored("f32").unwrap().0, Stored::Bf16);
+}

@@ -30,10 +30,10 @@ pub fn bytes(rows: usize, cols: usize) -> usize {
     rows * STAGES * cols / DIM + 4 * (STAGES * DIM * CENTROIDS + rows)
 }
 
-/// `w` as a palette, or `None` if its rows are not whole groups.
+/// `w` as a palette, or `None` if it is empty or its rows are not whole groups.
 pub fn encode(w: &Weight) -> Option<Weight> {
     let (rows, cols) = (w.rows(), w.cols());
-    if !cols.is_multiple_of(DIM) || cols == 0 {
+    if !cols.is_multiple_of(DIM) || cols == 0 || rows == 0 {
         return None;
     }
     let cpu = Cpu::best();
@@ -159,6 +159,7 @@ mod tests {
             assert_eq!(&batched[b * rows..][..rows], &one[..], "vector {b}");
         }
         assert!(encode(&Weight::from_f32(2, 6, vec![0.0; 12])).is_none());
+        assert!(encode(&Weight::from_f32(0, 8, Vec::new())).is_none());
         // A tensor with fewer distinct groups than centroids, and an all-zero row.
         let few =
             Weight::from_f32(3, 8, [vec![0.0; 8], vec![1.0; 8], vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]].concat());
