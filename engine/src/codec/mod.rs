@@ -9,11 +9,12 @@
 //! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections and a voice's vocoder | about 0.7 | reconstruction |
 //! | `palette` | two-stage residual VQ of groups of 4, a scale per row ([`palette`]); `q8_0` where the codebooks would not leave it under a byte per weight | 0.5 + 8 KiB per tensor | lookup |
 //!
-//! Where 256 does not divide a tensor's rows, `q4_k` falls back to [`Quant::Q4_0`] (also
+//! Where 256 does not divide a row's length, `q4_k` falls back to [`Quant::Q4_0`] (also
 //! 4.5 bits, blocks of 32, one scale and no min each); where 32 does not, any block format
-//! falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV multiplies
-//! it without widening it ([`crate::kernels::quant`]): the codecs are a table of formats,
-//! as ggml's are, rather than trait objects, so the hot loop dispatches once per product.
+//! falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV
+//! multiplies it without widening it ([`crate::kernels::quant`]): the codecs are a table
+//! of formats, as ggml's are, rather than trait objects, so the hot loop dispatches once
+//! per product.
 //!
 //! Which tensors a codec touches is decided by their [`Regime`] (the codec lessons in the
 //! brief): only the projections whose outputs are ranked or mixed again (attention and MLP
