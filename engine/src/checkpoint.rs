@@ -834,6 +834,26 @@ impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
     }
 }
 
+/// Writes `tensors` to `path` filled, in order, with random values (seeded), and returns
+/// the values.
+#[cfg(test)]
+pub(crate) fn write_random(path: &Path, tensors: &[Spec], seed: u64) -> Vec<f32> {
+    let total = tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum();
+    let values = crate::kernels::testing::random(total, seed);
+    let mut at = 0;
+    write(
+        path,
+        tensors,
+        |_, chunk| {
+            chunk.copy_from_slice(&values[at..at + chunk.len()]);
+            at += chunk.len();
+        },
+        |_| {},
+    )
+    .unwrap();
+    values
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,18 +896,7 @@ mod tests {
             spec("q8", vec![2, 64], Stored::Quant(Quant::Q8_0)),
             spec("h", vec![4], Stored::F16),
         ];
-        let values = crate::kernels::testing::random(3 * 512 + 2 * 64 + 4, 9);
-        let mut at = 0;
-        super::write(
-            &file,
-            &tensors,
-            |_, chunk| {
-                chunk.copy_from_slice(&values[at..at + chunk.len()]);
-                at += chunk.len();
-            },
-            |_| {},
-        )
-        .unwrap();
+        let values = write_random(&file, &tensors, 9);
         let ckpt = Checkpoint::open(&file).unwrap();
         assert_eq!(ckpt.shape("q4").unwrap(), [3, 512]);
         assert_eq!(ckpt.encoding("q8").unwrap(), Some(Stored::Quant(Quant::Q8_0)));

@@ -334,18 +334,7 @@ mod tests {
             spec("embed_tokens.weight", vec![10, 256], Stored::Bf16),
             spec("layers.0.input_layernorm.weight", vec![64], Stored::F32),
         ];
-        let values = crate::kernels::testing::random(64 * 512 + 4 * 64 + 2560 + 64, 1);
-        let mut at = 0;
-        checkpoint::write(
-            &input.join("model.safetensors"),
-            &tensors,
-            |_, chunk| {
-                chunk.copy_from_slice(&values[at..at + chunk.len()]);
-                at += chunk.len();
-            },
-            |_| {},
-        )
-        .unwrap();
+        checkpoint::write_random(&input.join("model.safetensors"), &tensors, 1);
         std::fs::write(input.join("config.json"), "{}").unwrap();
         std::fs::create_dir_all(input.join("speech_tokenizer")).unwrap();
         std::fs::write(input.join("speech_tokenizer/model.safetensors"), "kept").unwrap();

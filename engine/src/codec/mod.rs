@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use spiral_engine::checkpoint::Weight;
-//! use spiral_engine::codec::{self, Codec, Encoding, Regime};
+//! use spiral_engine::codec::{self, Codec, Encoding, Grade, Regime};
 //! use spiral_engine::kernels::quant::Quant;
 //!
 //! assert_eq!(codec::regime("talker.model.layers.0.mlp.up_proj.weight", &[3072, 1024]), Regime::Argmax);
@@ -36,6 +36,9 @@
 //! let w = Weight::from_f32(2, 32, (0..64).map(|i| i as f32 / 64.0).collect());
 //! let q = codec::apply(Codec::Q8, "mlp.up_proj.weight", &w);
 //! assert_eq!(q.matrix().bytes(), 2 * 34);
+//! assert_eq!(Encoding::Blocks(Quant::Q8_0).grade(w.data()), Grade::Reconstruction);
+//! assert_eq!(Encoding::Palette.grade(w.data()), Grade::Lookup);
+//! assert_eq!(Encoding::Stored.grade(w.data()), Grade::Lossless);
 //! ```
 
 pub mod blocks;

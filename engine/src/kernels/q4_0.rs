@@ -7,7 +7,6 @@
 //! an activation block is `d·(s_x·Σ q·q_x − 8·Σx̂)` with `Σx̂` the block's dequantized sum:
 //! integers inside, and every path differs only in the order of its f32 sums.
 
-use super::cpu::{Cpu, Isa};
 use super::quant::{f16, to_f16, Vector};
 
 /// Values per block.
@@ -67,17 +66,7 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(crate) fn dot(cpu: Cpu, row: &[u8], x: Vector) -> f32 {
-    match cpu.isa() {
-        Isa::Scalar => scalar::dot(row, x),
-        // SAFETY: the `Cpu` token proves the level's instructions exist.
-        Isa::Avx2 => unsafe { avx2::dot(row, x) },
-        Isa::Avx512 => unsafe { avx512::dot(row, x) },
-        _ => unsafe { avx512::dot_vnni(row, x) },
-    }
-}
-
-mod scalar {
+pub(crate) mod scalar {
     use super::*;
 
     pub fn dot(row: &[u8], x: Vector) -> f32 {
@@ -97,7 +86,7 @@ mod scalar {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -143,17 +132,14 @@ mod avx2 {
         let mut sum = crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc[0], acc[1]))
             - 8.0 * crate::kernels::vector::avx2::hsum(offsets);
         if b < blocks {
-            sum += super::scalar::dot(
-                &row[b * BLOCK_BYTES..],
-                Vector { quants: &x.quants[b * BLOCK..], scales: &x.scales[b..], sums: &x.sums[b..] },
-            );
+            sum += super::scalar::dot(&row[b * BLOCK_BYTES..], x.from_block(b));
         }
         sum
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -198,10 +184,7 @@ mod avx512 {
                 let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
                     - 8.0 * crate::kernels::vector::avx2::hsum(offsets);
                 if b < blocks {
-                    sum += super::scalar::dot(
-                        &row[b * BLOCK_BYTES..],
-                        Vector { quants: &x.quants[b * BLOCK..], scales: &x.scales[b..], sums: &x.sums[b..] },
-                    );
+                    sum += super::scalar::dot(&row[b * BLOCK_BYTES..], x.from_block(b));
                 }
                 sum
             }

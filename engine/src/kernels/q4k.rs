@@ -14,7 +14,6 @@
 //! `Σx̂` is the activation block's dequantized sum: integers inside, and every path differs
 //! only in the order of its f32 sums.
 
-use super::cpu::{Cpu, Isa};
 use super::quant::{f16, to_f16, Vector, X_BLOCK};
 
 /// Values per super-block.
@@ -139,17 +138,7 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(crate) fn dot(cpu: Cpu, row: &[u8], x: Vector) -> f32 {
-    match cpu.isa() {
-        Isa::Scalar => scalar::dot(row, x),
-        // SAFETY: the `Cpu` token proves the level's instructions exist.
-        Isa::Avx2 => unsafe { avx2::dot(row, x) },
-        Isa::Avx512 => unsafe { avx512::dot(row, x) },
-        _ => unsafe { avx512::dot_vnni(row, x) },
-    }
-}
-
-mod scalar {
+pub(crate) mod scalar {
     use super::*;
 
     pub fn dot(row: &[u8], x: Vector) -> f32 {
@@ -174,7 +163,7 @@ mod scalar {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -218,7 +207,7 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::*;

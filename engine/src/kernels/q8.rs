@@ -6,7 +6,6 @@
 //! a weight block with an activation block is exact in integers, `d_w·d_x·Σ q_w·q_x`: every
 //! path computes the same integers and differs only in the order of the f32 sums.
 
-use super::cpu::{Cpu, Isa};
 use super::quant::{f16, to_f16, Vector};
 
 /// Values per block.
@@ -34,17 +33,7 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(crate) fn dot(cpu: Cpu, row: &[u8], x: Vector) -> f32 {
-    match cpu.isa() {
-        Isa::Scalar => scalar::dot(row, x),
-        // SAFETY: the `Cpu` token proves the level's instructions exist.
-        Isa::Avx2 => unsafe { avx2::dot(row, x) },
-        Isa::Avx512 => unsafe { avx512::dot(row, x) },
-        _ => unsafe { avx512::dot_vnni(row, x) },
-    }
-}
-
-mod scalar {
+pub(crate) mod scalar {
     use super::*;
 
     pub fn dot(row: &[u8], x: Vector) -> f32 {
@@ -60,7 +49,7 @@ mod scalar {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -92,7 +81,7 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::avx2::scale;

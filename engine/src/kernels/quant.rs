@@ -26,7 +26,7 @@
 //! assert!((dot - exact).abs() < 0.02 * exact);
 //! ```
 
-use super::cpu::Cpu;
+use super::cpu::{Cpu, Isa};
 use super::{q4_0, q4k, q8};
 
 /// A block format for weight rows.
@@ -115,10 +115,22 @@ impl Quant {
     /// The dot product of the encoded row `bytes` with the quantized vector `x`.
     pub fn dot(self, cpu: Cpu, bytes: &[u8], x: Vector) -> f32 {
         assert_eq!(bytes.len(), self.row_bytes(x.quants.len()), "{} row against {} values", self.name(), x.len());
+        // Each format has the same paths; the `Cpu` token picks one.
+        macro_rules! by_level {
+            ($format:ident) => {
+                match cpu.isa() {
+                    Isa::Scalar => $format::scalar::dot(bytes, x),
+                    // SAFETY: the `Cpu` token proves the level's instructions exist.
+                    Isa::Avx2 => unsafe { $format::avx2::dot(bytes, x) },
+                    Isa::Avx512 => unsafe { $format::avx512::dot(bytes, x) },
+                    _ => unsafe { $format::avx512::dot_vnni(bytes, x) },
+                }
+            };
+        }
         match self {
-            Quant::Q8_0 => q8::dot(cpu, bytes, x),
-            Quant::Q4_0 => q4_0::dot(cpu, bytes, x),
-            Quant::Q4K => q4k::dot(cpu, bytes, x),
+            Quant::Q8_0 => by_level!(q8),
+            Quant::Q4_0 => by_level!(q4_0),
+            Quant::Q4K => by_level!(q4k),
         }
     }
 }
@@ -145,6 +157,11 @@ pub struct Vector<'a> {
 }
 
 impl Vector<'_> {
+    /// The vector from block `b` on (a dot's tail).
+    pub fn from_block(&self, b: usize) -> Vector<'_> {
+        Vector { quants: &self.quants[b * X_BLOCK..], scales: &self.scales[b..], sums: &self.sums[b..] }
+    }
+
     pub fn len(&self) -> usize {
         self.quants.len()
     }
