@@ -23,6 +23,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod models;
 pub mod onnx;
+pub mod route;
 pub mod source;
 pub mod tensors;
 pub mod text;

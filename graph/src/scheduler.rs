@@ -1,0 +1,168 @@
+//! The streaming scheduler: a [`Router`] that decides, before a model's decoder runs on a
+//! frame, whether to skip it, reuse an earlier frame's audio or decode it, and files every
+//! frame that plays into the [`FrameGraph`].
+//!
+//! What it knows before decoding: the text's pauses (the frames of punctuation and
+//! sentence-boundary phonemes, from the durations), and the frame's decoder input, whose
+//! entry in an online [`Palette`] says how earlier frames like it sounded once decoded.
+//! - **Skip**: a pause frame whose palette entry has not been heard loud (at least two
+//!   decoded frames of it, most above the silence level).
+//! - **Reuse**: the cascade, queried with the entry's typical role and bands, finds a
+//!   decoded frame whose decoder input is within [`SchedulerConfig::reuse_max`] of this one.
+//! - **Decode** otherwise.
+
+use std::sync::Arc;
+
+use spiral_engine::route::{Hint, Pending, Route, Router};
+use spiral_engine::SampleRate;
+
+use crate::address::{Role, SpiralAddress};
+use crate::analysis::{Analyzer, Thresholds};
+use crate::cascade::{CascadeConfig, FrameGraph};
+use crate::node::{AudioNode, Phase};
+use crate::palette::Palette;
+use crate::BANDS;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SchedulerConfig {
+    /// Route frames at all (`--no-skip` turns this off: every frame is decoded, and still
+    /// filed in the graph).
+    pub enabled: bool,
+    /// LEAF distance (squared L2 between decoder inputs over the frame's own energy)
+    /// within which a frame reuses an earlier frame's audio; 0 turns reuse off.
+    pub reuse_max: f32,
+    /// A decoder input this far from every palette entry (squared, relative) starts one.
+    pub novelty: f32,
+    pub cascade: CascadeConfig,
+    pub thresholds: Thresholds,
+    /// The stream number in the frames' addresses.
+    pub stream: u16,
+}
+
+impl Default for SchedulerConfig {
+    /// Skipping on, reuse off: on the joe voice, reusing even the nearest decoded frame
+    /// (relative distance 0.02) costs more in spectral distance than it saves (see
+    /// docs/GRAPH.md).
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            reuse_max: 0.0,
+            novelty: 0.25,
+            cascade: CascadeConfig::default(),
+            thresholds: Thresholds::default(),
+            stream: 0,
+        }
+    }
+}
+
+/// How the decoded frames of one palette entry sounded.
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    roles: [u32; 4],
+    /// Running mean of their band energies.
+    bands: [f32; BANDS],
+    frames: u32,
+}
+
+impl Entry {
+    fn loud(&self) -> bool {
+        self.frames >= 2 && 2 * self.roles[Role::Silence.slot()] < self.frames
+    }
+
+    fn role(&self) -> Role {
+        let slot = (0..4).max_by_key(|&i| self.roles[i]).unwrap_or(0);
+        Role::ALL[slot]
+    }
+}
+
+/// See the [module documentation](self).
+pub struct Scheduler {
+    config: SchedulerConfig,
+    graph: FrameGraph,
+    palette: Option<Palette>,
+    entries: Vec<Entry>,
+    analyzer: Option<Analyzer>,
+    /// Decoded frames' audio at their node's index, for reuse.
+    audio: Vec<Option<Arc<[f32]>>>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            graph: FrameGraph::new(config.cascade),
+            config,
+            palette: None,
+            entries: Vec::new(),
+            analyzer: None,
+            audio: Vec::new(),
+        }
+    }
+
+    pub fn graph(&self) -> &FrameGraph {
+        &self.graph
+    }
+
+    fn palette(&mut self, dims: usize) -> &mut Palette {
+        let novelty = self.config.novelty;
+        self.palette.get_or_insert_with(|| Palette::new(dims, novelty))
+    }
+
+    fn hint(&mut self, frame: &Pending<'_>) -> Hint {
+        if !self.config.enabled || frame.features.is_empty() {
+            return Hint::DECODE;
+        }
+        let palette = self.palette(frame.features.len());
+        let p = palette.nearest(frame.features).map(|(p, _)| p);
+        let entry = p.and_then(|p| self.entries.get(usize::from(p))).copied();
+        if frame.pause && !entry.is_some_and(|e| e.loud()) {
+            return Hint::SKIP;
+        }
+        let (Some(p), Some(entry)) = (p, entry) else { return Hint::DECODE };
+        if self.config.reuse_max <= 0.0 || entry.frames == 0 {
+            return Hint::DECODE;
+        }
+        let address = SpiralAddress::new(self.config.stream, frame.position as u32, entry.role());
+        let query = AudioNode::new(&entry.bands, 0, Phase::default(), address, p, Route::Reuse);
+        let best = self.graph.cascade_search(&query, frame.features, 1).first().copied();
+        match best.filter(|m| m.distance <= self.config.reuse_max) {
+            Some(m) => match self.audio.get(m.node.index()).cloned().flatten() {
+                Some(audio) => Hint { route: Route::Reuse, audio: Some(audio) },
+                None => Hint::DECODE,
+            },
+            None => Hint::DECODE,
+        }
+    }
+}
+
+impl Router for Scheduler {
+    fn assign_route_hints(&mut self, frames: &[Pending<'_>]) -> Vec<Hint> {
+        frames.iter().map(|f| self.hint(f)).collect()
+    }
+
+    fn played(&mut self, frame: &Pending<'_>, route: Route, audio: &[f32], rate: SampleRate) {
+        let thresholds = self.config.thresholds;
+        let analyzer =
+            self.analyzer.get_or_insert_with(|| Analyzer::new(rate, audio.len()).with_thresholds(thresholds));
+        let a = analyzer.analyze(audio);
+        let p = if frame.features.is_empty() { 0 } else { self.palette(frame.features.len()).learn(frame.features) };
+        let at = usize::from(p);
+        if self.entries.len() <= at {
+            self.entries.resize(at + 1, Entry::default());
+        }
+        if route == Route::Decode {
+            let e = &mut self.entries[at];
+            e.roles[a.role.slot()] += 1;
+            e.frames += 1;
+            let rate = 1.0 / e.frames.min(crate::palette::MEMORY) as f32;
+            e.bands.iter_mut().zip(&a.bands).for_each(|(m, b)| *m += rate * (b - *m));
+        }
+        let address = SpiralAddress::new(self.config.stream, frame.position as u32, a.role);
+        let node = AudioNode::new(&a.bands, a.shape_code(), a.peak, address, p, route);
+        let features = if frame.features.len() == self.config.cascade.dims { frame.features } else { &[] };
+        let index = self.graph.insert(node, features).index();
+        if self.audio.len() <= index {
+            self.audio.resize(index + 1, None);
+        }
+        self.audio[index] = (route == Route::Decode && self.config.reuse_max > 0.0).then(|| Arc::from(audio));
+    }
+}
