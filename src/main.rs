@@ -181,6 +181,15 @@ struct SpeakArgs {
     /// does so natively (the default there), `f32` reproduces the reference to ~90 dB.
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
+    /// Decode every frame: turn off the frame graph's scheduler, which skips the vocoder
+    /// over the text's pauses (the latency report counts frames_skipped, frames_reused,
+    /// frames_decoded and decode_ms_saved either way).
+    #[arg(long)]
+    no_skip: bool,
+    /// Reuse a decoded frame's audio for a later frame whose latent is within this relative
+    /// squared distance (0, the default: never; see docs/GRAPH.md for what it costs).
+    #[arg(long, value_name = "D", default_value_t = 0.0)]
+    reuse_max: f32,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -439,6 +448,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     use spiral::engine::kernels::Cpu;
     use spiral::engine::models::vits::{PiperVoice, Precision, SpeechSource};
     use spiral::engine::voices::{default_voice, Voice};
+    use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     let voice = match &args.voice {
@@ -455,6 +465,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
     voice.warm_up(cpu).map_err(|e| e.to_string())?;
     let voice = std::sync::Arc::new(voice);
+    let channels = voice.model().latent_channels();
     let mut scales = voice.scales();
     scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);
     scales.length_scale = args.length_scale.unwrap_or(scales.length_scale);
@@ -475,7 +486,14 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             SpeechSource::lines(voice, rx)
         }
     };
-    run_output(Box::new(source.with_scales(scales).with_seed(args.seed).with_cpu(cpu)), &args.output, start)
+    let scheduler = Scheduler::new(SchedulerConfig {
+        enabled: !args.no_skip,
+        reuse_max: args.reuse_max,
+        cascade: CascadeConfig { dims: channels, ..CascadeConfig::default() },
+        ..SchedulerConfig::default()
+    });
+    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler);
+    run_output(Box::new(source), &args.output, start)
 }
 
 fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {

@@ -6,7 +6,8 @@
 //! sentence-boundary phonemes, from the durations), and the frame's decoder input, whose
 //! entry in an online [`Palette`] says how earlier frames like it sounded once decoded.
 //! - **Skip**: a pause frame whose palette entry has not been heard loud (at least two
-//!   decoded frames of it, most above the silence level).
+//!   decoded frames of it, most above the silence level), or any frame whose entry has been
+//!   heard silent (at least [`SILENT_AFTER`] decoded frames, 90 % of them silence).
 //! - **Reuse**: the cascade, queried with the entry's typical role and bands, finds a
 //!   decoded frame whose decoder input is within [`SchedulerConfig::reuse_max`] of this one.
 //! - **Decode** otherwise.
@@ -22,6 +23,10 @@ use crate::cascade::{CascadeConfig, FrameGraph};
 use crate::node::{AudioNode, Phase};
 use crate::palette::Palette;
 use crate::BANDS;
+
+/// Decoded frames of a palette entry, 90 % of them silent, after which its frames are
+/// skipped wherever they fall.
+pub const SILENT_AFTER: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -69,6 +74,11 @@ impl Entry {
         self.frames >= 2 && 2 * self.roles[Role::Silence.slot()] < self.frames
     }
 
+    /// Decoded often enough, and nearly always to silence.
+    fn silent(&self) -> bool {
+        self.frames >= SILENT_AFTER && self.roles[Role::Silence.slot()] * 10 >= self.frames * 9
+    }
+
     fn role(&self) -> Role {
         let slot = (0..4).max_by_key(|&i| self.roles[i]).unwrap_or(0);
         Role::ALL[slot]
@@ -114,7 +124,8 @@ impl Scheduler {
         let palette = self.palette(frame.features.len());
         let p = palette.nearest(frame.features).map(|(p, _)| p);
         let entry = p.and_then(|p| self.entries.get(usize::from(p))).copied();
-        if frame.pause && !entry.is_some_and(|e| e.loud()) {
+        let heard_silent = entry.is_some_and(|e| e.silent());
+        if (frame.pause && !entry.is_some_and(|e| e.loud())) || heard_silent {
             return Hint::SKIP;
         }
         let (Some(p), Some(entry)) = (p, entry) else { return Hint::DECODE };

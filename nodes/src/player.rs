@@ -408,6 +408,7 @@ impl Parts {
             underruns: self.status.underruns.load(Ordering::Relaxed),
             device_xruns: self.status.device_xruns.load(Ordering::Relaxed),
             telemetry_dropped: self.status.telemetry_dropped.load(Ordering::Relaxed),
+            routes: outcome.routes,
         };
         Ok(LatencyReport::build(&frames, &callbacks, start, outcome.source_frames, outcome.production, run))
     }

@@ -1,6 +1,7 @@
 //! The producer thread: pulls frames from the source, converts them to the output format
 //! and queues them for the device, waiting (never dropping) when the ring is full.
 
+use spiral_engine::route::RouteCounts;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,8 @@ pub struct ProducerOutcome {
     pub production: Duration,
     /// Why production ended early, if it did.
     pub error: Option<String>,
+    /// The source's decoder routes, if it has them.
+    pub routes: Option<RouteCounts>,
 }
 
 /// Where the producer delivers converted audio.
@@ -206,7 +209,7 @@ pub fn run(mut source: Box<dyn Source>, mut pipeline: Pipeline, outputs: Outputs
         }
     }
     status.source_done.store(true, Ordering::Release);
-    ProducerOutcome { frames: sink.frames, source_frames, production, error: sink.error }
+    ProducerOutcome { frames: sink.frames, source_frames, production, error: sink.error, routes: source.route_counts() }
 }
 
 /// The producer's outputs plus the bookkeeping of which frames have reached them.

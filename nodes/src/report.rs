@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use spiral_engine::route::RouteCounts;
 
 use crate::telemetry::{CallbackRecord, FrameRecord};
 
@@ -67,6 +68,10 @@ pub struct Run {
     pub error: Option<String>,
     /// Callback records lost to a full telemetry ring (figures above then undercount).
     pub telemetry_dropped: u64,
+    /// A model source's frames by route: `frames_skipped`, `frames_reused`,
+    /// `frames_decoded`, `decode_ms`, `decode_ms_saved` (keys at the top level in JSON).
+    #[serde(flatten)]
+    pub routes: Option<RouteCounts>,
 }
 
 /// One frame's time stamps, in milliseconds from start.
@@ -210,6 +215,12 @@ impl LatencyReport {
             "real-time factor",
             format!("{:.4} ({:.3} s for {:.3} s of audio)", self.rtf, self.production_seconds, self.audio_seconds),
         );
+        if let Some(r) = &self.run.routes {
+            row(
+                "frames skipped / reused / decoded",
+                format!("{} / {} / {} ({:.1} ms of decoding saved)", r.frames_skipped, r.frames_reused, r.frames_decoded, r.decode_ms_saved),
+            );
+        }
         if self.run.device_reconnects > 0 {
             row("device reconnects", self.run.device_reconnects.to_string());
         }

@@ -3,6 +3,7 @@
 mod tone;
 mod wav;
 
+use crate::route::RouteCounts;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -29,6 +30,12 @@ pub trait Source: Send {
     ///
     /// An error ends the stream; frames already returned stay valid and are still played.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+
+    /// What a model source did with its decoder's frames (skipped, reused, decoded), for
+    /// the latency report; `None` for sources without a routed decoder.
+    fn route_counts(&self) -> Option<RouteCounts> {
+        None
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -40,6 +47,9 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         (**self).next_frame()
+    }
+    fn route_counts(&self) -> Option<RouteCounts> {
+        (**self).route_counts()
     }
 }
 

@@ -15,6 +15,9 @@ pub const EOS: char = '$';
 /// Padding placed after every phoneme.
 pub const PAD: char = '_';
 
+/// Symbols after which speech pauses: the sentence boundaries and punctuation.
+pub const PAUSES: [char; 9] = [BOS, EOS, '.', ',', ';', ':', '!', '?', '\u{2026}'];
+
 /// A voice's `phoneme_id_map`: each phoneme symbol to the ids it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhonemeIdMap {
@@ -46,6 +49,15 @@ impl PhonemeIdMap {
     /// The ids of one symbol, if the map has it.
     pub fn get(&self, symbol: char) -> Option<&[i64]> {
         self.ids.get(&symbol).map(Vec::as_slice)
+    }
+
+    /// Whether `id` stands for a pause ([`PAUSES`]); the pad after a symbol is a pause when
+    /// the symbol is, so a caller walking a sentence passes what the previous symbol was.
+    pub fn is_pause(&self, id: i64, after_pause: bool) -> bool {
+        if self.pad.contains(&id) {
+            return after_pause;
+        }
+        PAUSES.iter().any(|&p| self.ids.get(&p).is_some_and(|ids| ids.contains(&id)))
     }
 
     /// The ids of one sentence's phonemes, framed as piper frames them, and the phonemes that
@@ -83,6 +95,14 @@ mod tests {
             PhonemeIdMap::new(map(&[("_", &[0]), ("^", &[1]), ("$", &[2]), ("a", &[14]), ("b", &[15, 16])])).unwrap();
         assert_eq!(ids.ids(&['a', 'b']), (vec![1, 0, 14, 0, 15, 16, 0, 2], vec![]));
         assert_eq!(ids.ids(&[]), (vec![1, 0, 2], vec![]));
+    }
+
+    #[test]
+    fn pauses_are_punctuation_and_boundaries_and_the_pads_after_them() {
+        let ids = PhonemeIdMap::new(map(&[("_", &[0]), ("^", &[1]), ("$", &[2]), (",", &[8]), ("a", &[14])])).unwrap();
+        assert!(ids.is_pause(1, false) && ids.is_pause(8, false) && ids.is_pause(2, false));
+        assert!(!ids.is_pause(14, true));
+        assert!(ids.is_pause(0, true) && !ids.is_pause(0, false));
     }
 
     #[test]

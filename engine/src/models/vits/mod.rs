@@ -158,6 +158,11 @@ impl Vits {
         &self.generator
     }
 
+    /// Values per latent frame (the decoder's input channels).
+    pub fn latent_channels(&self) -> usize {
+        self.flow.channels()
+    }
+
     /// Audio samples per latent frame.
     pub fn hop(&self) -> usize {
         self.generator.hop()

@@ -10,16 +10,23 @@
 //! generator's last stage runs one step behind its others; see [`GeneratorStream`]).
 //! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
 //! earlier lines play.
+//!
+//! With a [`Router`] ([`SpeechSource::with_router`]), every latent frame out of the flow is
+//! routed before the generator sees it, and runs of frames it need not decode are cut out
+//! of the generator's stream ([`crate::models::cuts`]).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::frame::Frame;
 use crate::kernels::Cpu;
+use crate::models::cuts::Plan;
+use crate::route::{Hint, Pending, Route, RouteCounts, Router};
 use crate::source::{Source, SourceError};
 use crate::units::{FrameIndex, SampleRate};
 
@@ -61,14 +68,58 @@ struct Utterance {
     prior: Latent,
     /// The next prior frame to feed the flow.
     next: usize,
-    /// Latent frames out of the flow, and how many of them the generator has had.
-    latent: Latent,
-    fed: usize,
-    finished: bool,
+    /// Latent frames out of the flow so far, frame by frame (`channels` values each).
+    z: Vec<f32>,
+    channels: usize,
+    /// Per latent frame: the text pauses there.
+    pauses: Vec<bool>,
+    /// Per latent frame out of the flow: the router's hint.
+    hints: Vec<Hint>,
+    plan: Plan,
+    /// The next latent frame to decode or fill.
+    pos: usize,
+    /// The generator has been fed since it was last finished (or made).
+    open: bool,
+    /// The generator was finished at a cut and must be replaced before it decodes again.
+    stale: bool,
+    /// Samples of this sentence handed out, and those of a frame not yet reported whole.
+    emitted: usize,
+    partial: Vec<f32>,
+    reported: usize,
+    /// The decoder-input position of the sentence's first frame.
+    base: u64,
     decoder: Decoder,
 }
 
-/// Speech from a [`PiperVoice`], one [`Frame`] per generator step.
+impl Utterance {
+    fn frames(&self) -> usize {
+        self.z.len() / self.channels.max(1)
+    }
+
+    fn complete(&self) -> bool {
+        self.next == self.prior.frames
+    }
+
+    /// Frames `range` as the generator takes them, `[channels, n]`.
+    fn columns(&self, from: usize, to: usize) -> Vec<f32> {
+        let (c, n) = (self.channels, to - from);
+        let mut out = vec![0.0; c * n];
+        for (t, frame) in self.z[from * c..to * c].chunks_exact(c).enumerate() {
+            for (ch, &v) in frame.iter().enumerate() {
+                out[ch * n + t] = v;
+            }
+        }
+        out
+    }
+
+    fn pending(&self, frame: usize) -> Pending<'_> {
+        let c = self.channels;
+        Pending { position: self.base + frame as u64, features: &self.z[frame * c..][..c], pause: self.pauses[frame] }
+    }
+}
+
+/// Speech from a [`PiperVoice`], one [`Frame`] per generator step (or per run of frames
+/// a [`Router`] had skipped or reused).
 pub struct SpeechSource {
     voice: Arc<PiperVoice>,
     cpu: Cpu,
@@ -78,6 +129,10 @@ pub struct SpeechSource {
     lines: Option<Receiver<String>>,
     sentences: VecDeque<Vec<i64>>,
     utterance: Option<Utterance>,
+    router: Option<Box<dyn Router>>,
+    counts: RouteCounts,
+    /// Decoder-input frames of the sentences before the current one.
+    position: u64,
     index: u64,
     warn: Box<dyn FnMut(String) + Send>,
 }
@@ -106,6 +161,9 @@ impl SpeechSource {
             lines,
             sentences: VecDeque::new(),
             utterance: None,
+            router: None,
+            counts: RouteCounts::default(),
+            position: 0,
             index: 0,
             warn: Box::new(|w| eprintln!("warning: {w}")),
         }
@@ -126,6 +184,14 @@ impl SpeechSource {
     /// Runs the kernels at this instruction-set level.
     pub fn with_cpu(mut self, cpu: Cpu) -> Self {
         self.cpu = cpu;
+        self
+    }
+
+    /// Asks `router` about every latent frame before the generator decodes it, and tells it
+    /// how each frame played (see [`crate::route`] and [`crate::models::cuts`]). Without a
+    /// router every frame is decoded.
+    pub fn with_router(mut self, router: impl Router + 'static) -> Self {
+        self.router = Some(Box::new(router));
         self
     }
 
@@ -169,46 +235,106 @@ impl SpeechSource {
             flow: voice.model().flow().stream(),
             generator: voice.model().generator().stream(),
         });
-        let latent = Latent { z: Vec::new(), channels: prior.channels, frames: 0 };
-        Ok(Utterance { prior, next: 0, latent, fed: 0, finished: false, decoder })
+        Ok(Utterance {
+            pauses: self.voice.pauses(ids, &durations),
+            channels: prior.channels,
+            prior,
+            next: 0,
+            z: Vec::new(),
+            hints: Vec::new(),
+            plan: Plan::default(),
+            pos: 0,
+            open: false,
+            stale: false,
+            emitted: 0,
+            partial: Vec::new(),
+            reported: 0,
+            base: self.position,
+            decoder,
+        })
     }
 
     /// The next stretch of audio of the current sentence (empty when the step only ran the
     /// flow); `None` once it has all been returned.
     fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
-        let (cpu, context) = (self.cpu, self.voice.model().flow().context());
+        let (cpu, context, hop) = (self.cpu, self.voice.model().flow().context(), self.voice.model().hop());
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
-        if u.finished {
-            return Ok(None);
-        }
-        let latent = &u.latent;
-        if u.fed < latent.frames {
-            let n = CHUNK.min(latent.frames - u.fed);
-            let z = latent.columns(u.fed, n);
-            u.fed += n;
-            // The sentence's last latent frames go in with the end of the generator's input.
-            u.finished = u.fed == latent.frames && u.next == u.prior.frames;
-            return Ok(Some(u.decoder.with_dependent_mut(|_, s| match u.finished {
-                false => s.generator.push(cpu, &z, n),
-                true => s.generator.finish(cpu, &z, n),
-            })?));
-        }
-        u.fed = 0;
-        if u.next < u.prior.frames {
+        let counts = &mut self.counts;
+        let audio = if u.pos < u.plan.decided {
+            if let Some(cut) = u.plan.fill_at(u.pos).cloned() {
+                for frame in cut.fill.clone() {
+                    counts.add(u.hints[frame].route, 1, 0.0);
+                }
+                u.pos = cut.fill.end;
+                u.stale |= u.open;
+                u.plan.fill(&u.hints, hop, cut.fill)
+            } else {
+                let end = u.plan.next_fill(u.pos).unwrap_or(u.plan.decided);
+                let to = (u.pos + CHUNK).min(end);
+                let last = u.plan.fill_at(to).is_some() || (to == u.frames() && u.complete());
+                let z = u.columns(u.pos, to);
+                let n = to - u.pos;
+                let started = Instant::now();
+                let mut audio = u.decoder.with_dependent_mut(|voice, s| {
+                    if std::mem::take(&mut u.stale) {
+                        s.generator = voice.model().generator().stream();
+                    }
+                    match last {
+                        false => s.generator.push(cpu, &z, n),
+                        true => s.generator.finish(cpu, &z, n),
+                    }
+                })?;
+                counts.add(Route::Decode, n as u64, started.elapsed().as_secs_f64() * 1e3);
+                (u.open, u.stale) = (!last, last);
+                u.pos = to;
+                u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
+                audio
+            }
+        } else if u.next < u.prior.frames {
             // Up to the next window's end plus the flow's look-ahead, so the window comes out.
             let window = WINDOWS.iter().map(|w| w + context).find(|&w| w > u.next).unwrap_or(usize::MAX);
             let to = window.min(u.prior.frames);
             let (n, end) = (to - u.next, to == u.prior.frames);
             let z = u.prior.columns(u.next, n);
             u.next += n;
-            u.latent = u.decoder.with_dependent_mut(|_, s| match end {
+            let latent = u.decoder.with_dependent_mut(|_, s| match end {
                 false => s.flow.push(cpu, &z, n),
                 true => s.flow.finish(cpu, &z, n),
             })?;
+            let known = u.frames();
+            u.z.extend((0..latent.frames).flat_map(|t| (0..latent.channels).map(move |c| (c, t))).map(|(c, t)| latent.z[c * latent.frames + t]));
+            let hints = match &mut self.router {
+                Some(router) => {
+                    let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
+                    router.assign_route_hints(&frames)
+                }
+                None => vec![Hint::DECODE; latent.frames],
+            };
+            u.hints.extend(hints);
+            u.plan = Plan::new(&u.hints, u.complete());
             return Ok(Some(Vec::new()));
+        } else if std::mem::take(&mut u.open) {
+            // The generator's look-ahead holds the last frames' audio.
+            let started = Instant::now();
+            let mut audio = u.decoder.with_dependent_mut(|_, s| s.generator.finish(cpu, &[], 0))?;
+            counts.add(Route::Decode, 0, started.elapsed().as_secs_f64() * 1e3);
+            u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
+            audio
+        } else {
+            return Ok(None);
+        };
+        u.emitted += audio.len();
+        if let Some(router) = &mut self.router {
+            u.partial.extend_from_slice(&audio);
+            let rate = self.voice.sample_rate();
+            while u.partial.len() >= hop && u.reported < u.frames() {
+                let frame = u.reported;
+                router.played(&u.pending(frame), u.plan.route(&u.hints, frame), &u.partial[..hop], rate);
+                u.partial.drain(..hop);
+                u.reported += 1;
+            }
         }
-        u.finished = true;
-        Ok(Some(u.decoder.with_dependent_mut(|_, s| s.generator.finish(cpu, &[], 0))?))
+        Ok(Some(audio))
     }
 
     fn produce(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
@@ -217,7 +343,10 @@ impl SpeechSource {
                 match self.step()? {
                     Some(audio) if !audio.is_empty() => return Ok(Some(audio)),
                     Some(_) => continue,
-                    None => self.utterance = None,
+                    None => {
+                        let done = self.utterance.take().map_or(0, |u| u.frames());
+                        self.position += done as u64;
+                    }
                 }
             }
             if let Some(ids) = self.sentences.pop_front() {
@@ -256,5 +385,10 @@ impl Source for SpeechSource {
         let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
         self.index += 1;
         Ok(Some(frame))
+    }
+
+    /// Every frame is counted, with or without a router.
+    fn route_counts(&self) -> Option<RouteCounts> {
+        Some(self.counts)
     }
 }

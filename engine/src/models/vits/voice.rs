@@ -110,6 +110,19 @@ impl PiperVoice {
         }
     }
 
+    /// Per latent frame of a sentence (`durations` frames for each of `ids`), whether the
+    /// text pauses there: the frames of punctuation and boundary symbols and of the pads
+    /// after them.
+    pub fn pauses(&self, ids: &[i64], durations: &[usize]) -> Vec<bool> {
+        let mut after_pause = false;
+        let mut frames = Vec::with_capacity(durations.iter().sum());
+        for (&id, &d) in ids.iter().zip(durations) {
+            after_pause = self.ids.is_pause(id, after_pause);
+            frames.extend(std::iter::repeat_n(after_pause, d));
+        }
+        frames
+    }
+
     /// Each sentence of `text` as phoneme ids, handed to `each` as soon as it is read.
     pub fn sentences(&self, text: &str, mut each: impl FnMut(Sentence)) -> Result<(), SpeechError> {
         self.phonemizer.for_each_sentence(text, |phonemes| {
