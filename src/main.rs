@@ -182,8 +182,9 @@ struct SpeakArgs {
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
     /// Decode every frame: turn off the frame graph's scheduler, which skips the vocoder
-    /// over the text's pauses (the latency report counts frames_skipped, frames_reused,
-    /// frames_decoded and decode_ms_saved either way).
+    /// over the text's pauses and over frames like those it has heard decode to silence
+    /// (the latency report counts frames_skipped, frames_reused, frames_decoded,
+    /// frames_warmed and decode_ms_saved either way).
     #[arg(long)]
     no_skip: bool,
     /// Reuse a decoded frame's audio for a later frame whose latent is within this relative
@@ -428,9 +429,11 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     let sink = codes.clone();
     // The text is available from here: time to first audio counts from this moment.
     let start = Instant::now();
+    let dims = model.speech().config().decoder_config.codebook_dim;
     let source = Qwen3Source::new(model, request, options)
         .with_cpu(cpu)
-        .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()));
+        .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
+        .with_router(scheduler(args, dims));
     let code = run_output(Box::new(source), &args.output, start)?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
@@ -448,7 +451,6 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     use spiral::engine::kernels::Cpu;
     use spiral::engine::models::vits::{PiperVoice, Precision, SpeechSource};
     use spiral::engine::voices::{default_voice, Voice};
-    use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     let voice = match &args.voice {
@@ -486,14 +488,20 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             SpeechSource::lines(voice, rx)
         }
     };
-    let scheduler = Scheduler::new(SchedulerConfig {
+    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler(&args, channels));
+    run_output(Box::new(source), &args.output, start)
+}
+
+/// The frame graph's scheduler as `--no-skip` and `--reuse-max` ask, for a decoder whose
+/// input frames have `dims` values.
+fn scheduler(args: &SpeakArgs, dims: usize) -> spiral::graph::Scheduler {
+    use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
+    Scheduler::new(SchedulerConfig {
         enabled: !args.no_skip,
         reuse_max: args.reuse_max,
-        cascade: CascadeConfig { dims: channels, ..CascadeConfig::default() },
+        cascade: CascadeConfig { dims, ..CascadeConfig::default() },
         ..SchedulerConfig::default()
-    });
-    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler);
-    run_output(Box::new(source), &args.output, start)
+    })
 }
 
 fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {

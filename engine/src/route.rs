@@ -66,9 +66,13 @@ pub struct RouteCounts {
     pub frames_skipped: u64,
     pub frames_reused: u64,
     pub frames_decoded: u64,
-    /// Time spent in the decoder.
+    /// Frames decoded again only to restart a decoder after a cut (their audio is not
+    /// played; see [`crate::models::cuts::LiveStep`]).
+    pub frames_warmed: u64,
+    /// Time spent in the decoder, warm-ups included.
     pub decode_ms: f64,
-    /// Frames not decoded times the mean time a decoded frame took in the same run.
+    /// Frames not decoded, less those warmed up, times the mean time a frame took the
+    /// decoder in the same run.
     pub decode_ms_saved: f64,
 }
 
@@ -81,7 +85,20 @@ impl RouteCounts {
             Route::Reuse => self.frames_reused += frames,
         }
         self.decode_ms += ms;
-        let per_frame = self.decode_ms / self.frames_decoded.max(1) as f64;
-        self.decode_ms_saved = (self.frames_skipped + self.frames_reused) as f64 * per_frame;
+        self.update();
+    }
+
+    /// Counts a frame decoded only to warm a restarted decoder up; `ms` as in [`add`](Self::add).
+    pub fn warm(&mut self, ms: f64) {
+        self.frames_warmed += 1;
+        self.decode_ms += ms;
+        self.update();
+    }
+
+    fn update(&mut self) {
+        let work = self.frames_decoded + self.frames_warmed;
+        let per_frame = self.decode_ms / work.max(1) as f64;
+        let not_decoded = (self.frames_skipped + self.frames_reused) as f64 - self.frames_warmed as f64;
+        self.decode_ms_saved = not_decoded * per_frame;
     }
 }

@@ -69,7 +69,8 @@ pub struct Run {
     /// Callback records lost to a full telemetry ring (figures above then undercount).
     pub telemetry_dropped: u64,
     /// A model source's frames by route: `frames_skipped`, `frames_reused`,
-    /// `frames_decoded`, `decode_ms`, `decode_ms_saved` (keys at the top level in JSON).
+    /// `frames_decoded`, `frames_warmed`, `decode_ms`, `decode_ms_saved` (keys at the top
+    /// level in JSON).
     #[serde(flatten)]
     pub routes: Option<RouteCounts>,
 }

@@ -17,9 +17,12 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::frame::Frame;
 use crate::kernels::Cpu;
+use crate::models::cuts::{crossfade_frame, Live, LiveStep};
+use crate::route::{Hint, Pending, Route, RouteCounts, Router};
 use crate::source::{Source, SourceError};
 use crate::units::{FrameIndex, SampleRate};
 
@@ -48,6 +51,11 @@ pub struct Qwen3Source {
     generation: Option<Generation>,
     audio: Audio,
     observer: Option<CodeObserver>,
+    router: Option<Box<dyn Router>>,
+    live: Live,
+    counts: RouteCounts,
+    /// The previous frame's codes (to warm a restarted decoder up) and fill (to fade in from).
+    previous: (Vec<u32>, Option<Arc<[f32]>>),
     index: u64,
 }
 
@@ -60,8 +68,21 @@ impl Qwen3Source {
             generation: None,
             audio: Audio::new(model, |m| m.speech().stream()),
             observer: None,
+            router: None,
+            live: Live::default(),
+            counts: RouteCounts::default(),
+            previous: (Vec::new(), None),
             index: 0,
         }
+    }
+
+    /// Asks `router` about each frame of codes before the speech decoder runs on it (its
+    /// features: the frame's quantized latent; the text gives no pauses here) and tells it
+    /// how the frame played. The decoder has no look-ahead, so runs of frames it skips are
+    /// cut as [`LiveStep`] describes. Without a router every frame is decoded.
+    pub fn with_router(mut self, router: impl Router + 'static) -> Qwen3Source {
+        self.router = Some(Box::new(router));
+        self
     }
 
     /// Runs the kernels on `cpu` instead of the best path this CPU has.
@@ -90,8 +111,50 @@ impl Qwen3Source {
         if let Some(observe) = &mut self.observer {
             observe(&codes);
         }
-        let cpu = self.cpu;
-        let samples = self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
+        let (cpu, model) = (self.cpu, self.audio.borrow_owner().clone());
+        let Some(router) = &mut self.router else {
+            let started = Instant::now();
+            let samples = self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
+            self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
+            return Ok(Some(samples));
+        };
+        let latent = model.speech().latent(cpu, &codes, 1).map_err(error)?;
+        let pending = Pending { position: self.index, features: &latent, pause: false };
+        let hint = router.assign_route_hints(&[pending]).pop().unwrap_or(Hint::DECODE);
+        let per_frame = model.speech().samples_per_frame();
+        let fill = hint.audio.filter(|a| hint.route == Route::Reuse && a.len() == per_frame);
+        let started = Instant::now();
+        let (samples, route) = match self.live.step(hint.route) {
+            LiveStep::Decode { restart, fade_in } => {
+                if restart {
+                    self.audio = Audio::new(model.clone(), |m| m.speech().stream());
+                    let warm = &self.previous.0;
+                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, warm, 1)).map_err(error)?;
+                    self.counts.warm(started.elapsed().as_secs_f64() * 1e3);
+                }
+                let started = Instant::now();
+                let mut samples =
+                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
+                if fade_in {
+                    crossfade_frame(&mut samples, self.previous.1.as_deref(), true);
+                }
+                self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
+                (samples, Route::Decode)
+            }
+            LiveStep::FadeOut => {
+                let mut samples =
+                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
+                crossfade_frame(&mut samples, fill.as_deref(), false);
+                self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
+                (samples, Route::Decode)
+            }
+            LiveStep::Fill => {
+                self.counts.add(hint.route, 1, 0.0);
+                (fill.as_deref().map_or_else(|| vec![0.0; per_frame], <[f32]>::to_vec), hint.route)
+            }
+        };
+        router.played(&pending, route, &samples, SampleRate(model.speech().sample_rate()));
+        self.previous = (codes, fill);
         Ok(Some(samples))
     }
 }
@@ -117,6 +180,10 @@ impl Source for Qwen3Source {
         let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
         self.index += 1;
         Ok(Some(frame))
+    }
+
+    fn route_counts(&self) -> Option<RouteCounts> {
+        Some(self.counts)
     }
 }
 

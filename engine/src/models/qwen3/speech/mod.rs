@@ -155,6 +155,13 @@ impl SpeechDecoder {
         self.stream().push(cpu, codes, frames)
     }
 
+    /// The quantized latent of `frames` frames of codes, `codebook_dim` values per frame:
+    /// what the decoder's convolutions and transformer start from.
+    pub fn latent(&self, cpu: Cpu, codes: &[u32], frames: usize) -> Result<Vec<f32>, DecodeError> {
+        self.quantizer.check(codes, frames, 0)?;
+        Ok(self.quantizer.decode(cpu, codes, frames))
+    }
+
     /// A decoder fed frames as they come (see the module's description).
     pub fn stream(&self) -> DecoderStream<'_> {
         let mut pieces: Vec<Box<dyn Stream + Send + '_>> = vec![

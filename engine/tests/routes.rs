@@ -1,10 +1,13 @@
-//! A routed SpeechSource: what a router decides is what the generator does. Frames hinted
-//! Decode are the unrouted stream bit for bit, a skipped run is silence between crossfaded
-//! margins, and the router hears every frame once, in order, as it was made.
+//! Routed sources: what a router decides is what the decoder does. Frames hinted Decode
+//! are the unrouted stream bit for bit, a skipped run is silence between crossfades, and
+//! the router hears every frame once, in order, as it was made. The VITS voice cuts its
+//! generator with look-ahead margins; Qwen3-TTS, decoding each frame as it is generated,
+//! fades out on the run's first frame and restarts its decoder after the run.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use spiral_engine::models::cuts::MARGIN;
+use spiral_engine::models::cuts::{crossfade_frame, MARGIN};
+use spiral_engine::models::qwen3::{Options, Qwen3Source, Qwen3Tts, Request};
 use spiral_engine::models::vits::{PiperVoice, SpeechSource};
 use spiral_engine::route::{Hint, Pending, Route, RouteCounts, Router};
 use spiral_engine::{SampleRate, Source};
@@ -37,17 +40,20 @@ impl Router for Scripted {
     }
 }
 
-fn speak(router: Option<Scripted>) -> (Vec<f32>, RouteCounts) {
-    let source = SpeechSource::new(voice(), TEXT).with_seed(7);
-    let mut source = match router {
-        Some(r) => source.with_router(r),
-        None => source,
-    };
+fn drain(mut source: impl Source) -> (Vec<f32>, RouteCounts) {
     let mut audio = Vec::new();
     while let Some(frame) = source.next_frame().unwrap() {
         audio.extend(frame.samples);
     }
     (audio, source.route_counts().unwrap())
+}
+
+fn speak(router: Option<Scripted>) -> (Vec<f32>, RouteCounts) {
+    let source = SpeechSource::new(voice(), TEXT).with_seed(7);
+    match router {
+        Some(r) => drain(source.with_router(r)),
+        None => drain(source),
+    }
 }
 
 #[test]
@@ -87,4 +93,33 @@ fn a_skipped_run_is_silence_between_crossfades_and_counted() {
         let skipped = fill.contains(&(*position as usize));
         assert_eq!(*route, if skipped { Route::Skip } else { Route::Decode }, "frame {position}");
     }
+}
+
+#[test]
+fn qwen3_fades_out_into_a_skipped_run_and_restarts_after_it() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3/gqa4_dialect");
+    let model = Arc::new(Qwen3Tts::load(&dir).unwrap());
+    let source = || {
+        let request = Request { text: "Hello there.".into(), speaker: Some("eric".into()), language: "chinese".into() };
+        let mut options = Options::from_config(model.generation_config()).greedy();
+        options.max_new_tokens = 12;
+        Qwen3Source::new(model.clone(), request, options)
+    };
+    let (plain, plain_counts) = drain(source());
+    let n = model.speech().samples_per_frame();
+    assert_eq!(plain_counts.frames_decoded as usize * n, plain.len());
+    assert!(plain.len() >= 10 * n, "the fixture speaks at least 10 frames");
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let (routed, counts) = drain(source().with_router(Scripted { skip: 3..7, heard: heard.clone() }));
+    assert_eq!(routed.len(), plain.len());
+    assert_eq!(routed[..3 * n], plain[..3 * n], "before the run: the same stream");
+    let mut faded = plain[3 * n..4 * n].to_vec();
+    crossfade_frame(&mut faded, None, false);
+    assert_eq!(routed[3 * n..4 * n], faded[..], "the run's first frame is decoded and faded out");
+    assert!(routed[4 * n..7 * n].iter().all(|&x| x == 0.0), "then silence, not decoded");
+    assert!(routed[7 * n..].iter().all(|x| x.abs() <= 1.0) && routed[7 * n..] != plain[7 * n..]);
+    let frames = (plain.len() / n) as u64;
+    assert_eq!((counts.frames_skipped, counts.frames_decoded, counts.frames_warmed), (3, frames - 3, 1));
+    let routes: Vec<Route> = heard.lock().unwrap().iter().map(|h| h.1).collect();
+    assert_eq!(routes[2..8], [Route::Decode, Route::Decode, Route::Skip, Route::Skip, Route::Skip, Route::Decode]);
 }
