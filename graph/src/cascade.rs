@@ -90,8 +90,20 @@ impl Default for CascadeConfig {
     }
 }
 
+/// Band lanes a filed frame keeps for TWIG: the 21 bands and zeros, a whole number of
+/// vector registers.
+const LANES: usize = 24;
+
+/// A frame as the route table files it: TWIG reads its bands (bf16 bits) from here, in
+/// order, instead of chasing each node in the graph.
+#[derive(Clone, Copy, Debug)]
+struct Filed {
+    at: NodeIndex,
+    bands: [u16; LANES],
+}
+
 /// Frames of one role filed by palette index, oldest first in each list.
-type RouteTable = Vec<VecDeque<NodeIndex>>;
+type RouteTable = Vec<VecDeque<Filed>>;
 
 /// See the [module documentation](self).
 ///
@@ -173,8 +185,8 @@ impl FrameGraph {
     }
 
     /// Frames of `role` filed under `palette`, oldest first.
-    pub fn route(&self, role: Role, palette: u8) -> &VecDeque<NodeIndex> {
-        &self.routes[role.slot()][usize::from(palette)]
+    pub fn route(&self, role: Role, palette: u8) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.routes[role.slot()][usize::from(palette)].iter().map(|f| f.at)
     }
 
     /// Bytes the graph holds, allocated capacity included: nodes, edges, route table,
@@ -185,7 +197,8 @@ impl FrameGraph {
         let node = std::mem::size_of::<Option<AudioNode>>() + 2 * 4;
         let edge = std::mem::size_of::<Option<Edge>>() + 4 * 4;
         let (nodes, edges) = self.graph.capacity();
-        let routes: usize = self.routes.iter().flatten().map(|q| q.capacity() * 4 + std::mem::size_of_val(q)).sum();
+        let filed = std::mem::size_of::<Filed>();
+        let routes: usize = self.routes.iter().flatten().map(|q| q.capacity() * filed + std::mem::size_of_val(q)).sum();
         nodes * node + edges * edge + routes + self.order.capacity() * 4 + self.features.capacity() * 4
     }
 
@@ -226,7 +239,11 @@ impl FrameGraph {
         if let Some(m) = similar.filter(|m| m.distance <= self.config.similar) {
             self.graph.add_edge(m.node, at, Edge::Similar(m.distance));
         }
-        self.routes[role.slot()][usize::from(node.palette)].push_back(at);
+        let mut bands = [0u16; LANES];
+        for (lane, b) in bands.iter_mut().zip(node.bands()) {
+            *lane = half::bf16::from_f32(b).to_bits();
+        }
+        self.routes[role.slot()][usize::from(node.palette)].push_back(Filed { at, bands });
         self.order.push_back(at);
         at
     }
@@ -236,7 +253,7 @@ impl FrameGraph {
         let node = self.graph.remove_node(old).expect("retained frames are in the graph");
         let route = &mut self.routes[node.role().expect("retained").slot()][usize::from(node.palette)];
         // Frames leave in arrival order, so the oldest of its list is this one.
-        debug_assert_eq!(route.front(), Some(&old));
+        debug_assert_eq!(route.front().map(|f| f.at), Some(old));
         route.pop_front();
     }
 
@@ -264,9 +281,11 @@ impl FrameGraph {
         let hip = &table[usize::from(query.palette)];
         // TWIG.
         let bands = query.bands();
+        let mut lanes = [0.0f32; LANES];
+        lanes[..BANDS].copy_from_slice(&bands);
         let mut twig: Vec<(f32, NodeIndex)> = hip
             .iter()
-            .map(|&at| (l1(&bands, &self.graph[at].bands()), at))
+            .map(|f| (l1(&lanes, &f.bands), f.at))
             .filter(|(d, _)| *d <= self.config.twig_max_db)
             .collect();
         let keep = (TWIG_FANOUT * k).min(twig.len());
@@ -295,8 +314,10 @@ impl FrameGraph {
     }
 }
 
-fn l1(a: &[f32; BANDS], b: &[f32; BANDS]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum()
+/// L1 distance between the query's bands and a filed frame's bf16 bands (the padding
+/// lanes are zero in both).
+fn l1(a: &[f32; LANES], b: &[u16; LANES]) -> f32 {
+    a.iter().zip(b).map(|(x, &y)| (x - f32::from_bits(u32::from(y) << 16)).abs()).sum()
 }
 
 #[cfg(test)]

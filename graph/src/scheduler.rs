@@ -12,6 +12,7 @@
 //!   decoded frame whose decoder input is within [`SchedulerConfig::reuse_max`] of this one.
 //! - **Decode** otherwise.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use spiral_engine::route::{Hint, Pending, Route, Router};
@@ -94,6 +95,9 @@ pub struct Scheduler {
     analyzer: Option<Analyzer>,
     /// Decoded frames' audio at their node's index, for reuse.
     audio: Vec<Option<Arc<[f32]>>>,
+    /// The nearest palette entry of each frame hinted and not yet played, by position, so
+    /// that filing a frame does not search the palette again.
+    hinted: VecDeque<(u64, Option<(u8, f32)>)>,
 }
 
 impl Scheduler {
@@ -105,6 +109,7 @@ impl Scheduler {
             entries: Vec::new(),
             analyzer: None,
             audio: Vec::new(),
+            hinted: VecDeque::new(),
         }
     }
 
@@ -121,8 +126,9 @@ impl Scheduler {
         if !self.config.enabled || frame.features.is_empty() {
             return Hint::DECODE;
         }
-        let palette = self.palette(frame.features.len());
-        let p = palette.nearest(frame.features).map(|(p, _)| p);
+        let nearest = self.palette(frame.features.len()).nearest(frame.features);
+        self.hinted.push_back((frame.position, nearest));
+        let p = nearest.map(|(p, _)| p);
         let entry = p.and_then(|p| self.entries.get(usize::from(p))).copied();
         let heard_silent = entry.is_some_and(|e| e.silent());
         if (frame.pause && !entry.is_some_and(|e| e.loud())) || heard_silent {
@@ -155,7 +161,15 @@ impl Router for Scheduler {
         let analyzer =
             self.analyzer.get_or_insert_with(|| Analyzer::new(rate, audio.len()).with_thresholds(thresholds));
         let a = analyzer.analyze(audio);
-        let p = if frame.features.is_empty() { 0 } else { self.palette(frame.features.len()).learn(frame.features) };
+        while self.hinted.front().is_some_and(|h| h.0 < frame.position) {
+            self.hinted.pop_front();
+        }
+        let hinted = self.hinted.front().filter(|h| h.0 == frame.position).map(|h| h.1);
+        let p = match (frame.features.is_empty(), hinted) {
+            (true, _) => 0,
+            (false, Some(nearest)) => self.palette(frame.features.len()).learn_near(frame.features, nearest),
+            (false, None) => self.palette(frame.features.len()).learn(frame.features),
+        };
         let at = usize::from(p);
         if self.entries.len() <= at {
             self.entries.resize(at + 1, Entry::default());
