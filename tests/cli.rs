@@ -287,12 +287,14 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert!(r["time_to_first_audio_ms"].as_f64().unwrap() > 0.0, "{r}");
     assert_eq!(r["underruns"], 0);
     // The frame graph skipped the pauses; --no-skip decodes every frame of the same audio.
-    let frames = |r: &serde_json::Value| ["frames_skipped", "frames_reused", "frames_decoded"].map(|k| r[k].as_u64().unwrap());
+    let frames =
+        |r: &serde_json::Value| ["frames_skipped", "frames_reused", "frames_decoded"].map(|k| r[k].as_u64().unwrap());
     let [skipped, _, decoded] = frames(&r);
     assert!(skipped > 0 && r["decode_ms_saved"].as_f64().unwrap() > 0.0, "{r}");
     let (all_wav, all_report) = (dir.join("out/all.wav"), dir.join("out/all.json"));
     let text = "Good morning. The quick brown fox jumps over the lazy dog.";
-    let out = spiral(&["speak", text, "--no-skip", "-q", "--wav"], &[&all_wav, Path::new("--latency-report"), &all_report]);
+    let out =
+        spiral(&["speak", text, "--no-skip", "-q", "--wav"], &[&all_wav, Path::new("--latency-report"), &all_report]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let all = common::read_report(&all_report);
     assert_eq!(frames(&all), [0, 0, skipped + decoded]);

@@ -24,10 +24,13 @@ fn voice() -> Arc<PiperVoice> {
         .clone()
 }
 
+/// Each frame the router was told of: its position, route and audio.
+type Heard = Arc<Mutex<Vec<(u64, Route, Vec<f32>)>>>;
+
 /// Skips the frames at `skip` positions; records what it is told.
 struct Scripted {
     skip: std::ops::Range<u64>,
-    heard: Arc<Mutex<Vec<(u64, Route, Vec<f32>)>>>,
+    heard: Heard,
 }
 
 impl Router for Scripted {

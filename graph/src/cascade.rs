@@ -283,11 +283,8 @@ impl FrameGraph {
         let bands = query.bands();
         let mut lanes = [0.0f32; LANES];
         lanes[..BANDS].copy_from_slice(&bands);
-        let mut twig: Vec<(f32, NodeIndex)> = hip
-            .iter()
-            .map(|f| (l1(&lanes, &f.bands), f.at))
-            .filter(|(d, _)| *d <= self.config.twig_max_db)
-            .collect();
+        let mut twig: Vec<(f32, NodeIndex)> =
+            hip.iter().map(|f| (l1(&lanes, &f.bands), f.at)).filter(|(d, _)| *d <= self.config.twig_max_db).collect();
         let keep = (TWIG_FANOUT * k).min(twig.len());
         if keep < twig.len() {
             twig.select_nth_unstable_by(keep, |a, b| a.0.total_cmp(&b.0));

@@ -109,7 +109,8 @@ fn roles_match_the_phonemes_of_real_speech() {
     let pauses = share(&frames, Label::Pause, Role::Silence);
     let attacks = onsets.iter().filter(|o| o.contains(&Role::Attack)).count() as f64 / onsets.len() as f64;
     for label in [Label::Vowel, Label::Fricative, Label::Pause, Label::Other] {
-        let roles: Vec<usize> = Role::ALL.iter().map(|r| frames.iter().filter(|(l, x)| *l == label && x == r).count()).collect();
+        let roles: Vec<usize> =
+            Role::ALL.iter().map(|r| frames.iter().filter(|(l, x)| *l == label && x == r).count()).collect();
         eprintln!("{label:?}: silence/voiced/unvoiced/attack {roles:?}");
     }
     eprintln!("voiced vowels {vowels:.3}, unvoiced fricatives {fricatives:.3}, silent pauses {pauses:.3}, onsets with an attack {attacks:.3} of {}", onsets.len());
@@ -117,7 +118,11 @@ fn roles_match_the_phonemes_of_real_speech() {
     assert!(vowels >= 0.85, "vowel frames voiced: {vowels:.3}");
     assert!(fricatives >= 0.75, "voiceless fricative frames unvoiced: {fricatives:.3}");
     assert!(pauses >= 0.9, "pause frames silent: {pauses:.3}");
-    assert!(onsets.len() >= SENTENCES.len() / 2 && attacks >= 0.8, "onsets with an attack: {attacks:.3} of {}", onsets.len());
+    assert!(
+        onsets.len() >= SENTENCES.len() / 2 && attacks >= 0.8,
+        "onsets with an attack: {attacks:.3} of {}",
+        onsets.len()
+    );
 }
 
 /// The scheduler on a real voice: the pauses are skipped, every frame is filed in the

@@ -219,7 +219,10 @@ impl LatencyReport {
         if let Some(r) = &self.run.routes {
             row(
                 "frames skipped / reused / decoded",
-                format!("{} / {} / {} ({:.1} ms of decoding saved)", r.frames_skipped, r.frames_reused, r.frames_decoded, r.decode_ms_saved),
+                format!(
+                    "{} / {} / {} ({:.1} ms of decoding saved)",
+                    r.frames_skipped, r.frames_reused, r.frames_decoded, r.decode_ms_saved
+                ),
             );
         }
         if self.run.device_reconnects > 0 {

@@ -191,7 +191,8 @@ mod tests {
         let h = hints("ssssssssdddsssssdddssssssssssssdddssssssss");
         let plan = Plan::new(&h, true);
         // (Written for margins of 2 and runs of at least 2.)
-        let cuts = [Cut { run: 0..8, fill: 0..6 }, Cut { run: 19..31, fill: 21..29 }, Cut { run: 34..42, fill: 36..42 }];
+        let cuts =
+            [Cut { run: 0..8, fill: 0..6 }, Cut { run: 19..31, fill: 21..29 }, Cut { run: 34..42, fill: 36..42 }];
         assert_eq!(plan.cuts, cuts);
         assert_eq!(plan.decided, h.len());
         assert_eq!(plan.route(&h, 3), Route::Skip);

@@ -33,7 +33,7 @@ mod sentence;
 use std::ops::ControlFlow;
 
 pub use clause::{ClauseEnd, Terminator};
-pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD};
+pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD, PAUSES};
 
 use sentence::{raw_block_phonemes, split_raw_blocks, ClauseGrouper, Piece, SentenceSink};
 

@@ -64,7 +64,6 @@ impl Flow {
 
     /// Frames of context each side that decide one output frame: the flow is a stack of
     /// convolutions, so a window of the latent padded by this much is exact.
-
     pub fn context(&self) -> usize {
         self.couplings.iter().flat_map(|c| &c.layers).map(|l| (l.input.shape().span() - 1) / 2).sum()
     }

@@ -302,7 +302,11 @@ impl SpeechSource {
                 true => s.flow.finish(cpu, &z, n),
             })?;
             let known = u.frames();
-            u.z.extend((0..latent.frames).flat_map(|t| (0..latent.channels).map(move |c| (c, t))).map(|(c, t)| latent.z[c * latent.frames + t]));
+            u.z.extend(
+                (0..latent.frames)
+                    .flat_map(|t| (0..latent.channels).map(move |c| (c, t)))
+                    .map(|(c, t)| latent.z[c * latent.frames + t]),
+            );
             let hints = match &mut self.router {
                 Some(router) => {
                     let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
