@@ -191,3 +191,81 @@ impl Router for Scheduler {
         self.audio[index] = (route == Route::Decode && self.config.reuse_max > 0.0).then(|| Arc::from(audio));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: SampleRate = SampleRate(22_050);
+    const HOP: usize = 256;
+
+    fn tone(position: u64) -> Vec<f32> {
+        (0..HOP).map(|i| 0.3 * (0.05 * (position as usize * HOP + i) as f32).sin()).collect()
+    }
+
+    fn features(seed: f32) -> Vec<f32> {
+        (0..8).map(|i| (seed * (i + 1) as f32).sin()).collect()
+    }
+
+    fn play(s: &mut Scheduler, position: u64, features: &[f32], pause: bool, audio: &[f32]) -> Hint {
+        let pending = Pending { position, features, pause };
+        let hint = s.assign_route_hints(&[pending]).remove(0);
+        s.played(&pending, hint.route, audio, RATE);
+        hint
+    }
+
+    fn config(reuse_max: f32) -> SchedulerConfig {
+        SchedulerConfig {
+            reuse_max,
+            cascade: CascadeConfig { dims: 8, ..CascadeConfig::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pauses_are_skipped_until_their_entry_is_heard_loud() {
+        let mut s = Scheduler::new(config(0.0));
+        let (quiet, loud) = (features(1.0), features(2.0));
+        assert_eq!(play(&mut s, 0, &quiet, true, &[0.0; HOP]).route, Route::Skip);
+        assert_eq!(play(&mut s, 1, &loud, false, &tone(1)).route, Route::Decode);
+        assert_eq!(play(&mut s, 2, &loud, false, &tone(2)).route, Route::Decode);
+        // A pause whose decoder input sounded loud twice is decoded after all.
+        assert_eq!(play(&mut s, 3, &loud, true, &tone(3)).route, Route::Decode);
+        assert_eq!(s.graph().len(), 4);
+    }
+
+    #[test]
+    fn an_entry_heard_silent_is_skipped_anywhere() {
+        let mut s = Scheduler::new(config(0.0));
+        let silent = features(1.0);
+        for p in 0..SILENT_AFTER as u64 {
+            assert_eq!(play(&mut s, p, &silent, false, &[0.0; HOP]).route, Route::Decode);
+        }
+        assert_eq!(play(&mut s, 10, &silent, false, &[0.0; HOP]).route, Route::Skip);
+    }
+
+    #[test]
+    fn near_duplicates_of_decoded_frames_are_reused() {
+        let mut s = Scheduler::new(config(0.01));
+        let voiced = features(2.0);
+        let first = tone(11);
+        assert_eq!(play(&mut s, 11, &voiced, false, &first).route, Route::Decode);
+        let near: Vec<f32> = voiced.iter().map(|v| v * 1.01).collect();
+        let hint = play(&mut s, 12, &near, false, &tone(12));
+        assert_eq!(hint.route, Route::Reuse);
+        assert_eq!(hint.audio.as_deref(), Some(&first[..]));
+        let stats = s.graph().stats();
+        assert!(stats.queries >= 1 && stats.leaf_out >= 1, "{stats:?}");
+        // Far from anything decoded: decode.
+        assert_eq!(play(&mut s, 13, &features(5.0), false, &tone(13)).route, Route::Decode);
+    }
+
+    #[test]
+    fn switched_off_it_decodes_everything_and_still_files_it() {
+        let mut s = Scheduler::new(SchedulerConfig { enabled: false, ..config(0.5) });
+        for p in 0..20 {
+            assert_eq!(play(&mut s, p, &features(1.0), true, &[0.0; HOP]).route, Route::Decode);
+        }
+        assert_eq!(s.graph().len(), 20);
+    }
+}
