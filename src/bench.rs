@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use spiral_engine::codec::Codec;
 use spiral_engine::kernels::{vector, Cpu};
+use spiral_engine::models::nn::Precision;
 use spiral_engine::models::qwen3::{synthetic, Options, Qwen3Source, Qwen3Tts, Request};
 use spiral_engine::Source;
 
@@ -77,16 +78,18 @@ pub fn synthetic_0_6b(cache: &Path) -> Result<PathBuf, String> {
 
 /// Speaks [`SENTENCE`] for `frames` frames (end-of-speech ignored) with the checkpoint's
 /// sampling settings, through the same source `spiral speak --model` plays.
-/// `codec` holds the projections (as stored without one); `stream_text` feeds the text
+/// `codec` holds the projections (as stored without one); `precision` is the speech
+/// decoder's convolutions' arithmetic; `stream_text` feeds the text
 /// one token per frame instead of in the prompt.
 pub fn run_qwen3(
     dir: &Path,
     cpu: Cpu,
     frames: usize,
     codec: Option<Codec>,
+    precision: Precision,
     stream_text: bool,
 ) -> Result<Qwen3Bench, String> {
-    let model = Arc::new(Qwen3Tts::load_with(dir, codec).map_err(|e| e.to_string())?);
+    let model = Arc::new(Qwen3Tts::load_with(dir, codec).map_err(|e| e.to_string())?.with_precision(precision));
     let bandwidth = read_bandwidth(cpu);
     let request = Request { text: SENTENCE.into(), speaker: Some("ryan".into()), language: "english".into() };
     let mut options = Options::from_config(model.generation_config());

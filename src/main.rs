@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use spiral::engine::models::nn::Precision;
 use spiral::{
     demo_phrase, list_outputs, play, LatencyReport, OutputFormat, PlayOptions, SampleRate, Sink, Source, WavSource,
 };
@@ -90,6 +91,9 @@ struct Qwen3BenchArgs {
     /// Feed the text one token per frame (a short prompt: the first audio sooner).
     #[arg(long)]
     stream_text: bool,
+    /// The speech decoder's arithmetic (as `spiral speak --precision`; f32 by default).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
 }
 
 #[derive(clap::Args)]
@@ -153,7 +157,7 @@ struct SpeakArgs {
     seed: u64,
     /// Speak with a Qwen3-TTS-12Hz CustomVoice checkpoint directory (Hugging Face layout:
     /// config.json, model.safetensors, the tokenizer files, speech_tokenizer/) instead of a Piper voice.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["voice", "noise_scale", "length_scale", "noise_w", "precision"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["voice", "noise_scale", "length_scale", "noise_w"])]
     model: Option<PathBuf>,
     /// Qwen3-TTS: one of the checkpoint's speakers (config.json talker_config.spk_id).
     #[arg(long, value_name = "NAME", requires = "model")]
@@ -177,8 +181,11 @@ struct SpeakArgs {
     /// reconstructs them (what the codec costs in sound; no faster).
     #[arg(long, value_name = "NAME")]
     codec: Option<String>,
-    /// Arithmetic of the vocoder's last stages: `mixed` multiplies in bf16 where the CPU
-    /// does so natively (the default there), `f32` reproduces the reference to ~90 dB.
+    /// Arithmetic of the vocoder's convolutions. A Piper voice: `mixed` multiplies its last
+    /// stages in bf16 where the CPU does so natively (the default there), `f32` reproduces
+    /// the reference to ~90 dB. Qwen3-TTS: `f32` by default; `mixed` runs the speech
+    /// decoder's upsampling and dilated convolutions in bf16 (about a fifth faster; how far
+    /// a trained checkpoint's audio moves is unmeasured, see docs/QWEN3.md).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
     /// Decode every frame: turn off the frame graph's scheduler, which skips the vocoder
@@ -283,9 +290,19 @@ fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
         (None, None) => return Err("give --synthetic 0.6b or --model DIR".into()),
     };
     let codec = parse_codec(args.codec.as_deref())?;
-    let result = spiral::bench::run_qwen3(&dir, cpu, args.frames, codec, args.stream_text)?;
+    let precision = precision(args.precision, Precision::F32);
+    let result = spiral::bench::run_qwen3(&dir, cpu, args.frames, codec, precision, args.stream_text)?;
     println!("{}", result.line());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The arithmetic `--precision` asks for, else `default`.
+fn precision(arg: Option<PrecisionArg>, default: Precision) -> Precision {
+    match arg {
+        Some(PrecisionArg::F32) => Precision::F32,
+        Some(PrecisionArg::Mixed) => Precision::Mixed,
+        None => default,
+    }
 }
 
 fn run_compress(args: CompressArgs) -> Result<ExitCode, String> {
@@ -413,7 +430,8 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     use std::sync::{Arc, Mutex};
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     let text = args.text.clone().ok_or("give the text to speak (reading lines from stdin is for Piper voices)")?;
-    let model = Arc::new(Qwen3Tts::load_with(dir, parse_codec(args.codec.as_deref())?).map_err(|e| e.to_string())?);
+    let model = Qwen3Tts::load_with(dir, parse_codec(args.codec.as_deref())?).map_err(|e| e.to_string())?;
+    let model = Arc::new(model.with_precision(precision(args.precision, Precision::F32)));
     let mut options = Options::from_config(model.generation_config());
     if args.greedy {
         options = options.greedy();
@@ -449,7 +467,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         return run_speak_qwen3(&args, dir);
     }
     use spiral::engine::kernels::Cpu;
-    use spiral::engine::models::vits::{PiperVoice, Precision, SpeechSource};
+    use spiral::engine::models::vits::{PiperVoice, SpeechSource};
     use spiral::engine::voices::{default_voice, Voice};
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
@@ -458,11 +476,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         None => default_voice(),
     }
     .map_err(|e| e.to_string())?;
-    let precision = match args.precision {
-        Some(PrecisionArg::F32) => Precision::F32,
-        Some(PrecisionArg::Mixed) => Precision::Mixed,
-        None => Precision::for_cpu(cpu),
-    };
+    let precision = precision(args.precision, Precision::for_cpu(cpu));
     let codec = parse_codec(args.codec.as_deref())?;
     let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
     voice.warm_up(cpu).map_err(|e| e.to_string())?;

@@ -16,6 +16,38 @@ pub enum LayerError {
     Conv { module: String, source: ConvError },
 }
 
+/// The arithmetic of a vocoder's convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout: the reference's audio, to rounding.
+    F32,
+    /// bf16 products (f32 sums) in the convolutions each model names (VITS: its last two
+    /// upsampling stages; Qwen3-TTS: see its speech decoder), about twice as fast there with
+    /// `VDPBF16PS`, at bf16's 8 significant bits per operand. Each model's docs give how
+    /// far its audio moves.
+    Mixed,
+}
+
+impl Precision {
+    /// Mixed where the CPU multiplies bf16 natively, else f32 (below that level bf16 would
+    /// only lose precision, not gain speed).
+    pub fn for_cpu(cpu: Cpu) -> Precision {
+        if cpu.isa() >= crate::kernels::Isa::Avx512Bf16 {
+            Precision::Mixed
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// The convolution method it asks for.
+    pub fn method(self) -> ConvMethod {
+        match self {
+            Precision::F32 => ConvMethod::Direct,
+            Precision::Mixed => ConvMethod::DirectBf16,
+        }
+    }
+}
+
 /// A 1-D convolution with its weights (`[out, in/groups, kernel]`) and `pad` zeros added
 /// at each end.
 #[derive(Debug)]

@@ -82,6 +82,13 @@ pub struct Qwen3Tts {
 }
 
 impl Qwen3Tts {
+    /// Runs the speech decoder's convolutions at `precision` (see
+    /// [`SpeechDecoder::set_precision`]); f32 when not asked.
+    pub fn with_precision(mut self, precision: crate::models::nn::Precision) -> Qwen3Tts {
+        self.speech.set_precision(precision);
+        self
+    }
+
     /// Loads the checkpoint in `dir` (config, generation config, weights, tokenizer, and
     /// the speech tokenizer's decoder from its `speech_tokenizer/`).
     pub fn load(dir: &Path) -> Result<Qwen3Tts, LoadError> {

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::conv::{ConvError, ConvMethod, ConvShape, StreamingConv1d};
+use crate::kernels::conv::{ConvError, ConvShape, StreamingConv1d};
 use crate::kernels::Cpu;
 use crate::kernels::{activation, rows};
 use crate::models::nn::{Conv, ConvTranspose};
@@ -109,10 +109,7 @@ impl Generator {
     /// Sets the arithmetic of the residual blocks' convolutions (and the output
     /// convolution) that read at most `BF16_CHANNELS` channels.
     pub fn set_precision(&mut self, precision: Precision) {
-        let method = match precision {
-            Precision::F32 => ConvMethod::Direct,
-            Precision::Mixed => ConvMethod::DirectBf16,
-        };
+        let method = precision.method();
         let blocks = self.stages.iter_mut().flat_map(|s| &mut s.blocks).flat_map(|b| &mut b.stages).flatten();
         for conv in blocks.chain([&mut self.post]) {
             if conv.shape().in_channels <= BF16_CHANNELS {

@@ -23,6 +23,7 @@ use crate::kernels::Cpu;
 use crate::onnx::ConvAttrs;
 use crate::tensors::{TensorError, Tensors};
 
+pub use crate::models::nn::Precision;
 pub use duration::DurationPredictor;
 pub use flow::{Flow, FlowStream};
 pub use generator::Generator;
@@ -74,29 +75,6 @@ impl Scales {
     }
 }
 
-/// The arithmetic of the generator's small-channel convolutions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    /// f32 throughout: the reference's audio to about 90 dB.
-    F32,
-    /// bf16 products (f32 sums) in the convolutions of the last two upsampling stages,
-    /// about twice as fast there with `VDPBF16PS`; the audio stays 46-48 dB from the
-    /// reference's.
-    Mixed,
-}
-
-impl Precision {
-    /// Mixed where the CPU multiplies bf16 natively, else f32 (below that level bf16 would
-    /// only lose precision, not gain speed).
-    pub fn for_cpu(cpu: Cpu) -> Precision {
-        if cpu.isa() >= crate::kernels::Isa::Avx512Bf16 {
-            Precision::Mixed
-        } else {
-            Precision::F32
-        }
-    }
-}
-
 /// The decoder's input for one utterance, or a stretch of it: `[channels, frames]`.
 #[derive(Clone, Debug)]
 pub struct Latent {
@@ -122,6 +100,9 @@ impl From<crate::models::stream::Block> for Latent {
     }
 }
 
+/// Under [`Precision::Mixed`] the generator's convolutions reading at most
+/// [`generator::BF16_CHANNELS`] channels multiply in bf16; the audio stays 46-48 dB from the
+/// reference's (f32: about 90 dB).
 pub struct Vits {
     encoder: TextEncoder,
     duration: DurationPredictor,

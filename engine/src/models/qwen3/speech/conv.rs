@@ -9,7 +9,8 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::kernels::conv::{
-    ChunkedConv, Conv1d, ConvError, ConvShape, ConvTranspose1d, StreamingConv1d, StreamingConvTranspose1d,
+    ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, ConvTranspose1d, MethodChoice, StreamingConv1d,
+    StreamingConvTranspose1d,
 };
 use crate::kernels::Cpu;
 use crate::models::qwen3::LoadError;
@@ -29,6 +30,7 @@ pub(crate) struct CausalConv {
     shape: ConvShape,
     weight: Vec<f32>,
     bias: Vec<f32>,
+    method: MethodChoice,
 }
 
 impl CausalConv {
@@ -37,13 +39,18 @@ impl CausalConv {
         let weight = ckpt.f32(&format!("{module}.conv.weight"), &[shape.out_channels, per_out, shape.kernel])?;
         let bias = ckpt.f32(&format!("{module}.conv.bias"), &[shape.out_channels])?;
         Conv1d::new(shape, &weight, Some(&bias)).map_err(|e| refused(ckpt, module, e))?;
-        Ok(CausalConv { shape, weight, bias })
+        Ok(CausalConv { shape, weight, bias, method: MethodChoice::default() })
+    }
+
+    /// Computes with `method` instead of the one the shape picks; an error if it cannot.
+    pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
+        self.method.set(Conv1d::new(self.shape, &self.weight, Some(&self.bias))?, method)
     }
 
     /// A stream that starts from the zero padding: its outputs are the whole signal's.
     pub fn stream(&self) -> StreamingConv1d<'_, f32> {
         let conv = Conv1d::new(self.shape, &self.weight, Some(&self.bias)).expect("checked at load");
-        StreamingConv1d::new(conv, (self.shape.span() - 1, 0))
+        StreamingConv1d::new(self.method.apply(conv), (self.shape.span() - 1, 0))
     }
 }
 
@@ -62,6 +69,11 @@ impl CausalUp {
         let bias = ckpt.f32(&format!("{module}.conv.bias"), &[shape.out_channels])?;
         let kernel = ConvTranspose1d::new(shape, &weight, Some(&bias)).map_err(|e| refused(ckpt, module, e))?;
         Ok(CausalUp { kernel })
+    }
+
+    /// See [`ConvTranspose1d::set_method`].
+    pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
+        self.kernel.set_method(method)
     }
 
     pub fn stream(&self) -> StreamingConvTranspose1d<'_> {

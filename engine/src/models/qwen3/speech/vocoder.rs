@@ -5,6 +5,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::kernels::conv::ConvShape;
+use crate::models::nn::Precision;
 use crate::models::qwen3::LoadError;
 use crate::models::stream::{Chain, Stream};
 
@@ -88,6 +89,19 @@ impl Vocoder {
         let snake = SnakeBeta::load(ckpt, &format!("{prefix}.{}", n + 1), inp)?;
         let output = CausalConv::load(ckpt, &format!("{prefix}.{}", n + 2), ConvShape::new(inp, 1, 7))?;
         Ok(Vocoder { input, blocks, snake, output })
+    }
+
+    /// Sets the arithmetic of the blocks' upsampling and of their residual units' dilated
+    /// convolutions (nine tenths of the back end's multiply-adds; the pointwise ones stay
+    /// with the GEMM their shape picks).
+    pub fn set_precision(&mut self, precision: Precision) {
+        let method = precision.method();
+        for block in &mut self.blocks {
+            block.up.set_method(method).expect("a direct method does every one-group upsampling");
+            for unit in &mut block.units {
+                unit.conv1.set_method(method).expect("a direct method does every stride-1, one-group convolution");
+            }
+        }
     }
 
     /// The stream pieces, in order.
