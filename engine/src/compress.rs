@@ -3,9 +3,10 @@
 //!
 //! The weights go into one `model.safetensors`: tensors a codec encodes as u8 rows of
 //! blocks listed under [`ENCODINGS_KEY`](crate::checkpoint::ENCODINGS_KEY), the rest
-//! byte for byte as they were. Every other file of the directory (configs, tokenizer,
-//! `speech_tokenizer/`) is copied as it is. Each tensor is reported as it is written, with
-//! how faithfully its encoding reconstructs it.
+//! byte for byte as they were. A Qwen3-TTS directory's `speech_tokenizer/` is compressed
+//! the same way into the same place (its matrices are 2-D; its convolutions, 3-D, stay as
+//! stored). Every other file (configs, tokenizer) is copied as it is. Each tensor is
+//! reported as it is written, with how faithfully its encoding reconstructs it.
 //!
 //! ```no_run
 //! use spiral_engine::codec::Codec;
@@ -67,14 +68,16 @@ pub struct TensorReport {
 }
 
 /// Writes `input` (a model directory: `model.safetensors`, shards or `model.gguf`, whose
-/// other files are copied; or one `.safetensors` or `.gguf` file) to `output` (a
-/// directory, its weights in `model.safetensors`) with its weights in `codec`; `progress(tensor, i, n)` runs after each tensor is
-/// written.
+/// other files are copied, and a `speech_tokenizer/` with weights of its own compressed
+/// too; or one `.safetensors` or `.gguf` file) to `output` (a directory, its weights in
+/// `model.safetensors`) with its weights in `codec`; `progress(tensor, i, n)` runs after
+/// each tensor is written (the speech tokenizer's tensors named `speech_tokenizer/NAME`,
+/// counted on their own).
 pub fn compress(
     input: &Path,
     output: &Path,
     codec: Codec,
-    progress: impl FnMut(&TensorReport, usize, usize),
+    mut progress: impl FnMut(&TensorReport, usize, usize),
 ) -> Result<Vec<TensorReport>, CompressError> {
     let ckpt = Checkpoint::open(input)?;
     if output.exists()
@@ -83,16 +86,48 @@ pub fn compress(
         return Err(CompressError::SamePlace { path: output.into() });
     }
     std::fs::create_dir_all(output).map_err(io(output))?;
+    let speech = input.join(SPEECH);
+    let speech = (input.is_dir() && has_weights(&speech)).then_some(speech);
     if input.is_dir() {
-        copy_other_files(input, output)?;
+        copy_other_files(input, output, speech.is_some())?;
     }
+    let mut report = write_checkpoint(&ckpt, &output.join("model.safetensors"), codec, "", &mut progress)?;
+    if let Some(speech) = speech {
+        let ckpt = Checkpoint::open(&speech)?;
+        let file = output.join(SPEECH).join("model.safetensors");
+        report.extend(write_checkpoint(&ckpt, &file, codec, &format!("{SPEECH}/"), &mut progress)?);
+    }
+    Ok(report)
+}
+
+/// The speech tokenizer's directory in a Qwen3-TTS checkpoint.
+const SPEECH: &str = crate::models::qwen3::speech::SUBDIR;
+
+/// A directory holds weights of its own (safetensors, an index of shards, or GGUF).
+fn has_weights(dir: &Path) -> bool {
+    ["model.safetensors", "model.safetensors.index.json", "model.gguf"].iter().any(|f| dir.join(f).is_file())
+}
+
+/// Every tensor of `ckpt` into `file`, reported with its name after `prefix`.
+fn write_checkpoint(
+    ckpt: &Checkpoint,
+    file: &Path,
+    codec: Codec,
+    prefix: &str,
+    progress: &mut impl FnMut(&TensorReport, usize, usize),
+) -> Result<Vec<TensorReport>, CompressError> {
     let mut sources = Vec::new();
     for name in ckpt.names() {
         let (stored, bytes) = ckpt.stored(name)?;
         sources.push(Source { name: name.to_string(), shape: ckpt.shape(name)?.to_vec(), stored, bytes });
     }
     let weight = |s: &Source| ckpt.matrix(&s.name, s.shape[0], s.shape[1]);
-    write_model(&output.join("model.safetensors"), &sources, weight, codec, &BTreeMap::new(), progress)
+    let mut report = write_model(file, &sources, weight, codec, &BTreeMap::new(), |t, i, n| {
+        let named = TensorReport { name: format!("{prefix}{}", t.name), ..t.clone() };
+        progress(&named, i, n)
+    })?;
+    report.iter_mut().for_each(|t| t.name.insert_str(0, prefix));
+    Ok(report)
 }
 
 /// Writes the Piper voice `onnx` (with its `.onnx.json`) as `output`, a `.safetensors`
@@ -291,13 +326,16 @@ fn fidelity(source: &Weight, encoded: &Weight) -> (f64, f64) {
 }
 
 /// Copies every file and directory of `input` to `output` except the weights the
-/// checkpoint reads (`model.safetensors`, or the index and its shards).
-fn copy_other_files(input: &Path, output: &Path) -> Result<(), CompressError> {
-    let skip = |name: &str| {
-        name == "model.safetensors" || name == "model.safetensors.index.json" || name.ends_with(".safetensors")
-    };
+/// checkpoint reads (`model.safetensors`, or the index and its shards, or `model.gguf`),
+/// and the speech tokenizer's when `speech` (they are compressed too).
+fn copy_other_files(input: &Path, output: &Path, speech: bool) -> Result<(), CompressError> {
+    let weights =
+        |name: &str| name == "model.safetensors.index.json" || name.ends_with(".safetensors") || name == "model.gguf";
+    let speech_dir = input.join(SPEECH);
     copy_tree(input, output, &|path: &Path| {
-        path.parent() == Some(input) && path.file_name().and_then(|n| n.to_str()).is_some_and(skip)
+        let parent = path.parent();
+        let ours = parent == Some(input) || (speech && parent == Some(speech_dir.as_path()));
+        ours && path.file_name().and_then(|n| n.to_str()).is_some_and(weights)
     })
 }
 
@@ -323,6 +361,10 @@ mod tests {
     use super::*;
     use crate::kernels::quant::Quant;
 
+    fn by_name_in<'r>(report: &'r [TensorReport], name: &str) -> &'r TensorReport {
+        report.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} not reported"))
+    }
+
     #[test]
     fn a_directory_compresses_loads_and_reports_each_tensor() {
         let dir = tempfile::tempdir().unwrap();
@@ -337,13 +379,28 @@ mod tests {
         checkpoint::write_random(&input.join("model.safetensors"), &tensors, 1);
         std::fs::write(input.join("config.json"), "{}").unwrap();
         std::fs::create_dir_all(input.join("speech_tokenizer")).unwrap();
-        std::fs::write(input.join("speech_tokenizer/model.safetensors"), "kept").unwrap();
+        let speech = [
+            spec("decoder.pre_transformer.layers.0.mlp.down_proj.weight", vec![32, 256], Stored::F32),
+            spec("decoder.decoder.1.block.2.conv1.conv.weight", vec![8, 8, 7], Stored::F32),
+        ];
+        checkpoint::write_random(&input.join("speech_tokenizer/model.safetensors"), &speech, 2);
+        std::fs::write(input.join("speech_tokenizer/config.json"), "{\"speech\": 1}").unwrap();
 
         let output = dir.path().join("out");
         let mut seen = Vec::new();
         let report = compress(&input, &output, Codec::Auto, |t, i, n| seen.push((t.name.clone(), i, n))).unwrap();
-        assert_eq!(seen.len(), 4);
+        assert_eq!(seen.len(), 6);
         assert_eq!(seen[3].1..=seen[3].2, 4..=4);
+        assert_eq!((seen[5].1, seen[5].2), (2, 2), "the speech tokenizer is counted on its own");
+        let down = "speech_tokenizer/decoder.pre_transformer.layers.0.mlp.down_proj.weight";
+        assert_eq!(by_name_in(&report, down).stored, Stored::Quant(Quant::Q8_0));
+        let conv = "speech_tokenizer/decoder.decoder.1.block.2.conv1.conv.weight";
+        assert_eq!(by_name_in(&report, conv).encoding, "stored", "convolutions stay as stored");
+        let speech = Checkpoint::open(&output.join("speech_tokenizer")).unwrap();
+        assert_eq!(speech.encoding(&down["speech_tokenizer/".len()..]).unwrap(), Some(Stored::Quant(Quant::Q8_0)));
+        let speech_in = Checkpoint::open(&input.join("speech_tokenizer")).unwrap();
+        let conv = &conv["speech_tokenizer/".len()..];
+        assert_eq!(speech.f32(conv, &[8, 8, 7]).unwrap(), speech_in.f32(conv, &[8, 8, 7]).unwrap());
         let by_name = |n: &str| report.iter().find(|t| t.name == n).unwrap();
         let up = by_name("layers.0.mlp.up_proj.weight");
         assert_eq!((up.stored, up.bytes_in, up.bytes_out), (Stored::Quant(Quant::Q4K), 65536, 64 * 288));
@@ -354,7 +411,7 @@ mod tests {
             let t = by_name(kept);
             assert_eq!((t.encoding, t.bytes_in, t.cosine), ("stored", t.bytes_out, None), "{kept}");
         }
-        assert_eq!(std::fs::read_to_string(output.join("speech_tokenizer/model.safetensors")).unwrap(), "kept");
+        assert_eq!(std::fs::read_to_string(output.join("speech_tokenizer/config.json")).unwrap(), "{\"speech\": 1}");
         assert_eq!(std::fs::read_to_string(output.join("config.json")).unwrap(), "{}");
 
         let back = Checkpoint::open(&output).unwrap();

@@ -315,6 +315,13 @@ fn a_compressed_directory_generates_what_the_codec_at_load_does() {
             assert!(report.iter().any(|t| t.cosine.is_some()), "{}: nothing was encoded", dir.display());
             let compressed = codes(Qwen3Tts::load(out.path()).unwrap());
             assert_eq!(compressed, codes(Qwen3Tts::load_with(&dir, Some(codec)).unwrap()), "{}", dir.display());
+            // The speech decoder's matrices too: the same audio from the same codes.
+            let speech = report.iter().filter(|t| t.name.starts_with("speech_tokenizer/") && t.cosine.is_some());
+            assert!(speech.count() > 0, "{}: the speech tokenizer was not encoded", dir.display());
+            let flat: Vec<u32> = compressed.concat();
+            let audio = |model: Qwen3Tts| model.speech().decode(Cpu::best(), &flat, compressed.len()).unwrap();
+            let at_load = audio(Qwen3Tts::load_with(&dir, Some(codec)).unwrap());
+            assert!(audio(Qwen3Tts::load(out.path()).unwrap()) == at_load, "{}", dir.display());
         }
     }
 }

@@ -95,9 +95,10 @@ impl Qwen3Tts {
         Qwen3Tts::load_with(dir, None)
     }
 
-    /// [`load`](Self::load), holding the talker's and the code predictor's projections
-    /// in `codec` (see [`codec::apply`](crate::codec::apply)); the speech decoder stays as
-    /// stored.
+    /// [`load`](Self::load), holding the talker's and the code predictor's projections,
+    /// and the speech decoder's matrices, in `codec` (see
+    /// [`codec::apply`](crate::codec::apply)); embeddings, heads, norms and the speech
+    /// decoder's convolutions stay as stored.
     pub fn load_with(dir: &Path, codec: Option<Codec>) -> Result<Qwen3Tts, LoadError> {
         let config = Config::load(dir)?;
         let generation = GenerationConfig::load(dir)?;
@@ -119,7 +120,7 @@ impl Qwen3Tts {
                 ),
             });
         }
-        let speech = SpeechDecoder::load(&dir.join(speech::SUBDIR))?;
+        let speech = SpeechDecoder::load_with(&dir.join(speech::SUBDIR), codec)?;
         let codebook = speech.config().decoder_config.codebook_size;
         let vocab = config.talker_config.code_predictor_config.stack.vocab_size;
         if codebook < vocab {

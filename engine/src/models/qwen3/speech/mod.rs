@@ -60,6 +60,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::checkpoint::Checkpoint;
+use crate::codec::Codec;
 use crate::kernels::conv::{ConvError, ConvShape};
 use crate::kernels::{rows, Cpu};
 use crate::models::nn::Precision;
@@ -101,8 +102,18 @@ pub struct SpeechDecoder {
 impl SpeechDecoder {
     /// Loads the decoder from a speech tokenizer directory (a checkpoint's [`SUBDIR`]).
     pub fn load(dir: &Path) -> Result<SpeechDecoder, LoadError> {
+        SpeechDecoder::load_with(dir, None)
+    }
+
+    /// [`load`](Self::load), holding the matrices (the pre-transformer's and the upsampling
+    /// stages' pointwise layers) in `codec`; the convolutions and codebooks stay as stored.
+    pub fn load_with(dir: &Path, codec: Option<Codec>) -> Result<SpeechDecoder, LoadError> {
         let config = SpeechConfig::load(dir)?;
         let ckpt = Checkpoint::open(dir)?;
+        let ckpt = match codec {
+            Some(c) => ckpt.with_codec(c),
+            None => ckpt,
+        };
         SpeechDecoder::from_checkpoint(config, &ckpt)
     }
 
