@@ -218,7 +218,7 @@ impl LatencyReport {
         );
         if let Some(r) = &self.run.routes {
             row(
-                "frames skipped / reused / decoded",
+                "skipped / reused / decoded",
                 format!(
                     "{} / {} / {} ({:.1} ms of decoding saved)",
                     r.frames_skipped, r.frames_reused, r.frames_decoded, r.decode_ms_saved

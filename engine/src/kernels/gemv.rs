@@ -193,6 +193,69 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     }
 }
 
+/// yᵢ = Wᵢ·x for several matrices that read the same `x` (a layer's query, key and value
+/// projections; its gate and up projections): `x` is quantized once for all block-format
+/// matrices and the rows of all of them are shared out in one pass over the thread pool,
+/// instead of one wake-up and one quantization per matrix. Each output is the one [`gemv`]
+/// gives that matrix alone, bit for bit. Palette matrices (a table per product) go one at
+/// a time.
+///
+/// ```
+/// use spiral_engine::kernels::{gemv, Cpu};
+/// let (a, b) = ([1.0, 2.0, 3.0, 4.0], [1.0, -1.0]);
+/// let ma = gemv::Matrix::new(2, 2, gemv::Weights::F32(&a)).unwrap();
+/// let mb = gemv::Matrix::new(1, 2, gemv::Weights::F32(&b)).unwrap();
+/// let (mut ya, mut yb) = ([0.0; 2], [0.0; 1]);
+/// gemv::gemv_many(Cpu::best(), &[1.0, 1.0], &mut [(&ma, &mut ya[..]), (&mb, &mut yb[..])]);
+/// assert_eq!((ya, yb), ([3.0, 7.0], [0.0]));
+/// ```
+pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
+    for (m, y) in products.iter() {
+        assert_eq!(
+            (x.len(), y.len()),
+            (m.cols, m.rows),
+            "gemv_many: x or y does not fit a {}x{} matrix",
+            m.rows,
+            m.cols
+        );
+    }
+    if products.iter().any(|(m, _)| matches!(m.weights, Weights::Palette { .. })) {
+        products.iter_mut().for_each(|(m, y)| gemv(cpu, m, x, y));
+        return;
+    }
+    let mut ax = QUANT_X.take();
+    if products.iter().any(|(m, _)| matches!(m.weights, Weights::Quant(..))) {
+        ax.quantize(x);
+    }
+    let cols = x.len();
+    let dot = |m: &Matrix, r: usize| match m.weights {
+        Weights::F32(w) => vector::dot(cpu, &w[r * cols..][..cols], x),
+        Weights::Bf16(w) => bf16::dot_f32(cpu, &w[r * cols..][..cols], x),
+        Weights::Quant(q, w) => {
+            let row_bytes = q.row_bytes(cols);
+            q.dot(cpu, &w[r * row_bytes..][..row_bytes], ax.vector(0, cols))
+        }
+        Weights::Palette { .. } => unreachable!("palette products went one at a time above"),
+    };
+    let bytes: usize = products.iter().map(|(m, _)| m.bytes()).sum();
+    if bytes < PARALLEL_BYTES {
+        for (m, y) in products.iter_mut() {
+            y.iter_mut().enumerate().for_each(|(r, v)| *v = dot(m, r));
+        }
+    } else {
+        let rows: usize = products.iter().map(|(m, _)| m.rows).sum();
+        let chunk = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+        let mut jobs: Vec<(&Matrix, usize, &mut [f32])> = Vec::new();
+        for (m, y) in products.iter_mut() {
+            jobs.extend(y.chunks_mut(chunk).enumerate().map(|(c, ys)| (&**m, c * chunk, ys)));
+        }
+        jobs.into_par_iter().for_each(|(m, first, ys)| {
+            ys.iter_mut().enumerate().for_each(|(i, v)| *v = dot(m, first + i));
+        });
+    }
+    QUANT_X.set(ax);
+}
+
 thread_local! {
     /// Row-major outputs of batched products before they are transposed into place.
     static BATCH_Y: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -260,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn batched_products_equal_one_vector_at_a_time() {
+    fn batched_and_fused_products_equal_one_vector_at_a_time() {
         for (rows, cols, batch) in [(3, 64, 2), (37, 256, 3), (301, 1024, 5)] {
             let wf = random(rows * cols, 21);
             let x = random(batch * cols, 22);
@@ -280,6 +343,17 @@ mod tests {
                         gemv(cpu, &m, &x[b * cols..][..cols], &mut one);
                         assert_eq!(&batched[b * rows..][..rows], &one[..], "{cpu:?} {} vector {b}", weights.format());
                     }
+                }
+                // Every format in one fused product: each output is its own GEMV's.
+                let matrices: Vec<Matrix> = formats.iter().map(|&w| Matrix::new(rows, cols, w).unwrap()).collect();
+                let mut outs = vec![vec![f32::NAN; rows]; matrices.len()];
+                let mut products: Vec<(&Matrix, &mut [f32])> =
+                    matrices.iter().zip(outs.iter_mut()).map(|(m, y)| (m, &mut y[..])).collect();
+                gemv_many(cpu, &x[..cols], &mut products);
+                for (m, y) in matrices.iter().zip(&outs) {
+                    let mut one = vec![0.0; rows];
+                    gemv(cpu, m, &x[..cols], &mut one);
+                    assert_eq!(y, &one, "{cpu:?} {} in gemv_many", m.weights.format());
                 }
             }
         }

@@ -89,6 +89,21 @@ impl Linear {
         self.add_bias(out);
     }
 
+    /// [`forward`](Self::forward) of several linears over the same `x`, each output what
+    /// its own call gives; one position goes through [`gemv::gemv_many`] (one quantization
+    /// of `x`, one pass over the thread pool for all of them).
+    pub fn forward_many(cpu: Cpu, x: &[f32], rows: usize, products: &mut [(&Linear, &mut [f32])]) {
+        if rows != 1 {
+            products.iter_mut().for_each(|(l, out)| l.forward(cpu, x, rows, out));
+            return;
+        }
+        let matrices: Vec<gemv::Matrix> = products.iter().map(|(l, _)| l.weight.matrix()).collect();
+        let mut jobs: Vec<(&gemv::Matrix, &mut [f32])> =
+            matrices.iter().zip(products.iter_mut()).map(|(m, (_, out))| (m, &mut **out)).collect();
+        gemv::gemv_many(cpu, x, &mut jobs);
+        products.iter_mut().for_each(|(l, out)| l.add_bias(out));
+    }
+
     /// `rows` × out_features from `x`, every output row bit for bit the GEMV of that input
     /// row alone, however many come together: for streams whose output must not depend on
     /// how their input was cut. The weights are still read once per call.
@@ -357,9 +372,7 @@ impl Stack {
         let mut q = vec![0.0; rows * heads * hd];
         let mut k = vec![0.0; rows * kv_heads * hd];
         let mut v = vec![0.0; rows * kv_heads * hd];
-        l.proj.q.forward(cpu, x, rows, &mut q);
-        l.proj.k.forward(cpu, x, rows, &mut k);
-        l.proj.v.forward(cpu, x, rows, &mut v);
+        Linear::forward_many(cpu, x, rows, &mut [(&l.proj.q, &mut q), (&l.proj.k, &mut k), (&l.proj.v, &mut v)]);
         let (mut cos, mut sin) = (vec![0.0; hd / 2], vec![0.0; hd / 2]);
         let mut tmp = vec![0.0; hd];
         for r in 0..rows {
@@ -388,8 +401,7 @@ fn mlp(cpu: Cpu, l: &Projections, x: &[f32], rows: usize, out: &mut [f32]) {
     let n = l.gate.out_features();
     let mut gate = vec![0.0; rows * n];
     let mut up = vec![0.0; rows * n];
-    l.gate.forward(cpu, x, rows, &mut gate);
-    l.up.forward(cpu, x, rows, &mut up);
+    Linear::forward_many(cpu, x, rows, &mut [(&l.gate, &mut gate), (&l.up, &mut up)]);
     activation::silu(cpu, &mut gate);
     gate.iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
     l.down.forward(cpu, &gate, rows, out);

@@ -307,13 +307,15 @@ impl SpeechSource {
                     .flat_map(|t| (0..latent.channels).map(move |c| (c, t)))
                     .map(|(c, t)| latent.z[c * latent.frames + t]),
             );
-            let hints = match &mut self.router {
+            let mut hints = match &mut self.router {
                 Some(router) => {
                     let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
                     router.assign_route_hints(&frames)
                 }
-                None => vec![Hint::DECODE; latent.frames],
+                None => Vec::new(),
             };
+            // A router owes one hint per frame; any it did not give is a decode.
+            hints.resize(latent.frames, Hint::DECODE);
             u.hints.extend(hints);
             u.plan = Plan::new(&u.hints, u.complete());
             return Ok(Some(Vec::new()));
