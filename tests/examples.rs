@@ -47,3 +47,16 @@ fn latency_prints_the_summary() {
     let out = run("latency", &[]);
     assert!(out.contains("time to first audio") && out.contains("handed"), "{out}");
 }
+
+#[test]
+fn frame_graph_files_every_frame_and_saves_the_nodes() {
+    let dir = std::env::temp_dir().join(format!("spiral-frame-graph-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nodes.span");
+    let out = run("frame_graph", &["Good morning. Wait, the fox is here.", "--nodes", path.to_str().unwrap()]);
+    let bytes = std::fs::read(&path).unwrap();
+    let nodes = spiral::graph::node::deserialize(&bytes).unwrap();
+    assert!(nodes.len() > 100 && out.contains(&format!("{} nodes", nodes.len())), "{out}");
+    assert!(!out.contains("routes: 0 skipped"), "the pauses were not skipped: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

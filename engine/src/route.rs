@@ -60,6 +60,19 @@ pub trait Router: Send {
     fn played(&mut self, frame: &Pending<'_>, route: Route, audio: &[f32], rate: SampleRate);
 }
 
+/// A router shared with the app, which can look at it between frames (the source holds
+/// the lock only while it asks or tells, on its producer thread, never in the audio
+/// callback).
+impl<R: Router + ?Sized> Router for Arc<std::sync::Mutex<R>> {
+    fn assign_route_hints(&mut self, frames: &[Pending<'_>]) -> Vec<Hint> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).assign_route_hints(frames)
+    }
+
+    fn played(&mut self, frame: &Pending<'_>, route: Route, audio: &[f32], rate: SampleRate) {
+        self.lock().unwrap_or_else(|e| e.into_inner()).played(frame, route, audio, rate)
+    }
+}
+
 /// What a source did with its decoder's input frames, for the latency report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct RouteCounts {

@@ -117,6 +117,11 @@ impl Scheduler {
         &self.graph
     }
 
+    /// The graph, to search it ([`FrameGraph::cascade_search`] counts its queries).
+    pub fn graph_mut(&mut self) -> &mut FrameGraph {
+        &mut self.graph
+    }
+
     fn palette(&mut self, dims: usize) -> &mut Palette {
         let novelty = self.config.novelty;
         self.palette.get_or_insert_with(|| Palette::new(dims, novelty))
