@@ -169,18 +169,21 @@ impl Analyzer {
         let (lo, hi) = self.lags;
         let periodicity = (lo..=hi).map(|l| acf[l] / self.window_acf[l].max(0.1)).fold(0.0f32, f32::max).min(1.0);
 
-        let mut bands = [0.0; BANDS];
+        // Band energies and the strongest bin above DC, in one pass over the spectrum.
+        let (mut bands, mut k, mut strongest) = ([0.0; BANDS], 0, 0.0f32);
         for (b, e) in bands.iter_mut().enumerate() {
-            let bins = &self.spectrum[self.edges[b]..self.edges[b + 1].max(self.edges[b] + 1)];
-            let power: f32 = bins.iter().map(|s| s.norm_sqr()).sum();
+            let from = self.edges[b];
+            let mut power = 0.0;
+            for (i, s) in self.spectrum[from..self.edges[b + 1].max(from + 1)].iter().enumerate() {
+                let p = s.norm_sqr();
+                power += p;
+                if p > strongest && from + i > 0 {
+                    (strongest, k) = (p, from + i);
+                }
+            }
             *e = 10.0 * (power / self.norm).max(FLOOR).log10();
         }
-        let (k, peak) = self.spectrum[1..self.edges[BANDS]]
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.norm_sqr().total_cmp(&b.1.norm_sqr()))
-            .map(|(k, s)| (k + 1, *s))
-            .unwrap_or_default();
+        let peak = self.spectrum[k];
         let size = self.input.len() as f64;
         let turns = (f64::from(peak.im).atan2(f64::from(peak.re)) / std::f64::consts::TAU).rem_euclid(1.0);
         let peak = Phase {
