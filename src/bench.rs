@@ -26,9 +26,12 @@ pub struct Qwen3Bench {
     /// From the request to the first 80 ms of audio (prompt, prefill, one frame's codes
     /// and their decoding).
     pub ttfa_ms: f64,
-    /// Talker and code predictor time per frame (includes the prefill, spread).
+    /// Time per frame spent waiting for the talker and code predictor (includes the
+    /// prefill, spread); they run on their own thread, ahead of the decoder, so this is
+    /// the part the decoding did not hide.
     pub codes_ms_per_frame: f64,
-    /// Speech decoder time per frame.
+    /// Time per frame from its codes to its audio: the speech decoder, sharing the cores
+    /// with the generation of the next frame's codes.
     pub decode_ms_per_frame: f64,
     pub peak_rss_mb: f64,
     /// Weight bytes one frame reads (talker, code predictor, decoder transformer).
