@@ -267,6 +267,17 @@ impl Source for Qwen3Source {
 mod tests {
     use super::*;
 
+    /// A request the generation refuses is the first frame's error, not a silent end.
+    #[test]
+    fn a_refused_request_is_an_error_from_the_generation_thread() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3/gqa4_dialect");
+        let model = Arc::new(Qwen3Tts::load(&dir).unwrap());
+        let request = Request { text: "  ".into(), speaker: Some("eric".into()), language: "chinese".into() };
+        let options = Options::from_config(model.generation_config()).greedy();
+        let e = Qwen3Source::new(model, request, options).next_frame().unwrap_err().to_string();
+        assert!(e.contains("no text"), "{e}");
+    }
+
     /// The source's audio is the decode of the codes it reports, frame by frame.
     #[test]
     fn frames_are_the_decoded_codes() {
