@@ -167,16 +167,23 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     assert_eq!(x.len(), batch * cols, "gemv: x has {} values for {batch} × {} columns", x.len(), cols);
     assert_eq!(y.len(), batch * m.rows, "gemv: y has {} values for {batch} × {} rows", y.len(), m.rows);
     let xs = |b: usize| &x[b * cols..][..cols];
+    let each = |out: &mut [f32], dot: &dyn Fn(usize) -> f32| out.iter_mut().enumerate().for_each(|(b, v)| *v = dot(b));
     match m.weights {
-        Weights::F32(w) => by_rows(m, batch, y, |r, b| vector::dot(cpu, &w[r * cols..][..cols], xs(b))),
-        Weights::Bf16(w) => by_rows(m, batch, y, |r, b| bf16::dot_f32(cpu, &w[r * cols..][..cols], xs(b))),
+        Weights::F32(w) => {
+            by_rows(m, batch, y, |r, out| each(out, &|b| vector::dot(cpu, &w[r * cols..][..cols], xs(b))))
+        }
+        Weights::Bf16(w) => {
+            by_rows(m, batch, y, |r, out| each(out, &|b| bf16::dot_f32(cpu, &w[r * cols..][..cols], xs(b))))
+        }
         Weights::Quant(q, w) => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
             // product that wants the buffers too (it then allocates its own).
             let mut ax = QUANT_X.take();
             ax.quantize(x);
             let row_bytes = q.row_bytes(cols);
-            by_rows(m, batch, y, |r, b| q.dot(cpu, &w[r * row_bytes..][..row_bytes], ax.vector(b, cols)));
+            let vectors: Vec<_> = (0..batch).map(|b| ax.vector(b, cols)).collect();
+            by_rows(m, batch, y, |r, out| q.dot_many(cpu, &w[r * row_bytes..][..row_bytes], &vectors, out));
+            drop(vectors);
             QUANT_X.set(ax);
         }
         // One table per vector (a table is as large as a few rows of weights), so the
@@ -186,7 +193,9 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
             let per_row = indices.len() / m.rows.max(1);
             for (b, y) in y.chunks_exact_mut(m.rows).enumerate() {
                 palette::table(xs(b), codebooks, &mut table);
-                by_rows(m, 1, y, |r, _| scales[r] * palette::dot(cpu, &indices[r * per_row..][..per_row], &table));
+                by_rows(m, 1, y, |r, out| {
+                    out[0] = scales[r] * palette::dot(cpu, &indices[r * per_row..][..per_row], &table)
+                });
             }
             PALETTE_TABLE.set(table);
         }
@@ -261,16 +270,16 @@ thread_local! {
     static BATCH_Y: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fills y[b][r] = dot(r, b) for every weight row r and vector b, across the thread pool
-/// when the matrix is large; the vectors of one row are done together so the row is read
-/// from memory once.
-fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], dot: impl Fn(usize, usize) -> f32 + Sync) {
+/// Fills y[b][r] for every weight row r and vector b (`row(r, outs)` writes row r's
+/// `batch` outputs), across the thread pool when the matrix is large; the vectors of one
+/// row are done together so the row is read from memory once.
+fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], row: impl Fn(usize, &mut [f32]) + Sync) {
     if batch == 0 {
         return;
     }
     let fill = |rows: &mut [f32], first: usize| {
         for (i, out) in rows.chunks_exact_mut(batch).enumerate() {
-            out.iter_mut().enumerate().for_each(|(b, v)| *v = dot(first + i, b));
+            row(first + i, out);
         }
     };
     let mut by_row = if batch == 1 { Vec::new() } else { BATCH_Y.take() };
@@ -324,7 +333,7 @@ mod tests {
 
     #[test]
     fn batched_and_fused_products_equal_one_vector_at_a_time() {
-        for (rows, cols, batch) in [(3, 64, 2), (37, 256, 3), (301, 1024, 5)] {
+        for (rows, cols, batch) in [(3, 64, 2), (37, 256, 3), (301, 1024, 5), (9, 512, 8)] {
             let wf = random(rows * cols, 21);
             let x = random(batch * cols, 22);
             let mut wb = vec![0u16; wf.len()];

@@ -218,10 +218,19 @@ pub(crate) mod avx512 {
     /// is also the order of the 64 activations they meet. The weights are unsigned, so
     /// the unsigned×signed byte product needs no sign trick.
     macro_rules! dot_body {
-        ($name:ident, $features:literal, $ints:expr) => {
+        ($name:ident, $many:ident, $features:literal, $ints:expr) => {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(row: &[u8], x: Vector) -> f32 {
-                let (mut acc, mut mins) = ([_mm512_setzero_ps(); 2], _mm256_setzero_ps());
+                $many(row, [x])[0]
+            }
+
+            /// The dot of `row` with each of `N` vectors, unpacking each block of the row
+            /// once for all of them; each result is bit for bit the single dot's (every
+            /// vector goes through the same operations in the same order).
+            #[target_feature(enable = $features)]
+            pub unsafe fn $many<const N: usize>(row: &[u8], xs: [Vector; N]) -> [f32; N] {
+                let mut acc = [[_mm512_setzero_ps(); 2]; N];
+                let mut mins = [_mm256_setzero_ps(); N];
                 let nib = _mm256_set1_epi8(0x0F);
                 // Lane i of the step for sub-blocks (2c, 2c+1) takes factor 2c + i / 8.
                 let pick = |c: i32| {
@@ -247,35 +256,41 @@ pub(crate) mod avx512 {
                 let picks = [pick(0), pick(1), pick(2), pick(3)];
                 for b in 0..row.len() / BLOCK_BYTES {
                     let block = row.as_ptr().add(b * BLOCK_BYTES);
-                    let (scales, m) =
-                        super::avx2::factors(block, x.scales.as_ptr().add(b * SUBS), x.sums.as_ptr().add(b * SUBS));
-                    mins = _mm256_add_ps(mins, m);
-                    let scales = _mm512_castps256_ps512(scales);
+                    let mut scales = [_mm512_setzero_ps(); N];
+                    for (v, x) in xs.iter().enumerate() {
+                        let (s, m) =
+                            super::avx2::factors(block, x.scales.as_ptr().add(b * SUBS), x.sums.as_ptr().add(b * SUBS));
+                        mins[v] = _mm256_add_ps(mins[v], m);
+                        scales[v] = _mm512_castps256_ps512(s);
+                    }
                     for (c, pick) in picks.iter().enumerate() {
                         let q = _mm256_loadu_si256(block.add(16 + 32 * c) as *const __m256i);
                         let lo = _mm256_and_si256(q, nib);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
                         let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                        let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK + 64 * c) as *const __m512i);
-                        let ints: __m512i = $ints(w, xq);
-                        let scale = _mm512_permutexvar_ps(*pick, scales);
-                        acc[c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc[c & 1]);
+                        for (v, x) in xs.iter().enumerate() {
+                            let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK + 64 * c) as *const __m512i);
+                            let ints: __m512i = $ints(w, xq);
+                            let scale = _mm512_permutexvar_ps(*pick, scales[v]);
+                            acc[v][c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc[v][c & 1]);
+                        }
                     }
                 }
-                _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - crate::kernels::vector::avx2::hsum(mins)
+                std::array::from_fn(|v| {
+                    _mm512_reduce_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]))
+                        - crate::kernels::vector::avx2::hsum(mins[v])
+                })
             }
         };
     }
 
-    dot_body!(dot, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", |w, x| _mm512_madd_epi16(
+    dot_body!(dot, dot_many, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", |w, x| _mm512_madd_epi16(
         _mm512_maddubs_epi16(w, x),
         _mm512_set1_epi16(1)
     ));
-    dot_body!(dot_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", |w, x| _mm512_dpbusd_epi32(
-        _mm512_setzero_si512(),
-        w,
-        x
-    ));
+    dot_body!(dot_vnni, dot_many_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", |w, x| {
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x)
+    });
 }
 
 #[cfg(test)]

@@ -113,6 +113,34 @@ impl Quant {
     }
 
     /// The dot product of the encoded row `bytes` with the quantized vector `x`.
+    /// `out[b]` = [`dot`](Self::dot) of the row with `xs[b]`, bit for bit, reading and
+    /// unpacking the row once for several vectors where the format and level have a kernel
+    /// for it (q4_k from AVX-512 on, four vectors at a time: a prompt's positions).
+    pub fn dot_many(self, cpu: Cpu, bytes: &[u8], xs: &[Vector], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "one output per vector");
+        let mut done = 0;
+        if self == Quant::Q4K && cpu.isa() >= Isa::Avx512 {
+            for (x4, o4) in xs.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+                let x4: [Vector; 4] = std::array::from_fn(|i| x4[i]);
+                for x in x4 {
+                    assert_eq!(bytes.len(), self.row_bytes(x.len()), "q4_k row against {} values", x.len());
+                }
+                // SAFETY: the `Cpu` token proves the level's instructions exist.
+                let dots = unsafe {
+                    match cpu.isa() {
+                        Isa::Avx512 => q4k::avx512::dot_many(bytes, x4),
+                        _ => q4k::avx512::dot_many_vnni(bytes, x4),
+                    }
+                };
+                o4.copy_from_slice(&dots);
+                done += 4;
+            }
+        }
+        for (o, x) in out[done..].iter_mut().zip(&xs[done..]) {
+            *o = self.dot(cpu, bytes, *x);
+        }
+    }
+
     pub fn dot(self, cpu: Cpu, bytes: &[u8], x: Vector) -> f32 {
         assert_eq!(bytes.len(), self.row_bytes(x.quants.len()), "{} row against {} values", self.name(), x.len());
         // Each format has the same paths; the `Cpu` token picks one.
