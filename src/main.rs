@@ -451,7 +451,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     let source = Qwen3Source::new(model, request, options)
         .with_cpu(cpu)
         .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
-        .with_router(scheduler(args, dims));
+        .with_router(scheduler(args, dims)?);
     let code = run_output(Box::new(source), &args.output, start)?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
@@ -502,20 +502,23 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             SpeechSource::lines(voice, rx)
         }
     };
-    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler(&args, channels));
+    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler(&args, channels)?);
     run_output(Box::new(source), &args.output, start)
 }
 
 /// The frame graph's scheduler as `--no-skip` and `--reuse-max` ask, for a decoder whose
 /// input frames have `dims` values.
-fn scheduler(args: &SpeakArgs, dims: usize) -> spiral::graph::Scheduler {
+fn scheduler(args: &SpeakArgs, dims: usize) -> Result<spiral::graph::Scheduler, String> {
     use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
-    Scheduler::new(SchedulerConfig {
+    if !(args.reuse_max.is_finite() && args.reuse_max >= 0.0) {
+        return Err(format!("--reuse-max {} must be a distance of 0 or more (0: never reuse)", args.reuse_max));
+    }
+    Ok(Scheduler::new(SchedulerConfig {
         enabled: !args.no_skip,
         reuse_max: args.reuse_max,
         cascade: CascadeConfig { dims, ..CascadeConfig::default() },
         ..SchedulerConfig::default()
-    })
+    }))
 }
 
 fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {

@@ -338,6 +338,15 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(hound::WavReader::open(&by_path).unwrap().duration() > 2_000);
 
+    // A nonsensical scheduler setting is refused before anything is spoken.
+    let bad = spiral(&["speak", "Hi.", "--reuse-max=-1", "--sink", "null"], &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--reuse-max -1"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     // A voice that is not there, and one without its config: clear errors, exit 1.
     let missing = spiral(&["speak", "Hi.", "--voice", "/nonexistent/v.onnx", "--sink", "null"], &[]);
     assert_eq!(missing.status.code(), Some(1));
