@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use super::cpu::Cpu;
-use super::quant::{Activations, Quant};
+use super::quant::{Activations, Quant, Vector};
 use super::{bf16, palette, vector};
 
 /// The storage of a row-major weight matrix.
@@ -106,6 +106,25 @@ impl<'a> Matrix<'a> {
         self.rows
     }
 
+    /// Row `r` against each vector: `out[b]` takes `x`'s vector `b` (f32 and bf16 rows) or
+    /// its quantized form `xq[b]` (block-format rows). Palette rows multiply a table
+    /// instead, per vector, so they never come here.
+    fn row_dots(&self, cpu: Cpu, r: usize, x: &[f32], xq: &[Vector], out: &mut [f32]) {
+        let cols = self.cols;
+        let each = |out: &mut [f32], dot: &dyn Fn(&[f32]) -> f32| {
+            out.iter_mut().zip(x.chunks_exact(cols)).for_each(|(v, x)| *v = dot(x))
+        };
+        match self.weights {
+            Weights::F32(w) => each(out, &|x| vector::dot(cpu, &w[r * cols..][..cols], x)),
+            Weights::Bf16(w) => each(out, &|x| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
+            Weights::Quant(q, w) => {
+                let row_bytes = q.row_bytes(cols);
+                q.dot_many(cpu, &w[r * row_bytes..][..row_bytes], xq, out)
+            }
+            Weights::Palette { .. } => unreachable!("palette rows multiply a table, one vector at a time"),
+        }
+    }
+
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -167,23 +186,16 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     assert_eq!(x.len(), batch * cols, "gemv: x has {} values for {batch} × {} columns", x.len(), cols);
     assert_eq!(y.len(), batch * m.rows, "gemv: y has {} values for {batch} × {} rows", y.len(), m.rows);
     let xs = |b: usize| &x[b * cols..][..cols];
-    let each = |out: &mut [f32], dot: &dyn Fn(usize) -> f32| out.iter_mut().enumerate().for_each(|(b, v)| *v = dot(b));
     match m.weights {
-        Weights::F32(w) => {
-            by_rows(m, batch, y, |r, out| each(out, &|b| vector::dot(cpu, &w[r * cols..][..cols], xs(b))))
-        }
-        Weights::Bf16(w) => {
-            by_rows(m, batch, y, |r, out| each(out, &|b| bf16::dot_f32(cpu, &w[r * cols..][..cols], xs(b))))
-        }
-        Weights::Quant(q, w) => {
+        Weights::F32(_) | Weights::Bf16(_) => by_rows(m, batch, y, |r, out| m.row_dots(cpu, r, x, &[], out)),
+        Weights::Quant(..) => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
             // product that wants the buffers too (it then allocates its own).
             let mut ax = QUANT_X.take();
             ax.quantize(x);
-            let row_bytes = q.row_bytes(cols);
-            let vectors: Vec<_> = (0..batch).map(|b| ax.vector(b, cols)).collect();
-            by_rows(m, batch, y, |r, out| q.dot_many(cpu, &w[r * row_bytes..][..row_bytes], &vectors, out));
-            drop(vectors);
+            let xq: Vec<_> = (0..batch).map(|b| ax.vector(b, cols)).collect();
+            by_rows(m, batch, y, |r, out| m.row_dots(cpu, r, x, &xq, out));
+            drop(xq);
             QUANT_X.set(ax);
         }
         // One table per vector (a table is as large as a few rows of weights), so the
@@ -233,18 +245,18 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
         return;
     }
     let mut ax = QUANT_X.take();
-    if products.iter().any(|(m, _)| matches!(m.weights, Weights::Quant(..))) {
+    let quantized;
+    let xq: &[Vector] = if products.iter().any(|(m, _)| matches!(m.weights, Weights::Quant(..))) {
         ax.quantize(x);
-    }
-    let cols = x.len();
-    let dot = |m: &Matrix, r: usize| match m.weights {
-        Weights::F32(w) => vector::dot(cpu, &w[r * cols..][..cols], x),
-        Weights::Bf16(w) => bf16::dot_f32(cpu, &w[r * cols..][..cols], x),
-        Weights::Quant(q, w) => {
-            let row_bytes = q.row_bytes(cols);
-            q.dot(cpu, &w[r * row_bytes..][..row_bytes], ax.vector(0, cols))
-        }
-        Weights::Palette { .. } => unreachable!("palette products went one at a time above"),
+        quantized = [ax.vector(0, x.len())];
+        &quantized
+    } else {
+        &[]
+    };
+    let dot = |m: &Matrix, r: usize| {
+        let mut y = 0.0;
+        m.row_dots(cpu, r, x, xq, std::slice::from_mut(&mut y));
+        y
     };
     let bytes: usize = products.iter().map(|(m, _)| m.bytes()).sum();
     if bytes < PARALLEL_BYTES {
