@@ -127,7 +127,8 @@ impl Analyzer {
             levels: [FLOOR.log10() * 10.0; 2],
             window,
         };
-        analyzer.window_acf = analyzer.autocorrelation(&vec![1.0; len]);
+        analyzer.autocorrelation(&vec![1.0; len]);
+        analyzer.window_acf = analyzer.acf[..len].to_vec();
         analyzer
     }
 
@@ -140,9 +141,10 @@ impl Analyzer {
         self.rate
     }
 
-    /// Normalized autocorrelation of `x` through the window (power spectrum, inverse FFT);
-    /// leaves the spectrum of the windowed `x` in `self.spectrum`.
-    fn autocorrelation(&mut self, x: &[f32]) -> Vec<f32> {
+    /// Normalized autocorrelation of `x` through the window (power spectrum, inverse FFT),
+    /// into `self.acf` (its first window-length lags); leaves the spectrum of the windowed
+    /// `x` in `self.spectrum`.
+    fn autocorrelation(&mut self, x: &[f32]) {
         self.input.fill(0.0);
         for ((i, x), w) in self.input.iter_mut().zip(x).zip(&self.window) {
             *i = x * w;
@@ -153,7 +155,8 @@ impl Analyzer {
         }
         self.inverse.process(&mut self.power, &mut self.acf).expect("buffer sizes match the plan");
         let zero = self.acf[0].max(FLOOR);
-        self.acf[..self.window.len()].iter().map(|r| r / zero).collect()
+        let len = self.window.len();
+        self.acf[..len].iter_mut().for_each(|r| *r /= zero);
     }
 
     /// Analyses the next frame of the stream.
@@ -164,10 +167,10 @@ impl Analyzer {
         self.history[keep..].copy_from_slice(&frame[frame.len().saturating_sub(len)..]);
 
         let history = std::mem::take(&mut self.history);
-        let acf = self.autocorrelation(&history);
+        self.autocorrelation(&history);
         self.history = history;
         let (lo, hi) = self.lags;
-        let periodicity = (lo..=hi).map(|l| acf[l] / self.window_acf[l].max(0.1)).fold(0.0f32, f32::max).min(1.0);
+        let periodicity = (lo..=hi).map(|l| self.acf[l] / self.window_acf[l].max(0.1)).fold(0.0f32, f32::max).min(1.0);
 
         // Band energies and the strongest bin above DC, in one pass over the spectrum.
         let (mut bands, mut k, mut strongest) = ([0.0; BANDS], 0, 0.0f32);
