@@ -240,9 +240,7 @@ impl FrameGraph {
             self.graph.add_edge(m.node, at, Edge::Similar(m.distance));
         }
         let mut bands = [0u16; LANES];
-        for (lane, b) in bands.iter_mut().zip(node.bands()) {
-            *lane = half::bf16::from_f32(b).to_bits();
-        }
+        bands[..BANDS].copy_from_slice(&node.band_bits());
         self.routes[role.slot()][usize::from(node.palette)].push_back(Filed { at, bands });
         self.order.push_back(at);
         at

@@ -64,7 +64,12 @@ impl AudioNode {
 
     /// Band energies in dB.
     pub fn bands(&self) -> [f32; BANDS] {
-        self.bands.map(|b| bf16::from_le_bytes(b).to_f32())
+        self.band_bits().map(|b| bf16::from_bits(b).to_f32())
+    }
+
+    /// Band energies as stored: bf16 bit patterns.
+    pub fn band_bits(&self) -> [u16; BANDS] {
+        self.bands.map(u16::from_le_bytes)
     }
 
     /// The PVQ code of the band shape.
