@@ -185,9 +185,8 @@ impl Qwen3Source {
         }
         let (cpu, model) = (self.cpu, self.audio.borrow_owner().clone());
         let Some(router) = &mut self.router else {
-            let started = Instant::now();
-            let samples = self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
-            self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
+            let (samples, ms) = decode(&mut self.audio, cpu, &codes)?;
+            self.counts.add(Route::Decode, 1, ms);
             return Ok(Some(samples));
         };
         let latent = model.speech().latent(cpu, &codes, 1).map_err(error)?;
@@ -195,40 +194,40 @@ impl Qwen3Source {
         let hint = router.assign_route_hints(&[pending]).pop().unwrap_or(Hint::DECODE);
         let per_frame = model.speech().samples_per_frame();
         let fill = hint.audio.filter(|a| hint.route == Route::Reuse && a.len() == per_frame);
-        let started = Instant::now();
         let (samples, route) = match self.live.step(hint.route) {
-            LiveStep::Decode { restart, fade_in } => {
-                if restart {
-                    self.audio = Audio::new(model.clone(), |m| m.speech().stream());
-                    let warm = &self.previous.0;
-                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, warm, 1)).map_err(error)?;
-                    self.counts.warm(started.elapsed().as_secs_f64() * 1e3);
-                }
-                let started = Instant::now();
-                let mut samples =
-                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
-                if fade_in {
-                    crossfade_frame(&mut samples, self.previous.1.as_deref(), true);
-                }
-                self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
-                (samples, Route::Decode)
-            }
-            LiveStep::FadeOut => {
-                let mut samples =
-                    self.audio.with_dependent_mut(|_, stream| stream.push(cpu, &codes, 1)).map_err(error)?;
-                crossfade_frame(&mut samples, fill.as_deref(), false);
-                self.counts.add(Route::Decode, 1, started.elapsed().as_secs_f64() * 1e3);
-                (samples, Route::Decode)
-            }
             LiveStep::Fill => {
                 self.counts.add(hint.route, 1, 0.0);
                 (fill.as_deref().map_or_else(|| vec![0.0; per_frame], <[f32]>::to_vec), hint.route)
+            }
+            step => {
+                if let LiveStep::Decode { restart: true, .. } = step {
+                    self.audio = Audio::new(model.clone(), |m| m.speech().stream());
+                    let (_, ms) = decode(&mut self.audio, cpu, &self.previous.0)?;
+                    self.counts.warm(ms);
+                }
+                let (mut samples, ms) = decode(&mut self.audio, cpu, &codes)?;
+                match step {
+                    LiveStep::Decode { fade_in: true, .. } => {
+                        crossfade_frame(&mut samples, self.previous.1.as_deref(), true)
+                    }
+                    LiveStep::FadeOut => crossfade_frame(&mut samples, fill.as_deref(), false),
+                    _ => {}
+                }
+                self.counts.add(Route::Decode, 1, ms);
+                (samples, Route::Decode)
             }
         };
         router.played(&pending, route, &samples, SampleRate(model.speech().sample_rate()));
         self.previous = (codes, fill);
         Ok(Some(samples))
     }
+}
+
+/// One frame of codes through the decoder stream, and the milliseconds it took.
+fn decode(audio: &mut Audio, cpu: Cpu, codes: &[u32]) -> Result<(Vec<f32>, f64), SourceError> {
+    let started = Instant::now();
+    let samples = audio.with_dependent_mut(|_, stream| stream.push(cpu, codes, 1)).map_err(error)?;
+    Ok((samples, started.elapsed().as_secs_f64() * 1e3))
 }
 
 fn error(e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
