@@ -63,6 +63,17 @@ self_cell::self_cell!(
     }
 );
 
+/// Where the sentence's generator stream stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GeneratorState {
+    /// Made and not fed yet.
+    Fresh,
+    /// Fed; its look-ahead holds audio until it is finished.
+    Open,
+    /// Finished (at a cut): replaced before it decodes again.
+    Finished,
+}
+
 /// One sentence being decoded.
 struct Utterance {
     prior: Latent,
@@ -78,10 +89,7 @@ struct Utterance {
     plan: Plan,
     /// The next latent frame to decode or fill.
     pos: usize,
-    /// The generator has been fed since it was last finished (or made).
-    open: bool,
-    /// The generator was finished at a cut and must be replaced before it decodes again.
-    stale: bool,
+    generator: GeneratorState,
     /// Samples of this sentence handed out, and those of a frame not yet reported whole.
     emitted: usize,
     partial: Vec<f32>,
@@ -244,8 +252,7 @@ impl SpeechSource {
             hints: Vec::new(),
             plan: Plan::default(),
             pos: 0,
-            open: false,
-            stale: false,
+            generator: GeneratorState::Fresh,
             emitted: 0,
             partial: Vec::new(),
             reported: 0,
@@ -265,8 +272,9 @@ impl SpeechSource {
                 for frame in cut.fill.clone() {
                     counts.add(u.hints[frame].route, 1, 0.0);
                 }
+                // The decoding before a cut finished the stream at the cut.
+                debug_assert_ne!(u.generator, GeneratorState::Open);
                 u.pos = cut.fill.end;
-                u.stale |= u.open;
                 u.plan.fill(&u.hints, hop, cut.fill)
             } else {
                 let end = u.plan.next_fill(u.pos).unwrap_or(u.plan.decided);
@@ -275,8 +283,9 @@ impl SpeechSource {
                 let z = u.columns(u.pos, to);
                 let n = to - u.pos;
                 let started = Instant::now();
+                let finished = u.generator == GeneratorState::Finished;
                 let mut audio = u.decoder.with_dependent_mut(|voice, s| {
-                    if std::mem::take(&mut u.stale) {
+                    if finished {
                         s.generator = voice.model().generator().stream();
                     }
                     match last {
@@ -285,7 +294,7 @@ impl SpeechSource {
                     }
                 })?;
                 counts.add(Route::Decode, n as u64, started.elapsed().as_secs_f64() * 1e3);
-                (u.open, u.stale) = (!last, last);
+                u.generator = if last { GeneratorState::Finished } else { GeneratorState::Open };
                 u.pos = to;
                 u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
                 audio
@@ -319,8 +328,9 @@ impl SpeechSource {
             u.hints.extend(hints);
             u.plan = Plan::new(&u.hints, u.complete());
             return Ok(Some(Vec::new()));
-        } else if std::mem::take(&mut u.open) {
+        } else if u.generator == GeneratorState::Open {
             // The generator's look-ahead holds the last frames' audio.
+            u.generator = GeneratorState::Finished;
             let started = Instant::now();
             let mut audio = u.decoder.with_dependent_mut(|_, s| s.generator.finish(cpu, &[], 0))?;
             counts.add(Route::Decode, 0, started.elapsed().as_secs_f64() * 1e3);
