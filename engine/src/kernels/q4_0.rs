@@ -191,15 +191,7 @@ pub(crate) mod avx512 {
         };
     }
 
-    dot_pairs!(dot, "avx512f,avx512bw,avx512vl,avx2,fma,f16c", |w, x| _mm512_madd_epi16(
-        _mm512_maddubs_epi16(w, x),
-        _mm512_set1_epi16(1)
-    ));
-    dot_pairs!(dot_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", |w, x| _mm512_dpbusd_epi32(
-        _mm512_setzero_si512(),
-        w,
-        x
-    ));
+    crate::kernels::quant::avx512_levels!(dot_pairs!(dot)(dot_vnni));
 }
 
 #[cfg(test)]

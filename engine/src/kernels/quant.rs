@@ -29,6 +29,23 @@
 use super::cpu::{Cpu, Isa};
 use super::{q4_0, q4k, q8};
 
+/// Instantiates a format's AVX-512 dot body (a macro taking the functions' names, their
+/// target features and the block product of unsigned by signed bytes) at the AVX-512 level
+/// and at the VNNI level, which differ only in how four byte products become one i32 lane:
+/// `maddubs` then `madd`, or one `VPDPBUSD`.
+macro_rules! avx512_levels {
+    ($body:ident! ($($plain:ident),+) ($($vnni:ident),+)) => {
+        $body!($($plain,)+ "avx512f,avx512bw,avx512vl,avx2,fma,f16c", |u, s| _mm512_madd_epi16(
+            _mm512_maddubs_epi16(u, s),
+            _mm512_set1_epi16(1)
+        ));
+        $body!($($vnni,)+ "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", |u, s| {
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s)
+        });
+    };
+}
+pub(crate) use avx512_levels;
+
 /// A block format for weight rows.
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
