@@ -69,14 +69,24 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(row: &[u8], x: Vector) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for b in 0..x.scales.len() {
+        let (blocks, xs) = (x.scales.len(), x.scales.as_ptr());
+        let one = |b: usize, acc: __m256| {
             let w = row.as_ptr().add(b * BLOCK_BYTES);
             let ints = block(w.add(2), x.quants.as_ptr().add(b * BLOCK));
-            let scale = _mm256_set1_ps(scale(w) * x.scales[b]);
-            acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), scale, acc[b & 1]);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_set1_ps(scale(w) * *xs.add(b)), acc)
+        };
+        // Named accumulators, as in the AVX-512 body below.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= blocks {
+            acc0 = one(b, acc0);
+            acc1 = one(b + 1, acc1);
+            b += 2;
         }
-        crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc[0], acc[1]))
+        if b < blocks {
+            acc0 = one(b, acc0);
+        }
+        crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc0, acc1))
     }
 }
 
@@ -108,21 +118,33 @@ pub(crate) mod avx512 {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(row: &[u8], x: Vector) -> f32 {
                 let blocks = x.scales.len();
-                let mut acc = [_mm512_setzero_ps(); 2];
-                let mut b = 0;
-                while b + 2 <= blocks {
+                let xs = x.scales.as_ptr();
+                // Blocks b and b + 1 added to `acc`.
+                let pair = |b: usize, acc: __m512| {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
                     let (ux, sw) = operands(w, x.quants.as_ptr().add(b * BLOCK));
                     let ints: __m512i = $ints(ux, sw);
                     let scale = _mm512_mask_blend_ps(
                         0xFF00,
-                        _mm512_set1_ps(scale(w) * x.scales[b]),
-                        _mm512_set1_ps(scale(w.add(BLOCK_BYTES)) * x.scales[b + 1]),
+                        _mm512_set1_ps(scale(w) * *xs.add(b)),
+                        _mm512_set1_ps(scale(w.add(BLOCK_BYTES)) * *xs.add(b + 1)),
                     );
-                    acc[(b / 2) & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc[(b / 2) & 1]);
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc)
+                };
+                // Two accumulators named, not indexed by the step: an indexed pair lived on
+                // the stack, every step waiting on the store of the one before last.
+                let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut b = 0;
+                while b + 4 <= blocks {
+                    acc0 = pair(b, acc0);
+                    acc1 = pair(b + 2, acc1);
+                    b += 4;
+                }
+                if b + 2 <= blocks {
+                    acc0 = pair(b, acc0);
                     b += 2;
                 }
-                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
                 if b < blocks {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
                     let ints = super::avx2::block(w.add(2), x.quants.as_ptr().add(b * BLOCK));
