@@ -44,9 +44,8 @@ fn memory_bound(c: &mut Criterion) {
     // splits its rows (a few contiguous chunks per thread).
     let stream = values(bytes / 4);
     let chunk = stream.len().div_ceil(rayon::current_num_threads() * 4);
-    let roof = |b: &mut criterion::Bencher| {
-        b.iter(|| stream.par_chunks(chunk).map(|c| vector::dot(best, c, c)).sum::<f32>())
-    };
+    let roof =
+        |b: &mut criterion::Bencher| b.iter(|| stream.par_chunks(chunk).map(|c| vector::dot(best, c, c)).sum::<f32>());
     group.bench_function("stream_read_baseline", roof);
 
     // 2048 columns, as in the Qwen3-TTS projections: x stays in L1 and rows stream by.

@@ -106,20 +106,35 @@ impl<'a> Matrix<'a> {
         self.rows
     }
 
-    /// Row `r` against each vector: `out[b]` takes `x`'s vector `b` (f32 and bf16 rows) or
-    /// its quantized form `xq[b]` (block-format rows). Palette rows multiply a table
-    /// instead, per vector, so they never come here.
-    fn row_dots(&self, cpu: Cpu, r: usize, x: &[f32], xq: &[Vector], out: &mut [f32]) {
+    /// Rows `first..` against each vector, as many rows as `out` has room for: `out` holds
+    /// each row's outputs one after another, output `b` of a row for `x`'s vector `b` (f32
+    /// and bf16 rows) or for its quantized form `xq[b]` (block-format rows). Palette rows
+    /// multiply a table instead, per vector, so they never come here.
+    fn row_dots(&self, cpu: Cpu, first: usize, x: &[f32], xq: &[Vector], out: &mut [f32]) {
         let cols = self.cols;
-        let each = |out: &mut [f32], dot: &dyn Fn(&[f32]) -> f32| {
-            out.iter_mut().zip(x.chunks_exact(cols)).for_each(|(v, x)| *v = dot(x))
+        let batch = match self.weights {
+            Weights::Quant(..) => xq.len(),
+            _ => x.len() / cols.max(1),
+        };
+        let count = out.len() / batch.max(1);
+        let each = |out: &mut [f32], dot: &dyn Fn(usize, &[f32]) -> f32| {
+            for (r, out) in (first..first + count).zip(out.chunks_exact_mut(batch)) {
+                out.iter_mut().zip(x.chunks_exact(cols)).for_each(|(v, x)| *v = dot(r, x))
+            }
         };
         match self.weights {
-            Weights::F32(w) => each(out, &|x| vector::dot(cpu, &w[r * cols..][..cols], x)),
-            Weights::Bf16(w) => each(out, &|x| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
+            Weights::F32(w) => each(out, &|r, x| vector::dot(cpu, &w[r * cols..][..cols], x)),
+            Weights::Bf16(w) => each(out, &|r, x| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
             Weights::Quant(q, w) => {
                 let row_bytes = q.row_bytes(cols);
-                q.dot_many(cpu, &w[r * row_bytes..][..row_bytes], xq, out)
+                let rows = &w[first * row_bytes..][..count * row_bytes];
+                match xq {
+                    [x] => q.dot_rows(cpu, rows, *x, out),
+                    _ => rows
+                        .chunks_exact(row_bytes)
+                        .zip(out.chunks_exact_mut(batch))
+                        .for_each(|(row, out)| q.dot_many(cpu, row, xq, out)),
+                }
             }
             Weights::Palette { .. } => unreachable!("palette rows multiply a table, one vector at a time"),
         }
@@ -187,14 +202,14 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     assert_eq!(y.len(), batch * m.rows, "gemv: y has {} values for {batch} × {} rows", y.len(), m.rows);
     let xs = |b: usize| &x[b * cols..][..cols];
     match m.weights {
-        Weights::F32(_) | Weights::Bf16(_) => by_rows(m, batch, y, |r, out| m.row_dots(cpu, r, x, &[], out)),
+        Weights::F32(_) | Weights::Bf16(_) => by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, x, &[], out)),
         Weights::Quant(..) => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
             // product that wants the buffers too (it then allocates its own).
             let mut ax = QUANT_X.take();
             ax.quantize(x);
             let xq: Vec<_> = (0..batch).map(|b| ax.vector(b, cols)).collect();
-            by_rows(m, batch, y, |r, out| m.row_dots(cpu, r, x, &xq, out));
+            by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, x, &xq, out));
             drop(xq);
             QUANT_X.set(ax);
         }
@@ -205,8 +220,10 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
             let per_row = indices.len() / m.rows.max(1);
             for (b, y) in y.chunks_exact_mut(m.rows).enumerate() {
                 palette::table(xs(b), codebooks, &mut table);
-                by_rows(m, 1, y, |r, out| {
-                    out[0] = scales[r] * palette::dot(cpu, &indices[r * per_row..][..per_row], &table)
+                by_rows(m, 1, y, |first, out| {
+                    for (r, out) in (first..).zip(out) {
+                        *out = scales[r] * palette::dot(cpu, &indices[r * per_row..][..per_row], &table)
+                    }
                 });
             }
             PALETTE_TABLE.set(table);
@@ -253,15 +270,10 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
     } else {
         &[]
     };
-    let dot = |m: &Matrix, r: usize| {
-        let mut y = 0.0;
-        m.row_dots(cpu, r, x, xq, std::slice::from_mut(&mut y));
-        y
-    };
     let bytes: usize = products.iter().map(|(m, _)| m.bytes()).sum();
     if bytes < PARALLEL_BYTES {
         for (m, y) in products.iter_mut() {
-            y.iter_mut().enumerate().for_each(|(r, v)| *v = dot(m, r));
+            m.row_dots(cpu, 0, x, xq, y);
         }
     } else {
         let rows: usize = products.iter().map(|(m, _)| m.rows).sum();
@@ -270,9 +282,7 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
         for (m, y) in products.iter_mut() {
             jobs.extend(y.chunks_mut(chunk).enumerate().map(|(c, ys)| (&**m, c * chunk, ys)));
         }
-        jobs.into_par_iter().for_each(|(m, first, ys)| {
-            ys.iter_mut().enumerate().for_each(|(i, v)| *v = dot(m, first + i));
-        });
+        jobs.into_par_iter().for_each(|(m, first, ys)| m.row_dots(cpu, first, x, xq, ys));
     }
     QUANT_X.set(ax);
 }
@@ -282,18 +292,14 @@ thread_local! {
     static BATCH_Y: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fills y[b][r] for every weight row r and vector b (`row(r, outs)` writes row r's
-/// `batch` outputs), across the thread pool when the matrix is large; the vectors of one
-/// row are done together so the row is read from memory once.
-fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], row: impl Fn(usize, &mut [f32]) + Sync) {
+/// Fills y[b][r] for every weight row r and vector b (`rows(first, outs)` writes the
+/// `batch` outputs of each row from `first` on, as many rows as `outs` holds), across the
+/// thread pool when the matrix is large; the vectors of one row are done together so the
+/// row is read from memory once.
+fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], rows: impl Fn(usize, &mut [f32]) + Sync) {
     if batch == 0 {
         return;
     }
-    let fill = |rows: &mut [f32], first: usize| {
-        for (i, out) in rows.chunks_exact_mut(batch).enumerate() {
-            row(first + i, out);
-        }
-    };
     let mut by_row = if batch == 1 { Vec::new() } else { BATCH_Y.take() };
     let dest: &mut [f32] = if batch == 1 {
         &mut *y
@@ -302,11 +308,11 @@ fn by_rows(m: &Matrix, batch: usize, y: &mut [f32], row: impl Fn(usize, &mut [f3
         &mut by_row
     };
     if m.bytes() < PARALLEL_BYTES {
-        fill(dest, 0);
+        rows(0, dest);
     } else {
         // A few chunks per thread so a slow core does not hold the step back.
         let chunk = m.rows.div_ceil(rayon::current_num_threads() * 4).max(1);
-        dest.par_chunks_mut(chunk * batch).enumerate().for_each(|(c, rows)| fill(rows, c * chunk));
+        dest.par_chunks_mut(chunk * batch).enumerate().for_each(|(c, outs)| rows(c * chunk, outs));
     }
     if batch > 1 {
         for (r, outs) in by_row.chunks_exact(batch).enumerate() {

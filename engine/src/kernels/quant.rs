@@ -159,16 +159,34 @@ impl Quant {
     }
 
     pub fn dot(self, cpu: Cpu, bytes: &[u8], x: Vector) -> f32 {
-        assert_eq!(bytes.len(), self.row_bytes(x.quants.len()), "{} row against {} values", self.name(), x.len());
+        let mut out = [0.0];
+        self.dot_rows(cpu, bytes, x, &mut out);
+        out[0]
+    }
+
+    /// `out[i]` = [`dot`](Self::dot) of row `i` of `rows` (rows for `x.len()` values, one
+    /// after another) with `x`, bit for bit: the checks and the choice of path made once
+    /// for all the rows (per row they cost a sixth of the products' time in the Qwen3-TTS
+    /// code predictor).
+    pub fn dot_rows(self, cpu: Cpu, rows: &[u8], x: Vector, out: &mut [f32]) {
+        let row_bytes = self.row_bytes(x.quants.len());
+        assert_eq!(rows.len(), row_bytes * out.len(), "{} rows against {} values", self.name(), x.len());
+        if row_bytes == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let mut each = |dot: &dyn Fn(&[u8]) -> f32| {
+            out.iter_mut().zip(rows.chunks_exact(row_bytes)).for_each(|(o, row)| *o = dot(row))
+        };
         // Each format has the same paths; the `Cpu` token picks one.
         macro_rules! by_level {
             ($format:ident) => {
                 match cpu.isa() {
-                    Isa::Scalar => $format::scalar::dot(bytes, x),
+                    Isa::Scalar => each(&|row| $format::scalar::dot(row, x)),
                     // SAFETY: the `Cpu` token proves the level's instructions exist.
-                    Isa::Avx2 => unsafe { $format::avx2::dot(bytes, x) },
-                    Isa::Avx512 => unsafe { $format::avx512::dot(bytes, x) },
-                    _ => unsafe { $format::avx512::dot_vnni(bytes, x) },
+                    Isa::Avx2 => each(&|row| unsafe { $format::avx2::dot(row, x) }),
+                    Isa::Avx512 => each(&|row| unsafe { $format::avx512::dot(row, x) }),
+                    _ => each(&|row| unsafe { $format::avx512::dot_vnni(row, x) }),
                 }
             };
         }
