@@ -14,6 +14,7 @@ pub mod gemv;
 pub mod palette;
 mod q4_0;
 mod q4k;
+mod q6k;
 mod q8;
 pub mod quant;
 pub mod rows;

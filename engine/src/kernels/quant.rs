@@ -8,8 +8,9 @@
 //! | [`Quant::Q8_0`] | 32 | 34 | 8.5 | f16 scale `d`, 32 × i8 `q`; `v = d·q` |
 //! | [`Quant::Q4_0`] | 32 | 18 | 4.5 | f16 scale `d`, 16 bytes of 4-bit `q` (value `i` low nibble of byte `i`, `i + 16` high); `v = d·(q − 8)` |
 //! | [`Quant::Q4K`] | 256 | 144 | 4.5 | f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and mins, 128 bytes of 4-bit `q`; `v = d·sc·q − dmin·m` |
+//! | [`Quant::Q6K`] | 256 | 210 | 6.5625 | 128 bytes of low 4 bits, 64 of high 2 bits, 16 × i8 scales, f16 `d`; `v = d·sc·(q − 32)` |
 //!
-//! The layouts are byte for byte ggml's `block_q8_0`, `block_q4_0` and `block_q4_K`, so a GGUF file's
+//! The layouts are byte for byte ggml's `block_q8_0`, `block_q4_0`, `block_q4_K` and `block_q6_K`, so a GGUF file's
 //! tensors of these types are rows spiral multiplies as they are.
 //!
 //! ```
@@ -27,7 +28,7 @@
 //! ```
 
 use super::cpu::{Cpu, Isa};
-use super::{q4_0, q4k, q8};
+use super::{q4_0, q4k, q6k, q8};
 
 /// Instantiates a format's AVX-512 dot body (a macro taking the functions' names, their
 /// target features and the block product of unsigned by signed bytes) at the AVX-512 level
@@ -57,10 +58,14 @@ pub enum Quant {
     /// 4-bit values in super-blocks of 256: eight sub-blocks of 32, each with a 6-bit scale
     /// and a 6-bit min, themselves scaled by the block's f16 `d` and `dmin`.
     Q4K,
+    /// 6-bit values in super-blocks of 256: sixteen sub-blocks of 16, each with an i8 scale,
+    /// themselves scaled by the block's f16 `d` (what llama.cpp's Q4_K_M files keep some
+    /// tensors in).
+    Q6K,
 }
 
 impl Quant {
-    pub const ALL: [Quant; 3] = [Quant::Q8_0, Quant::Q4_0, Quant::Q4K];
+    pub const ALL: [Quant; 4] = [Quant::Q8_0, Quant::Q4_0, Quant::Q4K, Quant::Q6K];
 
     /// The name in files and messages (ggml's type name).
     pub fn name(self) -> &'static str {
@@ -68,6 +73,7 @@ impl Quant {
             Quant::Q8_0 => "q8_0",
             Quant::Q4_0 => "q4_0",
             Quant::Q4K => "q4_k",
+            Quant::Q6K => "q6_k",
         }
     }
 
@@ -82,6 +88,7 @@ impl Quant {
             Quant::Q8_0 => q8::BLOCK,
             Quant::Q4_0 => q4_0::BLOCK,
             Quant::Q4K => q4k::BLOCK,
+            Quant::Q6K => q6k::BLOCK,
         }
     }
 
@@ -90,7 +97,7 @@ impl Quant {
     pub fn fallback(self) -> Option<Quant> {
         match self {
             Quant::Q4K => Some(Quant::Q4_0),
-            Quant::Q8_0 | Quant::Q4_0 => None,
+            Quant::Q8_0 | Quant::Q4_0 | Quant::Q6K => None,
         }
     }
 
@@ -100,6 +107,7 @@ impl Quant {
             Quant::Q8_0 => q8::BLOCK_BYTES,
             Quant::Q4_0 => q4_0::BLOCK_BYTES,
             Quant::Q4K => q4k::BLOCK_BYTES,
+            Quant::Q6K => q6k::BLOCK_BYTES,
         }
     }
 
@@ -116,6 +124,7 @@ impl Quant {
             Quant::Q8_0 => q8::encode_row(values, out),
             Quant::Q4_0 => q4_0::encode_row(values, out),
             Quant::Q4K => q4k::encode_row(values, out),
+            Quant::Q6K => q6k::encode_row(values, out),
         }
     }
 
@@ -126,6 +135,7 @@ impl Quant {
             Quant::Q8_0 => q8::decode_row(bytes, out),
             Quant::Q4_0 => q4_0::decode_row(bytes, out),
             Quant::Q4K => q4k::decode_row(bytes, out),
+            Quant::Q6K => q6k::decode_row(bytes, out),
         }
     }
 
@@ -194,6 +204,7 @@ impl Quant {
             Quant::Q8_0 => by_level!(q8),
             Quant::Q4_0 => by_level!(q4_0),
             Quant::Q4K => by_level!(q4k),
+            Quant::Q6K => by_level!(q6k),
         }
     }
 }
@@ -361,7 +372,7 @@ mod tests {
     #[test]
     fn rows_reconstruct_closely() {
         // Relative RMS error of a reconstructed Gaussian-like row: the bits decide it.
-        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4_0, 0.15), (Quant::Q4K, 0.12)] {
+        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4_0, 0.15), (Quant::Q4K, 0.12), (Quant::Q6K, 0.04)] {
             let n = 4096;
             let w: Vec<f32> = random(n, 5).iter().zip(random(n, 6)).map(|(a, b)| a + b).collect();
             let mut bytes = vec![0u8; q.row_bytes(n)];
