@@ -2,7 +2,7 @@
 //! tensor descriptions, then the tensors' data, each at an aligned offset.
 //!
 //! spiral reads the tensors it can multiply as they are: F32, F16, BF16 and the block
-//! formats whose layouts [`Quant`] shares with ggml (Q8_0, Q4_0, Q4_K, Q6_K). Any other type is an
+//! formats whose layouts [`Quant`] shares with ggml (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K). Any other type is an
 //! error naming the tensor and the type. Dimensions are stored innermost first (`ne[0]` is
 //! a row's length); [`Tensor::shape`] gives them outermost first, as safetensors does.
 //!
@@ -91,6 +91,7 @@ fn kind(id: u32) -> Option<Kind> {
         2 => Kind::Quant(Quant::Q4_0),
         8 => Kind::Quant(Quant::Q8_0),
         12 => Kind::Quant(Quant::Q4K),
+        13 => Kind::Quant(Quant::Q5K),
         14 => Kind::Quant(Quant::Q6K),
         _ => return None,
     })
@@ -204,7 +205,7 @@ pub fn parse(bytes: &[u8]) -> Result<File, String> {
         let kind = kind(id).ok_or_else(|| {
             let name_of = TYPES.iter().find(|t| t.0 == id).map_or("an unknown type", |t| t.1);
             format!(
-                "tensor {name:?} is of ggml type {id} ({name_of}); spiral reads F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K"
+                "tensor {name:?} is of ggml type {id} ({name_of}); spiral reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K"
             )
         })?;
         infos.push((name, kind, ne, offset));
@@ -279,8 +280,8 @@ mod tests {
         assert_eq!((f.tensors[0].kind, f.tensors[0].bytes.len()), (Kind::Quant(Quant::Q4K), 288));
         assert_eq!(f.tensors[1].bytes.len(), 32);
 
-        let e = parse(&file(&[("w.weight", &[256, 2], 13)])).unwrap_err();
-        assert!(e.contains("\"w.weight\"") && e.contains("type 13 (Q5_K)"), "{e}");
+        let e = parse(&file(&[("w.weight", &[256, 2], 11)])).unwrap_err();
+        assert!(e.contains("\"w.weight\"") && e.contains("type 11 (Q3_K)"), "{e}");
         let e = parse(&file(&[("odd", &[100, 2], 8)])).unwrap_err();
         assert!(e.contains("not whole q8_0 blocks"), "{e}");
         for cut in [3, 10, 30, 60, f.tensors[1].bytes.end - 1] {

@@ -23,6 +23,7 @@ fn every_type_decodes_as_gguf_py_does() {
         ("q8_0", [4, 256], Some(Quant::Q8_0)),
         ("q4_0", [4, 256], Some(Quant::Q4_0)),
         ("q4_k", [3, 512], Some(Quant::Q4K)),
+        ("q5_k", [2, 512], Some(Quant::Q5K)),
         ("q6_k", [3, 512], Some(Quant::Q6K)),
     ] {
         assert_eq!(ckpt.shape(name).unwrap(), shape, "{name}");

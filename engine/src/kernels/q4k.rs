@@ -10,6 +10,11 @@
 //! values: byte `32c + l` holds value `64c + l` in its low nibble and `64c + 32 + l` in its
 //! high nibble.
 //!
+//! Q5_K (176 bytes, ggml's `block_q5_K`) is the same with a fifth bit per value, `q ∈ 0..=31`:
+//! the same 16-byte header, then 32 bytes whose bit `j` of byte `l` is the fifth bit of value
+//! `32j + l`, then the 128 bytes of low nibbles as above. Every function here takes the
+//! format as `FIFTH` (false: Q4_K, true: Q5_K), so the two share one body.
+//!
 //! The dot of a sub-block with an activation block is `d·sc·s_x·Σ q·q_x − dmin·m·Σx̂` where
 //! `Σx̂` is the activation block's dequantized sum: integers inside, and every path differs
 //! only in the order of its f32 sums.
@@ -18,8 +23,51 @@ use super::quant::{f16, to_f16, Vector, X_BLOCK};
 
 /// Values per super-block.
 pub const BLOCK: usize = 256;
-/// Bytes per super-block.
+/// Bytes per super-block: Q4_K's, and Q5_K's with its 32 bytes of fifth bits.
 pub const BLOCK_BYTES: usize = 144;
+pub const Q5_BLOCK_BYTES: usize = 176;
+/// Where Q5_K's fifth bits start.
+const HIGH: usize = 16;
+
+/// Bytes per super-block of the format.
+const fn block_bytes<const FIFTH: bool>() -> usize {
+    if FIFTH {
+        Q5_BLOCK_BYTES
+    } else {
+        BLOCK_BYTES
+    }
+}
+
+/// Where the low nibbles start: after the header, and in Q5_K after the fifth bits.
+const fn nibbles<const FIFTH: bool>() -> usize {
+    if FIFTH {
+        HIGH + 32
+    } else {
+        HIGH
+    }
+}
+
+/// The largest `q`.
+const fn max_q<const FIFTH: bool>() -> f32 {
+    if FIFTH {
+        31.0
+    } else {
+        15.0
+    }
+}
+
+/// Value `v`'s `q`: its nibble (byte `32c + l` of the nibbles holds values `64c + l` and
+/// `64c + 32 + l`) and, in Q5_K, its fifth bit.
+#[inline(always)]
+fn q<const FIFTH: bool>(block: &[u8], v: usize) -> u8 {
+    let (c, half, l) = (v / 64, v / 32 % 2, v % 32);
+    let nibble = (block[nibbles::<FIFTH>() + 32 * c + l] >> (4 * half)) & 0xF;
+    if FIFTH {
+        nibble | (((block[HIGH + l] >> (v / 32)) & 1) << 4)
+    } else {
+        nibble
+    }
+}
 /// Values per sub-block (one scale and min each): one activation block.
 const SUB: usize = X_BLOCK;
 const SUBS: usize = BLOCK / SUB;
@@ -38,10 +86,10 @@ fn scales_mins(s: &[u8]) -> (u64, u64) {
     (join(w0 & low6, sc_hi), join(w1 & low6, m_hi))
 }
 
-/// (scale, min) with `x ≈ scale·q − min`, `q ∈ 0..=15`, `min ≥ 0`: the least-squares fit
+/// (scale, min) with `x ≈ scale·q − min`, `q ∈ 0..=max_q`, `min ≥ 0`: the least-squares fit
 /// over a few quantization grids around the range's, keeping the one with the smallest
 /// squared error (the search ggml's k-quants make).
-fn fit(x: &[f32]) -> (f32, f32) {
+fn fit(x: &[f32], max_q: f32) -> (f32, f32) {
     let lo = x.iter().fold(0.0f32, |m, &v| m.min(v));
     let hi = x.iter().fold(f32::MIN, |m, &v| m.max(v));
     if hi <= lo {
@@ -51,20 +99,20 @@ fn fit(x: &[f32]) -> (f32, f32) {
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         x.iter()
             .map(|&v| {
-                let q = ((v + min) * inv).round().clamp(0.0, 15.0);
+                let q = ((v + min) * inv).round().clamp(0.0, max_q);
                 let e = scale * q - min - v;
                 e * e
             })
             .sum()
     };
-    let mut best = ((hi - lo) / 15.0, -lo);
+    let mut best = ((hi - lo) / max_q, -lo);
     let mut best_error = error(best.0, best.1);
     let n = x.len() as f32;
     for step in 0..=20 {
-        let inv = (14.0 + 0.1 * step as f32) / (hi - lo);
+        let inv = (max_q - 1.0 + 0.1 * step as f32) / (hi - lo);
         let (mut sq, mut sqq, mut sx, mut sqx) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
         for &v in x {
-            let q = ((v - lo) * inv).round().clamp(0.0, 15.0);
+            let q = ((v - lo) * inv).round().clamp(0.0, max_q);
             sq += q;
             sqq += q * q;
             sx += v;
@@ -90,9 +138,9 @@ fn fit(x: &[f32]) -> (f32, f32) {
     best
 }
 
-pub(crate) fn encode_row(values: &[f32], out: &mut [u8]) {
-    for (v, block) in values.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
-        let fits: Vec<(f32, f32)> = v.chunks_exact(SUB).map(fit).collect();
+pub(crate) fn encode_row<const FIFTH: bool>(values: &[f32], out: &mut [u8]) {
+    for (v, block) in values.chunks_exact(BLOCK).zip(out.chunks_exact_mut(block_bytes::<FIFTH>())) {
+        let fits: Vec<(f32, f32)> = v.chunks_exact(SUB).map(|x| fit(x, max_q::<FIFTH>())).collect();
         let max_scale = fits.iter().fold(0.0f32, |m, f| m.max(f.0));
         let max_min = fits.iter().fold(0.0f32, |m, f| m.max(f.1));
         let (d, dmin) = (to_f16(max_scale / 63.0), to_f16(max_min / 63.0));
@@ -113,27 +161,33 @@ pub(crate) fn encode_row(values: &[f32], out: &mut [u8]) {
         for (j, (qs, xs)) in q.chunks_exact_mut(SUB).zip(v.chunks_exact(SUB)).enumerate() {
             let (scale, min) = (df * f32::from(sc[j]), dminf * f32::from(m[j]));
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            qs.iter_mut().zip(xs).for_each(|(q, &x)| *q = ((x + min) * inv).round().clamp(0.0, 15.0) as u8);
+            qs.iter_mut().zip(xs).for_each(|(q, &x)| *q = ((x + min) * inv).round().clamp(0.0, max_q::<FIFTH>()) as u8);
         }
-        for (c, bytes) in block[16..].chunks_exact_mut(32).enumerate() {
+        for (c, bytes) in block[nibbles::<FIFTH>()..].chunks_exact_mut(32).enumerate() {
             for (l, b) in bytes.iter_mut().enumerate() {
-                *b = q[64 * c + l] | (q[64 * c + 32 + l] << 4);
+                *b = (q[64 * c + l] & 0xF) | ((q[64 * c + 32 + l] & 0xF) << 4);
+            }
+        }
+        if FIFTH {
+            for (l, b) in block[HIGH..HIGH + 32].iter_mut().enumerate() {
+                *b = (0..SUBS).fold(0, |bits, j| bits | ((q[32 * j + l] >> 4) << j));
             }
         }
     }
 }
 
-pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
-    for (block, o) in bytes.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+/// Sub-block `j`'s `(d·sc[j], dmin·m[j])`.
+fn factor(d: f32, dmin: f32, (sc, m): (u64, u64), j: usize) -> (f32, f32) {
+    (d * ((sc >> (8 * j)) as u8) as f32, dmin * ((m >> (8 * j)) as u8) as f32)
+}
+
+pub(crate) fn decode_row<const FIFTH: bool>(bytes: &[u8], out: &mut [f32]) {
+    for (block, o) in bytes.chunks_exact(block_bytes::<FIFTH>()).zip(out.chunks_exact_mut(BLOCK)) {
         let (d, dmin) = (f16(u16::from_le_bytes([block[0], block[1]])), f16(u16::from_le_bytes([block[2], block[3]])));
-        let (sc, m) = scales_mins(&block[4..16]);
-        for (c, qs) in block[16..].chunks_exact(32).enumerate() {
-            for (half, shift) in [(0, 0), (1, 4)] {
-                let j = 2 * c + half;
-                let (scale, min) = (d * ((sc >> (8 * j)) as u8) as f32, dmin * ((m >> (8 * j)) as u8) as f32);
-                let o = &mut o[SUB * j..][..SUB];
-                o.iter_mut().zip(qs).for_each(|(o, &q)| *o = scale * f32::from((q >> shift) & 0xF) - min);
-            }
+        let scales = scales_mins(&block[4..16]);
+        for (v, o) in o.iter_mut().enumerate() {
+            let (scale, min) = factor(d, dmin, scales, v / SUB);
+            *o = scale * f32::from(q::<FIFTH>(block, v)) - min;
         }
     }
 }
@@ -141,21 +195,19 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
 pub(crate) mod scalar {
     use super::*;
 
-    pub fn dot(row: &[u8], x: Vector) -> f32 {
+    pub fn dot<const FIFTH: bool>(row: &[u8], x: Vector) -> f32 {
         let mut sum = 0.0f32;
-        for (b, block) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        for (b, block) in row.chunks_exact(block_bytes::<FIFTH>()).enumerate() {
             let (d, dmin) =
                 (f16(u16::from_le_bytes([block[0], block[1]])), f16(u16::from_le_bytes([block[2], block[3]])));
-            let (sc, m) = scales_mins(&block[4..16]);
-            for (c, qs) in block[16..].chunks_exact(32).enumerate() {
-                for (half, shift) in [(0, 0), (1, 4)] {
-                    let j = 2 * c + half;
-                    let xb = b * SUBS + j;
-                    let xq = &x.quants[xb * SUB..][..SUB];
-                    let int: i32 = qs.iter().zip(xq).map(|(&q, &x)| i32::from((q >> shift) & 0xF) * i32::from(x)).sum();
-                    let (scale, min) = (d * ((sc >> (8 * j)) as u8) as f32, dmin * ((m >> (8 * j)) as u8) as f32);
-                    sum += int as f32 * (scale * x.scales[xb]) - min * x.sums[xb];
-                }
+            let scales = scales_mins(&block[4..16]);
+            for j in 0..SUBS {
+                let xb = b * SUBS + j;
+                let xq = &x.quants[xb * SUB..][..SUB];
+                let int: i32 =
+                    xq.iter().enumerate().map(|(l, &x)| i32::from(q::<FIFTH>(block, SUB * j + l)) * i32::from(x)).sum();
+                let (scale, min) = factor(d, dmin, scales, j);
+                sum += int as f32 * (scale * x.scales[xb]) - min * x.sums[xb];
             }
         }
         sum
@@ -184,20 +236,31 @@ pub(crate) mod avx2 {
         (scales, mins)
     }
 
+    /// Sub-block `j`'s fifth bits (Q5_K), as 16 in each byte: bit `j` of each of the 32
+    /// bytes at `high`.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(row: &[u8], x: Vector) -> f32 {
+    pub(super) unsafe fn fifth(high: __m256i, j: usize) -> __m256i {
+        let bit = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
+        _mm256_slli_epi16(bit, 4)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot<const FIFTH: bool>(row: &[u8], x: Vector) -> f32 {
         let (mut acc, mut mins) = ([_mm256_setzero_ps(); 2], _mm256_setzero_ps());
         let nib = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        for b in 0..row.len() / BLOCK_BYTES {
-            let block = row.as_ptr().add(b * BLOCK_BYTES);
+        for b in 0..row.len() / block_bytes::<FIFTH>() {
+            let block = row.as_ptr().add(b * block_bytes::<FIFTH>());
             let (scales, m) = factors(block, x.scales.as_ptr().add(b * SUBS), x.sums.as_ptr().add(b * SUBS));
             mins = _mm256_add_ps(mins, m);
             let lanes: [f32; 8] = std::mem::transmute(scales);
+            let high = _mm256_loadu_si256(block.add(HIGH) as *const __m256i);
             for c in 0..4 {
-                let q = _mm256_loadu_si256(block.add(16 + 32 * c) as *const __m256i);
+                let q = _mm256_loadu_si256(block.add(nibbles::<FIFTH>() + 32 * c) as *const __m256i);
                 for (half, w) in [(0, _mm256_and_si256(q, nib)), (1, _mm256_and_si256(_mm256_srli_epi16(q, 4), nib))] {
                     let j = 2 * c + half;
+                    let w = if FIFTH { _mm256_or_si256(w, fifth(high, j)) } else { w };
                     let xq = _mm256_loadu_si256(x.quants.as_ptr().add((b * SUBS + j) * SUB) as *const __m256i);
                     let ints = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xq), ones);
                     acc[half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_set1_ps(lanes[j]), acc[half]);
@@ -222,15 +285,15 @@ pub(crate) mod avx512 {
     macro_rules! dot_body {
         ($name:ident, $many:ident, $features:literal, $ints:expr) => {
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(row: &[u8], x: Vector) -> f32 {
-                $many(row, [x])[0]
+            pub unsafe fn $name<const FIFTH: bool>(row: &[u8], x: Vector) -> f32 {
+                $many::<FIFTH, 1>(row, [x])[0]
             }
 
             /// The dot of `row` with each of `N` vectors, unpacking each block of the row
             /// once for all of them; each result is bit for bit the single dot's (every
             /// vector goes through the same operations in the same order).
             #[target_feature(enable = $features)]
-            pub unsafe fn $many<const N: usize>(row: &[u8], xs: [Vector; N]) -> [f32; N] {
+            pub unsafe fn $many<const FIFTH: bool, const N: usize>(row: &[u8], xs: [Vector; N]) -> [f32; N] {
                 let mut acc = [[_mm512_setzero_ps(); 2]; N];
                 let mut mins = [_mm256_setzero_ps(); N];
                 let nib = _mm256_set1_epi8(0x0F);
@@ -256,8 +319,9 @@ pub(crate) mod avx512 {
                     )
                 };
                 let picks = [pick(0), pick(1), pick(2), pick(3)];
-                for b in 0..row.len() / BLOCK_BYTES {
-                    let block = row.as_ptr().add(b * BLOCK_BYTES);
+                for b in 0..row.len() / block_bytes::<FIFTH>() {
+                    let block = row.as_ptr().add(b * block_bytes::<FIFTH>());
+                    let high = _mm256_loadu_si256(block.add(HIGH) as *const __m256i);
                     let mut scales = [_mm512_setzero_ps(); N];
                     for (v, x) in xs.iter().enumerate() {
                         let (s, m) =
@@ -266,9 +330,13 @@ pub(crate) mod avx512 {
                         scales[v] = _mm512_castps256_ps512(s);
                     }
                     for (c, pick) in picks.iter().enumerate() {
-                        let q = _mm256_loadu_si256(block.add(16 + 32 * c) as *const __m256i);
-                        let lo = _mm256_and_si256(q, nib);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
+                        let q = _mm256_loadu_si256(block.add(nibbles::<FIFTH>() + 32 * c) as *const __m256i);
+                        let mut lo = _mm256_and_si256(q, nib);
+                        let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
+                        if FIFTH {
+                            lo = _mm256_or_si256(lo, super::avx2::fifth(high, 2 * c));
+                            hi = _mm256_or_si256(hi, super::avx2::fifth(high, 2 * c + 1));
+                        }
                         let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
                         for (v, x) in xs.iter().enumerate() {
                             let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK + 64 * c) as *const __m512i);
@@ -325,7 +393,7 @@ mod tests {
             *b = (i % 16) as u8 | (((i + 3) % 16) as u8) << 4;
         }
         let mut out = [0.0; BLOCK];
-        decode_row(&block, &mut out);
+        decode_row::<false>(&block, &mut out);
         for (v, &got) in out.iter().enumerate() {
             let (c, l) = (v / 64, v % 32);
             let byte = block[16 + 32 * c + l];

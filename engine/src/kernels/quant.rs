@@ -8,9 +8,10 @@
 //! | [`Quant::Q8_0`] | 32 | 34 | 8.5 | f16 scale `d`, 32 × i8 `q`; `v = d·q` |
 //! | [`Quant::Q4_0`] | 32 | 18 | 4.5 | f16 scale `d`, 16 bytes of 4-bit `q` (value `i` low nibble of byte `i`, `i + 16` high); `v = d·(q − 8)` |
 //! | [`Quant::Q4K`] | 256 | 144 | 4.5 | f16 `d`, f16 `dmin`, 12 bytes of eight 6-bit scales and mins, 128 bytes of 4-bit `q`; `v = d·sc·q − dmin·m` |
+//! | [`Quant::Q5K`] | 256 | 176 | 5.5 | as Q4_K, with 32 bytes of fifth bits before the nibbles; `q ∈ 0..=31` |
 //! | [`Quant::Q6K`] | 256 | 210 | 6.5625 | 128 bytes of low 4 bits, 64 of high 2 bits, 16 × i8 scales, f16 `d`; `v = d·sc·(q − 32)` |
 //!
-//! The layouts are byte for byte ggml's `block_q8_0`, `block_q4_0`, `block_q4_K` and `block_q6_K`, so a GGUF file's
+//! The layouts are byte for byte ggml's `block_q8_0`, `block_q4_0`, `block_q4_K`, `block_q5_K` and `block_q6_K`, so a GGUF file's
 //! tensors of these types are rows spiral multiplies as they are.
 //!
 //! ```
@@ -58,6 +59,9 @@ pub enum Quant {
     /// 4-bit values in super-blocks of 256: eight sub-blocks of 32, each with a 6-bit scale
     /// and a 6-bit min, themselves scaled by the block's f16 `d` and `dmin`.
     Q4K,
+    /// Q4K with a fifth bit per value (what llama.cpp's Q4_K_S and Q5_K_M files keep some
+    /// or most tensors in).
+    Q5K,
     /// 6-bit values in super-blocks of 256: sixteen sub-blocks of 16, each with an i8 scale,
     /// themselves scaled by the block's f16 `d` (what llama.cpp's Q4_K_M files keep some
     /// tensors in).
@@ -65,7 +69,7 @@ pub enum Quant {
 }
 
 impl Quant {
-    pub const ALL: [Quant; 4] = [Quant::Q8_0, Quant::Q4_0, Quant::Q4K, Quant::Q6K];
+    pub const ALL: [Quant; 5] = [Quant::Q8_0, Quant::Q4_0, Quant::Q4K, Quant::Q5K, Quant::Q6K];
 
     /// The name in files and messages (ggml's type name).
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Quant {
             Quant::Q8_0 => "q8_0",
             Quant::Q4_0 => "q4_0",
             Quant::Q4K => "q4_k",
+            Quant::Q5K => "q5_k",
             Quant::Q6K => "q6_k",
         }
     }
@@ -87,7 +92,7 @@ impl Quant {
         match self {
             Quant::Q8_0 => q8::BLOCK,
             Quant::Q4_0 => q4_0::BLOCK,
-            Quant::Q4K => q4k::BLOCK,
+            Quant::Q4K | Quant::Q5K => q4k::BLOCK,
             Quant::Q6K => q6k::BLOCK,
         }
     }
@@ -97,7 +102,7 @@ impl Quant {
     pub fn fallback(self) -> Option<Quant> {
         match self {
             Quant::Q4K => Some(Quant::Q4_0),
-            Quant::Q8_0 | Quant::Q4_0 | Quant::Q6K => None,
+            Quant::Q8_0 | Quant::Q4_0 | Quant::Q5K | Quant::Q6K => None,
         }
     }
 
@@ -107,6 +112,7 @@ impl Quant {
             Quant::Q8_0 => q8::BLOCK_BYTES,
             Quant::Q4_0 => q4_0::BLOCK_BYTES,
             Quant::Q4K => q4k::BLOCK_BYTES,
+            Quant::Q5K => q4k::Q5_BLOCK_BYTES,
             Quant::Q6K => q6k::BLOCK_BYTES,
         }
     }
@@ -123,7 +129,8 @@ impl Quant {
         match self {
             Quant::Q8_0 => q8::encode_row(values, out),
             Quant::Q4_0 => q4_0::encode_row(values, out),
-            Quant::Q4K => q4k::encode_row(values, out),
+            Quant::Q4K => q4k::encode_row::<false>(values, out),
+            Quant::Q5K => q4k::encode_row::<true>(values, out),
             Quant::Q6K => q6k::encode_row(values, out),
         }
     }
@@ -134,7 +141,8 @@ impl Quant {
         match self {
             Quant::Q8_0 => q8::decode_row(bytes, out),
             Quant::Q4_0 => q4_0::decode_row(bytes, out),
-            Quant::Q4K => q4k::decode_row(bytes, out),
+            Quant::Q4K => q4k::decode_row::<false>(bytes, out),
+            Quant::Q5K => q4k::decode_row::<true>(bytes, out),
             Quant::Q6K => q6k::decode_row(bytes, out),
         }
     }
@@ -142,11 +150,11 @@ impl Quant {
     /// The dot product of the encoded row `bytes` with the quantized vector `x`.
     /// `out[b]` = [`dot`](Self::dot) of the row with `xs[b]`, bit for bit, reading and
     /// unpacking the row once for several vectors where the format and level have a kernel
-    /// for it (q4_k from AVX-512 on, four vectors at a time: a prompt's positions).
+    /// for it (q4_k and q5_k from AVX-512 on, four vectors at a time: a prompt's positions).
     pub fn dot_many(self, cpu: Cpu, bytes: &[u8], xs: &[Vector], out: &mut [f32]) {
         assert_eq!(xs.len(), out.len(), "one output per vector");
         let mut done = 0;
-        if self == Quant::Q4K && cpu.isa() >= Isa::Avx512 {
+        if matches!(self, Quant::Q4K | Quant::Q5K) && cpu.isa() >= Isa::Avx512 {
             for (x4, o4) in xs.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
                 let x4: [Vector; 4] = std::array::from_fn(|i| x4[i]);
                 for x in x4 {
@@ -154,9 +162,11 @@ impl Quant {
                 }
                 // SAFETY: the `Cpu` token proves the level's instructions exist.
                 let dots = unsafe {
-                    match cpu.isa() {
-                        Isa::Avx512 => q4k::avx512::dot_many(bytes, x4),
-                        _ => q4k::avx512::dot_many_vnni(bytes, x4),
+                    match (self, cpu.isa()) {
+                        (Quant::Q4K, Isa::Avx512) => q4k::avx512::dot_many::<false, 4>(bytes, x4),
+                        (Quant::Q4K, _) => q4k::avx512::dot_many_vnni::<false, 4>(bytes, x4),
+                        (_, Isa::Avx512) => q4k::avx512::dot_many::<true, 4>(bytes, x4),
+                        _ => q4k::avx512::dot_many_vnni::<true, 4>(bytes, x4),
                     }
                 };
                 o4.copy_from_slice(&dots);
@@ -185,25 +195,31 @@ impl Quant {
             out.fill(0.0);
             return;
         }
-        let mut each = |dot: &dyn Fn(&[u8]) -> f32| {
+        // Generic rather than a closure over `&dyn Fn`: each level's loop calls its kernel
+        // directly.
+        fn each(out: &mut [f32], rows: &[u8], row_bytes: usize, dot: impl Fn(&[u8]) -> f32) {
             out.iter_mut().zip(rows.chunks_exact(row_bytes)).for_each(|(o, row)| *o = dot(row))
-        };
-        // Each format has the same paths; the `Cpu` token picks one.
+        }
+        // Each format has the same paths; the `Cpu` token picks one (`$fifth` picks Q4_K or
+        // Q5_K from the body they share).
         macro_rules! by_level {
-            ($format:ident) => {
+            ($format:ident $(, $fifth:literal)?) => {
                 match cpu.isa() {
-                    Isa::Scalar => each(&|row| $format::scalar::dot(row, x)),
+                    Isa::Scalar => each(out, rows, row_bytes, |row| $format::scalar::dot$(::<$fifth>)?(row, x)),
                     // SAFETY: the `Cpu` token proves the level's instructions exist.
-                    Isa::Avx2 => each(&|row| unsafe { $format::avx2::dot(row, x) }),
-                    Isa::Avx512 => each(&|row| unsafe { $format::avx512::dot(row, x) }),
-                    _ => each(&|row| unsafe { $format::avx512::dot_vnni(row, x) }),
+                    Isa::Avx2 => each(out, rows, row_bytes, |row| unsafe { $format::avx2::dot$(::<$fifth>)?(row, x) }),
+                    Isa::Avx512 => {
+                        each(out, rows, row_bytes, |row| unsafe { $format::avx512::dot$(::<$fifth>)?(row, x) })
+                    }
+                    _ => each(out, rows, row_bytes, |row| unsafe { $format::avx512::dot_vnni$(::<$fifth>)?(row, x) }),
                 }
             };
         }
         match self {
             Quant::Q8_0 => by_level!(q8),
             Quant::Q4_0 => by_level!(q4_0),
-            Quant::Q4K => by_level!(q4k),
+            Quant::Q4K => by_level!(q4k, false),
+            Quant::Q5K => by_level!(q4k, true),
             Quant::Q6K => by_level!(q6k),
         }
     }
@@ -372,7 +388,9 @@ mod tests {
     #[test]
     fn rows_reconstruct_closely() {
         // Relative RMS error of a reconstructed Gaussian-like row: the bits decide it.
-        for (q, bound) in [(Quant::Q8_0, 0.01), (Quant::Q4_0, 0.15), (Quant::Q4K, 0.12), (Quant::Q6K, 0.04)] {
+        for (q, bound) in
+            [(Quant::Q8_0, 0.01), (Quant::Q4_0, 0.15), (Quant::Q4K, 0.12), (Quant::Q5K, 0.06), (Quant::Q6K, 0.04)]
+        {
             let n = 4096;
             let w: Vec<f32> = random(n, 5).iter().zip(random(n, 6)).map(|(a, b)| a + b).collect();
             let mut bytes = vec![0u8; q.row_bytes(n)];
