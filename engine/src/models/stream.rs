@@ -19,13 +19,8 @@ pub(crate) struct Block {
 }
 
 impl Clone for Block {
-    /// A copy made row by row on the pool when it is large (see [`rows`]).
     fn clone(&self) -> Block {
-        let mut data = vec![0.0; self.data.len()];
-        rows::for_each_row_mut(&mut data, self.len, |c, row| {
-            row.copy_from_slice(&self.data[c * self.len..][..self.len])
-        });
-        Block::new(data, self.channels, self.len)
+        Block::new(self.data.clone(), self.channels, self.len)
     }
 }
 
