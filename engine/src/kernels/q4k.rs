@@ -181,13 +181,24 @@ fn factor(d: f32, dmin: f32, (sc, m): (u64, u64), j: usize) -> (f32, f32) {
     (d * ((sc >> (8 * j)) as u8) as f32, dmin * ((m >> (8 * j)) as u8) as f32)
 }
 
+/// Sub-block by sub-block, so that the loops vectorize: decoding is how the prompt's
+/// prefill multiplies encoded weights (one GEMM on them widened to f32).
 pub(crate) fn decode_row<const FIFTH: bool>(bytes: &[u8], out: &mut [f32]) {
     for (block, o) in bytes.chunks_exact(block_bytes::<FIFTH>()).zip(out.chunks_exact_mut(BLOCK)) {
         let (d, dmin) = (f16(u16::from_le_bytes([block[0], block[1]])), f16(u16::from_le_bytes([block[2], block[3]])));
         let scales = scales_mins(&block[4..16]);
-        for (v, o) in o.iter_mut().enumerate() {
-            let (scale, min) = factor(d, dmin, scales, v / SUB);
-            *o = scale * f32::from(q::<FIFTH>(block, v)) - min;
+        // (Q4_K has no fifth bits: this slice is then its first nibbles, never read.)
+        let high = &block[HIGH..HIGH + 32];
+        for (c, qs) in block[nibbles::<FIFTH>()..].chunks_exact(32).enumerate() {
+            for (half, shift) in [(0, 0), (1, 4)] {
+                let j = 2 * c + half;
+                let (scale, min) = factor(d, dmin, scales, j);
+                let o = &mut o[SUB * j..][..SUB];
+                for ((o, &q), &h) in o.iter_mut().zip(qs).zip(high) {
+                    let fifth = if FIFTH { ((h >> j) & 1) << 4 } else { 0 };
+                    *o = scale * f32::from(((q >> shift) & 0xF) | fifth) - min;
+                }
+            }
         }
     }
 }
