@@ -60,10 +60,17 @@ const fn max_q<const FIFTH: bool>() -> f32 {
 /// `64c + 32 + l`) and, in Q5_K, its fifth bit.
 #[inline(always)]
 fn q<const FIFTH: bool>(block: &[u8], v: usize) -> u8 {
-    let (c, half, l) = (v / 64, v / 32 % 2, v % 32);
-    let nibble = (block[nibbles::<FIFTH>() + 32 * c + l] >> (4 * half)) & 0xF;
+    let (c, l) = (v / 64, v % 32);
+    bits::<FIFTH>(block[nibbles::<FIFTH>() + 32 * c + l], block[HIGH + l], v / 32)
+}
+
+/// The `q` of sub-block `j` in its nibble byte (the low nibble for even `j`) and, in Q5_K,
+/// its byte of fifth bits `high` (for Q4_K, whatever lies there: unread).
+#[inline(always)]
+fn bits<const FIFTH: bool>(nibbles: u8, high: u8, j: usize) -> u8 {
+    let nibble = (nibbles >> (4 * (j % 2))) & 0xF;
     if FIFTH {
-        nibble | (((block[HIGH + l] >> (v / 32)) & 1) << 4)
+        nibble | (((high >> j) & 1) << 4)
     } else {
         nibble
     }
@@ -190,13 +197,12 @@ pub(crate) fn decode_row<const FIFTH: bool>(bytes: &[u8], out: &mut [f32]) {
         // (Q4_K has no fifth bits: this slice is then its first nibbles, never read.)
         let high = &block[HIGH..HIGH + 32];
         for (c, qs) in block[nibbles::<FIFTH>()..].chunks_exact(32).enumerate() {
-            for (half, shift) in [(0, 0), (1, 4)] {
+            for half in 0..2 {
                 let j = 2 * c + half;
                 let (scale, min) = factor(d, dmin, scales, j);
                 let o = &mut o[SUB * j..][..SUB];
                 for ((o, &q), &h) in o.iter_mut().zip(qs).zip(high) {
-                    let fifth = if FIFTH { ((h >> j) & 1) << 4 } else { 0 };
-                    *o = scale * f32::from(((q >> shift) & 0xF) | fifth) - min;
+                    *o = scale * f32::from(bits::<FIFTH>(q, h, j)) - min;
                 }
             }
         }

@@ -30,9 +30,13 @@ const D: usize = 208;
 fn q(block: &[u8], v: usize) -> u8 {
     let (h, u) = (v / 128, v % 128);
     let (g, l) = (u / 32, u % 32);
-    let low = (block[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 0xF;
-    let high = (block[QH + 32 * h + l] >> (2 * g)) & 3;
-    low | (high << 4)
+    bits(block[64 * h + 32 * (g & 1) + l], block[QH + 32 * h + l], g)
+}
+
+/// The `q` of group `g` of a half in its `ql` byte `low` and its `qh` byte `high`.
+#[inline(always)]
+fn bits(low: u8, high: u8, g: usize) -> u8 {
+    ((low >> (4 * (g >> 1))) & 0xF) | (((high >> (2 * g)) & 3) << 4)
 }
 
 fn d(block: &[u8]) -> f32 {
@@ -81,8 +85,7 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
                 // (d·sc)·(q − 32) in f32, as ggml and gguf-py reconstruct it.
                 let scale = d * scale(block, 2 * run + i);
                 for ((o, &l), &hb) in o.iter_mut().zip(&low[SUB * i..]).zip(&high[SUB * i..]) {
-                    let q = ((l >> (4 * (g >> 1))) & 0xF) | (((hb >> (2 * g)) & 3) << 4);
-                    *o = scale * (f32::from(q) - 32.0);
+                    *o = scale * (f32::from(bits(l, hb, g)) - 32.0);
                 }
             }
         }
