@@ -208,7 +208,7 @@ pub enum ConvMethod {
 
 impl ConvMethod {
     /// Input channels from which a 1×1 convolution goes to the GEMM: there the operand is the
-    /// signal itself (nothing to pack but a transpose), and the GEMM's 12×32 tile reuses each
+    /// signal itself (nothing to pack but a transpose), and the GEMM's 6×64 tile reuses each
     /// loaded value more than the direct tile does.
     pub const GEMM_POINTWISE_IN_CHANNELS: usize = 512;
 

@@ -19,8 +19,8 @@
 //! Packing runs inside each kernel's `target_feature` function and has fast paths for the
 //! two common f32 layouts: straight copies, and 4×4 SSE transposes.
 //!
-//! Microkernels by level: scalar 4×8; AVX2 6×16 (FMA); AVX-512 12×32 (FMA). [`gemm_bf16`]
-//! rounds both operands to bf16 and multiplies them with f32 sums: 12×32 `VDPBF16PS` on
+//! Microkernels by level: scalar 4×8; AVX2 6×16 (FMA); AVX-512 6×64 (FMA). [`gemm_bf16`]
+//! rounds both operands to bf16 and multiplies them with f32 sums: 6×64 `VDPBF16PS` on
 //! k-pairs from [`Isa::Avx512Bf16`], 32×32 `TDPBF16PS` tiles on [`Isa::Amx`] (the tile
 //! registers hold 2×2 C tiles, two A and two B tiles); below those levels it runs the f32
 //! kernels on the rounded values, so every level computes the same products.
@@ -512,6 +512,13 @@ struct Blocking {
     nc: usize,
 }
 
+/// The longest row stride (in f32 values) at which the single-region product reads a row-major
+/// B where it lies. A B micro-panel's k-steps are a row stride apart, so a stride of a large
+/// power of two maps all of them onto a few sets of the caches: at 2048 (8 KB) one thread
+/// ran 256×2048×512 at 101 GFLOP/s in place and 109 with B packed; at 1024 and below in place
+/// is as fast or faster (the copy costs more than the conflicts).
+const IN_PLACE_MAX_STRIDE: usize = 1024;
+
 /// Below this many multiply-adds one thread is faster than waking the pool; a product gets
 /// at most one thread per this many (on many cores a small product split across all of them
 /// spends its time starting and joining them: 256³ on 16 threads ran at a third of the speed
@@ -616,19 +623,33 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     // Equal slices rather than full ones and a thin remainder: every pass over C then does
     // as much arithmetic as the last.
     let balanced = |len: usize, step: usize, align: usize| len.div_ceil(len.div_ceil(step)).next_multiple_of(align);
+    // Whether the kernel reads whole panels of both operands where they lie: a row-major A,
+    // and a row-major B (Bᵀ a transposed view) whose rows are not too far apart.
+    let in_place = K::STRIDED
+        && C::KEEPS_F32
+        && a.f32_rows().is_some()
+        && bt.f32_columns().is_some_and(|(_, ldb)| ldb <= IN_PLACE_MAX_STRIDE);
+    // A product of one block of Bᵀ and one slice of K runs in a single parallel region:
+    // each thread packs its own columns of Bᵀ and all of A, so no thread waits for another's
+    // packing (a second region costs more than packing A twice at these sizes). On one thread
+    // this is the path that reads the operands in place, which small products need: 256³
+    // ran at 0.93 of the `gemm` crate with both packed, 1.00 in place. Read in place, K may
+    // be as deep as a pack allows, with fewer rows per block of A so that a block stays as
+    // large as a packed one, while all of A is at most 2 MB (beyond it the packed blocks
+    // win: 1024³ ran at 0.95-0.98 of the crate this way, 0.99-1.04 packed): 79×1024×1024
+    // went from 0.82 to 1.07-1.25 of the crate, 256×512×1024 from 0.87 to 1.05-1.16.
+    let deep = in_place && k <= MAX_KC && m * k <= 1 << 19;
+    let single = n <= blocking.nc && (k <= blocking.kc || deep) && n.div_ceil(nr) >= threads;
+    let rows_per_block = if single { blocking.mc * blocking.kc / k.max(blocking.kc) } else { blocking.mc };
     let blocking = Blocking {
-        mc: balanced(m, blocking.mc, mr),
+        mc: balanced(m, rows_per_block.max(mr), mr),
         kc: balanced(k, blocking.kc, K::K_ALIGN),
         nc: balanced(n, blocking.nc, nr),
     };
     // Taken out, not borrowed: a thread waiting on the pool may run another product.
     let (mut a_buf, mut b_buf) = PACKED.take();
-    let kc_max = blocking.kc.min(k).next_multiple_of(K::K_ALIGN);
     let a_panels_max = blocking.mc.min(m).div_ceil(mr);
-    // A product of one block of Bᵀ and one slice of K runs in a single parallel region:
-    // each thread packs its own columns of Bᵀ and all of A, so no thread waits for another's
-    // packing (a second region costs more than packing A twice at these sizes).
-    let single = threads > 1 && n <= blocking.nc && k <= blocking.kc && n.div_ceil(nr) >= threads;
+    let kc_max = if single { k } else { blocking.kc.min(k) }.next_multiple_of(K::K_ALIGN);
     // Otherwise each thread packs its own rows of A into a region of its own, when there are
     // enough panels of A for every thread.
     let by_rows = !single && m.div_ceil(mr) >= threads;
@@ -682,10 +703,9 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     if single {
         let (kc_pad, b_panels) = (k.next_multiple_of(K::K_ALIGN), n.div_ceil(nr));
         // Each thread would pack all of A: where the kernel takes strided operands it reads
-        // the whole panels of A, and of B when B's columns are contiguous, where they lie.
-        let strided = K::STRIDED && C::KEEPS_F32;
-        let a_rows = if strided { a.f32_rows() } else { None };
-        let b_rows = if a_rows.is_some() { bt.f32_columns() } else { None };
+        // the whole panels of A, and of B when `in_place`, where they lie.
+        let a_rows = if K::STRIDED && C::KEEPS_F32 { a.f32_rows() } else { None };
+        let b_rows = if in_place { bt.f32_columns() } else { None };
         let packed_b = Shared(packed_b.as_mut_ptr());
         each(threads, &|t| {
             let cols = share(b_panels, threads, t);
@@ -1131,10 +1151,14 @@ mod avx512 {
     use super::{Blocking, KMajor, Kernel, Out};
     use crate::kernels::vector::avx512::{load, store};
 
-    pub const NR: usize = 32;
-    pub const MR: usize = 12;
+    /// 6×64 rather than 12×32: the same 24 accumulators, but each k-step broadcasts 6 values
+    /// of A instead of 12 (each broadcast is a load the FMAs wait on), and an A micro-panel is
+    /// half as large, so it stays in L1 beside the B stream. One thread, against the `gemm`
+    /// crate in alternating runs: 0.93-0.97 → 1.00-1.04 from 256 to 2048 (KERNELS.md).
+    pub const NR: usize = 64;
+    pub const MR: usize = 6;
     /// Shared with the bf16 pair kernel, whose tiles have the same shape: an A block of
-    /// 16 panels (384 KB of f32) stays in the 1 MB L2 while B micro-panels stream past it.
+    /// 32 panels (384 KB of f32) stays in the 1 MB L2 while B micro-panels stream past it.
     pub const BLOCKING: Blocking = Blocking { mc: 192, kc: 512, nc: 2048 };
 
     pub struct F32Kernel;
@@ -1181,8 +1205,8 @@ mod avx512 {
         f()
     }
 
-    /// The 12×32 register tile over packed values of which `$u` make one k-step of a row
-    /// (1 for f32, 2 for bf16 pairs): 24 accumulators, two B vectors and a broadcast of the 32
+    /// The 6×64 register tile over packed values of which `$u` make one k-step of a row
+    /// (1 for f32, 2 for bf16 pairs): 24 accumulators, four B vectors and a broadcast of the 32
     /// registers. `$load_b` reads 16 lanes' worth of B, `$bcast_a` one row's k-step of A into
     /// every lane, `$madd` adds their products to an accumulator. A macro rather than a
     /// function taking closures: expanded inside each kernel's `target_feature` function, the
@@ -1204,17 +1228,19 @@ mod avx512 {
             // The C tile is needed only at the end: fetch its lines while the FMAs run.
             for r in 0..m {
                 let row = c.ptr.add(r * c.row_stride) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(row);
-                _mm_prefetch::<_MM_HINT_T0>(row.add(64.min(4 * n - 4)));
+                for line in 0..n.div_ceil(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(row.add(64 * line));
+                }
             }
             // `$rows` (at most MR) rows of the tile: fewer for the last rows of A.
-            let mut acc = [[_mm512_setzero_ps(); 2]; $rows];
+            let mut acc = [[_mm512_setzero_ps(); NR / 16]; $rows];
             for p in 0..kc / $u {
-                let (b0, b1) = (load_b(b.add(p * b_step)), load_b(b.add(p * b_step + 16 * $u)));
+                let bv: [_; NR / 16] = std::array::from_fn(|v| load_b(b.add(p * b_step + v * 16 * $u)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = bcast_a(a.add(p * a_step + r * a_row));
-                    row[0] = madd(row[0], av, b0);
-                    row[1] = madd(row[1], av, b1);
+                    for (sum, &bv) in row.iter_mut().zip(&bv) {
+                        *sum = madd(*sum, av, bv);
+                    }
                 }
             }
             for (r, row) in acc.iter().enumerate().take(m) {
@@ -1240,7 +1266,7 @@ mod avx512 {
     }
 
     /// [`f32_tile`] with operands addressed by strides (see `Kernel::tile_strided`), on a
-    /// tile as tall as the rows asked for need (4, 8 or 12), so a product's last few rows
+    /// tile as tall as the rows asked for need (2, 4 or 6), so a product's last few rows
     /// do not pay for a whole tile.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -1256,8 +1282,8 @@ mod avx512 {
         accumulate: bool,
     ) {
         match m {
-            0..=4 => rows::<4>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
-            5..=8 => rows::<8>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
+            0..=2 => rows::<2>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
+            3..=4 => rows::<4>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
             _ => rows::<MR>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
         }
     }
@@ -1634,7 +1660,9 @@ mod tests {
     /// product reads in place, whole panels from the operands and edge panels packed.
     #[test]
     fn row_major_operands_read_in_place_match_the_reference() {
-        for (m, n, k) in [(37, 97, 129), (12, 64, 40), (5, 33, 7), (25, 31, 80), (13, 130, 3)] {
+        for (m, n, k) in
+            [(37, 97, 129), (12, 64, 40), (5, 33, 7), (25, 31, 80), (13, 130, 3), (7, 1030, 9), (13, 70, 600)]
+        {
             let (a, b_kn) = (random(m * k, 51), random(k * n, 52));
             let (want, magnitude) = reference(m, n, k, |i, p| a[i * k + p], |j, p| b_kn[p * n + j]);
             for_each_level(|cpu, blocking, threads| {
