@@ -38,14 +38,11 @@ fn memory_bound(c: &mut Criterion) {
     group.sample_size(20);
     let bytes = bytes();
     group.throughput(Throughput::Bytes(bytes as u64));
-    let best = Cpu::best();
 
-    // The roof: read the same number of bytes once, split across the pool exactly as GEMV
-    // splits its rows (a few contiguous chunks per thread).
+    // The roof: read the same number of bytes once (`spiral bench gemv` reads each product
+    // against the passes of this roof just before and after it).
     let stream = values(bytes / 4);
-    let chunk = stream.len().div_ceil(rayon::current_num_threads() * 4);
-    let roof =
-        |b: &mut criterion::Bencher| b.iter(|| stream.par_chunks(chunk).map(|c| vector::dot(best, c, c)).sum::<f32>());
+    let roof = |b: &mut criterion::Bencher| b.iter(|| spiral::bench::read_all(black_box(&stream)));
     group.bench_function("stream_read_baseline", roof);
 
     // 2048 columns, as in the Qwen3-TTS projections: x stays in L1 and rows stream by.

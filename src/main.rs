@@ -65,6 +65,19 @@ struct CompressArgs {
 enum BenchCommand {
     /// Qwen3-TTS at the real shapes: prints rtf=, ttfa_ms=, frames_per_s=, peak_rss_mb=, floor_rtf=.
     Qwen3(Qwen3BenchArgs),
+    /// Matrix × vector for each weight format, every pass read against the read bandwidth
+    /// measured just before and after it: prints one line per format with gbs=, roof_gbs=, ratio=.
+    Gemv(GemvBenchArgs),
+}
+
+#[derive(clap::Args)]
+struct GemvBenchArgs {
+    /// MiB of weights per format (the default is four times a 32 MB last-level cache).
+    #[arg(long, default_value_t = 128)]
+    mib: usize,
+    /// Product passes per format, each between two passes of the read roof.
+    #[arg(long, default_value_t = 51)]
+    passes: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -254,6 +267,7 @@ fn main() -> ExitCode {
         Command::Cpu => run_cpu(),
         Command::Voices(args) => run_voices(args),
         Command::Bench(BenchCommand::Qwen3(args)) => run_bench_qwen3(args),
+        Command::Bench(BenchCommand::Gemv(args)) => run_bench_gemv(args),
         Command::Compress(args) => run_compress(args),
     };
     match result {
@@ -293,6 +307,24 @@ fn run_bench_qwen3(args: Qwen3BenchArgs) -> Result<ExitCode, String> {
     let precision = precision(args.precision, Precision::F32);
     let result = spiral::bench::run_qwen3(&dir, cpu, args.frames, codec, precision, args.stream_text)?;
     println!("{}", result.line());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_gemv(args: GemvBenchArgs) -> Result<ExitCode, String> {
+    use spiral::engine::kernels::Cpu;
+    // It holds about three times this much at once (the roof's buffer, a matrix and its source).
+    if !(1..=4096).contains(&args.mib) {
+        return Err(format!("--mib {}: give 1 to 4096 MiB of weights per format", args.mib));
+    }
+    let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
+    eprintln!(
+        "gemv on {} with {} threads, {} MiB per format, {} passes each",
+        cpu.isa(),
+        rayon::current_num_threads(),
+        args.mib,
+        args.passes
+    );
+    spiral::bench::run_gemv(cpu, args.mib, args.passes, |r| println!("{}", r.line()));
     Ok(ExitCode::SUCCESS)
 }
 

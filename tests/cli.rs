@@ -163,6 +163,29 @@ fn truncated_file_plays_what_it_has() {
 }
 
 #[test]
+fn bench_gemv_reads_every_format_against_the_roof_beside_it() {
+    let out = spiral(&["bench", "gemv", "--mib", "2", "--passes", "3"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let formats: Vec<&str> = stdout.lines().filter_map(|l| l.split(' ').nth(1)?.strip_prefix("format=")).collect();
+    assert_eq!(formats, ["f32", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"], "{stdout}");
+    for line in stdout.lines() {
+        let field = |name: &str| -> f64 {
+            let v = line.split(' ').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {line}"));
+            v.parse().unwrap_or_else(|_| panic!("{name}{v} is not a number"))
+        };
+        let (gbs, roof, ratio) = (field("gbs="), field("roof_gbs="), field("ratio="));
+        assert!(gbs > 0.0 && roof > 0.0 && ratio.is_finite() && ratio > 0.0, "{line}");
+        assert!(field("ratio_min=") <= ratio && ratio <= field("ratio_max="), "{line}");
+    }
+    for mib in ["0", "100000"] {
+        let out = spiral(&["bench", "gemv", "--mib", mib], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("give 1 to 4096 MiB"), "{stderr}");
+    }
+}
+
+#[test]
 fn devices_lists_outputs() {
     let out = spiral(&["devices"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
