@@ -1,6 +1,6 @@
 //! `spiral bench qwen3 --synthetic 0.6b`: Qwen3-TTS speed at the real shapes, on a
 //! synthetic checkpoint made once in the cache, next to the bandwidth floor measured in
-//! the same run. `spiral bench gemv` ([`gemv`]): each weight format's product against the
+//! the same run. `spiral bench gemv` ([`run_gemv`]): each weight format's product against the
 //! read bandwidth measured beside it.
 
 mod gemv;
