@@ -208,9 +208,13 @@ pub enum ConvMethod {
 
 impl ConvMethod {
     /// Input channels from which a 1×1 convolution goes to the GEMM: there the operand is the
-    /// signal itself (nothing to pack but a transpose), and the GEMM's 6×64 tile reuses each
-    /// loaded value more than the direct tile does.
-    pub const GEMM_POINTWISE_IN_CHANNELS: usize = 512;
+    /// signal itself (nothing to pack but a transpose), and past about 2048 channels a time
+    /// chunk of the input no longer stays in L2 for the direct tile (2048→2048 N=256, one
+    /// thread: GEMM 97 GFLOP/s, direct 85). Below it the direct method is as fast or faster
+    /// at every length, and much faster on the few positions a streamed frame brings, where
+    /// the GEMM's 64 columns are mostly empty (768→768 N=32, both threads: 182 µs against
+    /// 505; 1536→1536 N=16: 353 against 1687).
+    pub const GEMM_POINTWISE_IN_CHANNELS: usize = 2048;
 
     /// The method [`Conv1d::new`] picks: [`ConvMethod::Direct`] for one group at stride 1,
     /// except 1×1 convolutions over at least [`Self::GEMM_POINTWISE_IN_CHANNELS`] inputs;
