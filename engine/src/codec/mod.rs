@@ -6,12 +6,12 @@
 //! | `bf16` | bf16 | 2 | lossless from bf16, reconstruction from f32 |
 //! | `q8` | [`Quant::Q8_0`] | 1.0625 | reconstruction |
 //! | `q4` | [`Quant::Q4K`] | 0.5625 | reconstruction |
-//! | `auto` | `q4_k`, but `q8_0` for the value and MLP-down projections and a voice's vocoder | about 0.7 | reconstruction |
+//! | `auto` | `q4_k`, but [`Quant::Q6K`] for the value and MLP-down projections and `q8_0` for a voice's vocoder | about 0.63 | reconstruction |
 //! | `palette` | two-stage residual VQ of groups of 4, a scale per row ([`palette`]); `q8_0` where the codebooks would not leave it under a byte per weight | 0.5 + 8 KiB per tensor | lookup |
 //!
 //! Where 256 does not divide a row's length, `q4_k` falls back to [`Quant::Q4_0`] (also
-//! 4.5 bits, blocks of 32, one scale and no min each); where 32 does not, any block format
-//! falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV
+//! 4.5 bits, blocks of 32, one scale and no min each) and `q6_k` to `q8_0`; where 32 does
+//! not, any block format falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV
 //! multiplies it without widening it ([`crate::kernels::quant`]): the codecs are a table
 //! of formats, as ggml's are, rather than trait objects, so the hot loop dispatches once
 //! per product.
@@ -19,10 +19,11 @@
 //! Which tensors a codec touches is decided by their [`Regime`] (the codec lessons in the
 //! brief): only the projections whose outputs are ranked or mixed again (attention and MLP
 //! weights: the argmax regime) are encoded; embeddings and output heads, where one row must
-//! keep its identity, and small tensors stay as stored. `auto` keeps 8 bits where an error
-//! passes straight into the residual stream without a later normalization or softmax to
-//! absorb it (the value and down projections), as llama.cpp's mixed k-quant files do, and
-//! in a Piper voice's vocoder (`dec.`), whose errors go straight into the waveform.
+//! keep its identity, and small tensors stay as stored. `auto` keeps more bits where an
+//! error passes straight into the residual stream without a later normalization or softmax
+//! to absorb it (the value and down projections: 6.56 bits, as llama.cpp's Q4_K_M files
+//! hold them), and 8 bits in a Piper voice's vocoder (`dec.`), whose errors go straight into
+//! the waveform.
 //!
 //! ```
 //! use spiral_engine::checkpoint::Weight;
@@ -31,7 +32,7 @@
 //!
 //! assert_eq!(codec::regime("talker.model.layers.0.mlp.up_proj.weight", &[3072, 1024]), Regime::Argmax);
 //! assert_eq!(codec::regime("talker.codec_head.weight", &[3072, 1024]), Regime::Index);
-//! assert_eq!(Codec::Auto.encoding("layers.0.mlp.down_proj.weight", 1024, 3072), Encoding::Blocks(Quant::Q8_0));
+//! assert_eq!(Codec::Auto.encoding("layers.0.mlp.down_proj.weight", 1024, 3072), Encoding::Blocks(Quant::Q6K));
 //! assert_eq!(Codec::Q4.encoding("layers.0.mlp.up_proj.weight", 3072, 1024), Encoding::Blocks(Quant::Q4K));
 //! let w = Weight::from_f32(2, 32, (0..64).map(|i| i as f32 / 64.0).collect());
 //! let q = codec::apply(Codec::Q8, "mlp.up_proj.weight", &w);
@@ -151,9 +152,10 @@ impl Codec {
             Codec::Bf16 => Encoding::Bf16,
             Codec::Q8 => blocks(Quant::Q8_0),
             Codec::Q4 => blocks(Quant::Q4K),
-            Codec::Auto if ["v_proj", "down_proj"].iter().any(|k| name.contains(k)) || name.starts_with("dec.") => {
-                blocks(Quant::Q8_0)
-            }
+            // A voice's vocoder is reconstructed to f32 (fewer bytes would not make it faster),
+            // so it keeps 8 bits.
+            Codec::Auto if name.starts_with("dec.") => blocks(Quant::Q8_0),
+            Codec::Auto if ["v_proj", "down_proj"].iter().any(|k| name.contains(k)) => blocks(Quant::Q6K),
             Codec::Auto => blocks(Quant::Q4K),
             // The brief's lesson: a codebook as large as its tensor is a loss. Below a byte
             // per weight in all, or q8_0.

@@ -97,12 +97,13 @@ impl Quant {
         }
     }
 
-    /// The format of the same bits per weight in smaller blocks, for rows this one's blocks
-    /// do not divide.
+    /// The format in smaller blocks with at least as many bits per weight, for rows this
+    /// one's blocks do not divide.
     pub fn fallback(self) -> Option<Quant> {
         match self {
             Quant::Q4K => Some(Quant::Q4_0),
-            Quant::Q8_0 | Quant::Q4_0 | Quant::Q5K | Quant::Q6K => None,
+            Quant::Q5K | Quant::Q6K => Some(Quant::Q8_0),
+            Quant::Q8_0 | Quant::Q4_0 => None,
         }
     }
 
