@@ -1152,9 +1152,10 @@ mod avx512 {
     use crate::kernels::vector::avx512::{load, store};
 
     /// 6×64 rather than 12×32: the same 24 accumulators, but each k-step broadcasts 6 values
-    /// of A instead of 12 (each broadcast is a load the FMAs wait on), and an A micro-panel is
-    /// half as large, so it stays in L1 beside the B stream. One thread, against the `gemm`
-    /// crate in alternating runs: 0.93-0.97 → 1.00-1.04 from 256 to 2048 (KERNELS.md).
+    /// of A instead of 12, and an A micro-panel is half as large, so it stays in L1 beside the
+    /// B stream. Both reach the FMA roof on operands in L1; over real blocks 6×64 ran 3-8 %
+    /// faster, and one thread against the `gemm` crate in alternating runs went from
+    /// 0.93-0.97 to 1.00-1.04, 256 to 2048 (KERNELS.md).
     pub const NR: usize = 64;
     pub const MR: usize = 6;
     /// Shared with the bf16 pair kernel, whose tiles have the same shape: an A block of
