@@ -316,6 +316,9 @@ fn run_bench_gemv(args: GemvBenchArgs) -> Result<ExitCode, String> {
     if !(1..=4096).contains(&args.mib) {
         return Err(format!("--mib {}: give 1 to 4096 MiB of weights per format", args.mib));
     }
+    if args.passes == 0 {
+        return Err("--passes 0: give at least one pass per format".into());
+    }
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     eprintln!(
         "gemv on {} with {} threads, {} MiB per format, {} passes each",

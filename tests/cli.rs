@@ -178,10 +178,14 @@ fn bench_gemv_reads_every_format_against_the_roof_beside_it() {
         assert!(gbs > 0.0 && roof > 0.0 && ratio.is_finite() && ratio > 0.0, "{line}");
         assert!(field("ratio_min=") <= ratio && ratio <= field("ratio_max="), "{line}");
     }
-    for mib in ["0", "100000"] {
-        let out = spiral(&["bench", "gemv", "--mib", mib], &[]);
+    for (args, says) in [
+        (["--mib", "0"], "give 1 to 4096 MiB"),
+        (["--mib", "100000"], "give 1 to 4096 MiB"),
+        (["--passes", "0"], "at least one pass"),
+    ] {
+        let out = spiral(&[&["bench", "gemv"][..], &args].concat(), &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("give 1 to 4096 MiB"), "{stderr}");
+        assert!(!out.status.success() && stderr.contains(says), "{stderr}");
     }
 }
 
