@@ -259,6 +259,7 @@ struct OutputArgs {
 }
 
 fn main() -> ExitCode {
+    spiral::engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Speak(args) => run_speak(args),

@@ -24,6 +24,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
+    // As the `spiral` binary does, so the stages cost what they cost there.
+    spiral_engine::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().ok_or("give a Qwen3-TTS checkpoint directory")?;
     let frames: usize = args.get(1).filter(|a| !a.starts_with("--")).map_or(Ok(30), |f| f.parse())?;

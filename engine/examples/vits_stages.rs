@@ -17,6 +17,8 @@ use spiral_engine::models::vits::PiperVoice;
 use spiral_engine::voices::VoiceCache;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `spiral` binary does, so the stages cost what they cost there.
+    spiral_engine::allocator::keep_freed_memory();
     let repeats: usize = std::env::args().nth(1).map_or(Ok(7), |r| r.parse())?;
     let cpu = Cpu::from_env()?;
     let voice = PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?;

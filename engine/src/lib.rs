@@ -15,6 +15,7 @@
 //! assert!(first.samples_per_channel() > 0);
 //! ```
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod codec;
 pub mod compress;
