@@ -313,7 +313,10 @@ pub(crate) mod avx512 {
             pub unsafe fn $many<const FIFTH: bool, const N: usize>(row: &[u8], xs: [Vector; N]) -> [f32; N] {
                 let mut acc = [[_mm512_setzero_ps(); 2]; N];
                 let mut mins = [_mm256_setzero_ps(); N];
-                let nib = _mm256_set1_epi8(0x0F);
+                let nib = _mm512_set1_epi8(0x0F);
+                // The 32 bytes of a step, in both halves of a vector, shifted right by 0 in the
+                // low half and by 4 in the high one: one shift yields both sub-blocks' nibbles.
+                let shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
                 // Lane i of the step for sub-blocks (2c, 2c+1) takes factor 2c + i / 8.
                 let pick = |c: i32| {
                     _mm512_set_epi32(
@@ -348,13 +351,11 @@ pub(crate) mod avx512 {
                     }
                     for (c, pick) in picks.iter().enumerate() {
                         let q = _mm256_loadu_si256(block.add(nibbles::<FIFTH>() + 32 * c) as *const __m256i);
-                        let mut lo = _mm256_and_si256(q, nib);
-                        let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nib);
+                        let mut w = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(q), shifts), nib);
                         if FIFTH {
-                            lo = _mm256_or_si256(lo, super::avx2::fifth(high, 2 * c));
-                            hi = _mm256_or_si256(hi, super::avx2::fifth(high, 2 * c + 1));
+                            let (lo, hi) = (super::avx2::fifth(high, 2 * c), super::avx2::fifth(high, 2 * c + 1));
+                            w = _mm512_or_si512(w, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
                         }
-                        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
                         for (v, x) in xs.iter().enumerate() {
                             let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK + 64 * c) as *const __m512i);
                             let ints: __m512i = $ints(w, xq);
