@@ -94,7 +94,7 @@ pub(crate) mod avx2 {
     /// The 32 values of the block at `w` as unsigned bytes in activation order.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn values(w: *const u8) -> __m256i {
+    unsafe fn values(w: *const u8) -> __m256i {
         let q = _mm_loadu_si128(w.add(2) as *const __m128i);
         let nib = _mm_set1_epi8(0x0F);
         _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), nib), _mm_and_si128(q, nib))
@@ -154,12 +154,17 @@ pub(crate) mod avx512 {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(row: &[u8], x: Vector) -> f32 {
                 let blocks = x.scales.len();
+                // Each block's 16 bytes in two 128-bit lanes, the second shifted right by 4 (one
+                // per-lane shift), then one AND: the low nibbles (values 0-15) and the high ones
+                // (16-31) of both blocks, in activation order.
+                let (nib, shifts) = (
+                    _mm512_set1_epi8(0x0F),
+                    _mm512_broadcast_i64x4(_mm256_set_m128i(_mm_set1_epi16(4), _mm_setzero_si128())),
+                );
                 let pair = |w: *const u8| {
-                    _mm512_inserti64x4(
-                        _mm512_castsi256_si512(super::avx2::values(w)),
-                        super::avx2::values(w.add(BLOCK_BYTES)),
-                        1,
-                    )
+                    let block = |w: *const u8| _mm256_broadcastsi128_si256(_mm_loadu_si128(w.add(2) as *const __m128i));
+                    let both = _mm512_inserti64x4(_mm512_castsi256_si512(block(w)), block(w.add(BLOCK_BYTES)), 1);
+                    _mm512_and_si512(_mm512_srlv_epi16(both, shifts), nib)
                 };
                 let pick = |p: i32| {
                     let (lo, hi) = (2 * p, 2 * p + 1);
