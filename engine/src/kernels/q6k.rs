@@ -226,6 +226,8 @@ pub(crate) mod avx512 {
                     )
                 };
                 let picks = [pick(0), pick(1), pick(2), pick(3)];
+                let halves = |lo: i16, hi: i16| _mm512_inserti64x4(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi), 1);
+                let shifts = [halves(0, 2), halves(4, 6)];
                 let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
                 for b in 0..row.len() / BLOCK_BYTES {
                     let block = row.as_ptr().add(b * BLOCK_BYTES);
@@ -235,13 +237,10 @@ pub(crate) mod avx512 {
                     let factors = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(wide), _mm256_castps_pd(f1), 1));
                     // Values `64·t..` of the block, `q` assembled from the low bits and two
                     // high-bit shifts of the half's `qh`.
-                    let step = |acc: __m512, t: usize, low: __m512i, qh: __m256i, shift: u32| {
-                        let (first, second) = match shift {
-                            0 => (qh, _mm256_srli_epi16(qh, 2)),
-                            _ => (_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6)),
-                        };
-                        let high =
-                            _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1), three);
+                    // `qh` is in both halves of a register; `shifts` moves the half's two pairs of
+                    // bits (0 and 2, or 4 and 6) into place with one per-lane shift.
+                    let step = |acc: __m512, t: usize, low: __m512i, qh: __m512i, shifts: __m512i| {
+                        let high = _mm512_and_si512(_mm512_srlv_epi16(qh, shifts), three);
                         let q = _mm512_or_si512(_mm512_and_si512(low, nib), _mm512_slli_epi16(high, 4));
                         let xq = _mm512_loadu_si512(x.quants.as_ptr().add(b * BLOCK + 64 * t) as *const __m512i);
                         let ints = _mm512_sub_epi32($ints(q, xq), $ints(thirty_two, xq));
@@ -249,9 +248,9 @@ pub(crate) mod avx512 {
                     };
                     for h in 0..2 {
                         let ql = _mm512_loadu_si512(block.add(64 * h) as *const __m512i);
-                        let qh = _mm256_loadu_si256(block.add(QH + 32 * h) as *const __m256i);
-                        acc0 = step(acc0, 2 * h, ql, qh, 0);
-                        acc1 = step(acc1, 2 * h + 1, _mm512_srli_epi16(ql, 4), qh, 4);
+                        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(block.add(QH + 32 * h) as *const __m256i));
+                        acc0 = step(acc0, 2 * h, ql, qh, shifts[0]);
+                        acc1 = step(acc1, 2 * h + 1, _mm512_srli_epi16(ql, 4), qh, shifts[1]);
                     }
                 }
                 _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
