@@ -11,10 +11,10 @@
 //!
 //! Where 256 does not divide a row's length, `q4_k` falls back to [`Quant::Q4_0`] (also
 //! 4.5 bits, blocks of 32, one scale and no min each) and `q6_k` to `q8_0`; where 32 does
-//! not, any block format falls back to bf16. Each encoded tensor carries its own format ([`Data`]), and the GEMV
-//! multiplies it without widening it ([`crate::kernels::quant`]): the codecs are a table
-//! of formats, as ggml's are, rather than trait objects, so the hot loop dispatches once
-//! per product.
+//! not, any block format falls back to bf16. Each encoded tensor carries its own format
+//! ([`Data`]), and the GEMV multiplies it without widening it ([`crate::kernels::quant`]):
+//! the codecs are a table of formats, as ggml's are, rather than trait objects, so the hot
+//! loop dispatches once per product.
 //!
 //! Which tensors a codec touches is decided by their [`Regime`] (the codec lessons in the
 //! brief): only the projections whose outputs are ranked or mixed again (attention and MLP
