@@ -155,8 +155,8 @@ const STREAMS: usize = 4;
 /// against. The pool's threads each take a few contiguous chunks, as GEMV shares its rows,
 /// and read each chunk as four interleaved streams, which keeps more lines in flight than
 /// one loop does: over 128 MiB on this machine, five alternating passes read at 32-36 GB/s,
-/// a dot product over the same values at 20-35. Returns a value that depends on every bit read, so that the reads
-/// cannot be optimized away.
+/// a dot product over the same values at 20-35. Returns a value that depends on every bit
+/// read, so that the reads cannot be optimized away.
 pub fn read_all(buffer: &[f32]) -> u32 {
     use rayon::prelude::*;
     let chunk = buffer.len().div_ceil(rayon::current_num_threads() * 4).max(1);
