@@ -33,6 +33,24 @@ pub(crate) fn decode_row(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Runs `step(i, acc)` for `i` in `0..steps`, alternating between two accumulators that
+/// start at `zero`, and returns both. Named, not indexed by the step: an indexed pair lived
+/// on the stack, every step waiting on the store of the one before last.
+#[inline(always)]
+fn two_chains<V: Copy>(steps: usize, zero: V, step: impl Fn(usize, V) -> V) -> (V, V) {
+    let (mut acc0, mut acc1) = (zero, zero);
+    let mut i = 0;
+    while i + 2 <= steps {
+        acc0 = step(i, acc0);
+        acc1 = step(i + 1, acc1);
+        i += 2;
+    }
+    if i < steps {
+        acc0 = step(i, acc0);
+    }
+    (acc0, acc1)
+}
+
 pub(crate) mod scalar {
     use super::*;
 
@@ -75,17 +93,7 @@ pub(crate) mod avx2 {
             let ints = block(w.add(2), x.quants.as_ptr().add(b * BLOCK));
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_set1_ps(scale(w) * *xs.add(b)), acc)
         };
-        // Named accumulators, as in the AVX-512 body below.
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= blocks {
-            acc0 = one(b, acc0);
-            acc1 = one(b + 1, acc1);
-            b += 2;
-        }
-        if b < blocks {
-            acc0 = one(b, acc0);
-        }
+        let (acc0, acc1) = two_chains(blocks, _mm256_setzero_ps(), one);
         crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc0, acc1))
     }
 }
@@ -131,19 +139,8 @@ pub(crate) mod avx512 {
                     );
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints), scale, acc)
                 };
-                // Two accumulators named, not indexed by the step: an indexed pair lived on
-                // the stack, every step waiting on the store of the one before last.
-                let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                let mut b = 0;
-                while b + 4 <= blocks {
-                    acc0 = pair(b, acc0);
-                    acc1 = pair(b + 2, acc1);
-                    b += 4;
-                }
-                if b + 2 <= blocks {
-                    acc0 = pair(b, acc0);
-                    b += 2;
-                }
+                let (acc0, acc1) = two_chains(blocks / 2, _mm512_setzero_ps(), |p, acc| pair(2 * p, acc));
+                let b = blocks / 2 * 2;
                 let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
                 if b < blocks {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
