@@ -79,13 +79,22 @@ impl Queue {
 
     /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
     pub fn add_into(&mut self, y: &mut Block) {
-        let len = y.len;
-        self.consume(len, |at, x, offset, n| {
-            rows::for_each_row_mut(&mut y.data, len, |c, row| {
-                let src = &x.data[c * x.len + offset..][..n];
-                row[at..at + n].iter_mut().zip(src).for_each(|(a, b)| *a += b);
-            });
-        });
+        self.consume(y.len, |at, x, offset, n| add_columns(y, at, x, offset, n));
+    }
+
+    /// As pushing `x` and then [`add_into`](Self::add_into) `y`, without copying the part
+    /// of `x` that is used at once: only what `y` does not reach yet stays waiting.
+    pub fn push_and_add_into(&mut self, x: &Block, y: &mut Block) {
+        let held = self.len.min(y.len);
+        self.consume(held, |at, b, offset, n| add_columns(y, at, b, offset, n));
+        let used = y.len - held;
+        debug_assert!(used <= x.len, "a residual branch returns no more than it was given");
+        add_columns(y, held, x, 0, used);
+        if used < x.len {
+            let rest = x.len - used;
+            let data = x.data.chunks_exact(x.len).flat_map(|row| &row[used..]).copied().collect();
+            self.push(Block::new(data, x.channels, rest));
+        }
     }
 
     /// The first `m` time steps as one block.
@@ -97,6 +106,16 @@ impl Queue {
             });
         });
         out
+    }
+}
+
+/// `y[.., at..at + n] += x[.., offset..offset + n]`.
+fn add_columns(y: &mut Block, at: usize, x: &Block, offset: usize, n: usize) {
+    if n > 0 {
+        rows::for_each_row_mut(&mut y.data, y.len, |c, row| {
+            let src = &x.data[c * x.len + offset..][..n];
+            row[at..at + n].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+        });
     }
 }
 
@@ -152,5 +171,33 @@ impl<S: ChunkedConv> Stream for ConvStream<S> {
             self.0.process(cpu, &x.data, x.len, &mut data)?
         };
         Ok(Block::new(data, self.0.out_channels(), len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(channels: usize, len: usize, seed: f32) -> Block {
+        Block::new((0..channels * len).map(|i| seed + i as f32).collect(), channels, len)
+    }
+
+    /// Against pushing a copy and adding from the queue, over pushes that leave the queue
+    /// longer and shorter than the output.
+    #[test]
+    fn push_and_add_into_is_push_then_add_into() {
+        let (mut direct, mut copied) = (Queue::new(2), Queue::new(2));
+        for (i, (given, returned)) in [(5, 2), (3, 6), (4, 0), (1, 4), (2, 3)].into_iter().enumerate() {
+            let x = block(2, given, 100.0 * i as f32);
+            let y = block(2, returned, -7.0 * i as f32);
+            let (mut a, mut b) = (y.clone(), y);
+            direct.push_and_add_into(&x, &mut a);
+            copied.push(x.clone());
+            copied.add_into(&mut b);
+            assert_eq!(a.data, b.data, "push {i}");
+            assert_eq!(direct.len(), copied.len(), "push {i}");
+        }
+        let (rest_a, rest_b) = (direct.take(direct.len()), copied.take(copied.len()));
+        assert_eq!(rest_a.data, rest_b.data);
     }
 }

@@ -218,9 +218,8 @@ struct Residual<'g> {
 impl Stream for Residual<'_> {
     fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
         let mut y = self.body.push(cpu, x, end)?;
-        self.skip.push(x.clone());
         // f(x) + x, as the reference adds them.
-        self.skip.add_into(&mut y);
+        self.skip.push_and_add_into(x, &mut y);
         Ok(y)
     }
 }
