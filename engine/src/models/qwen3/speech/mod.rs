@@ -366,15 +366,25 @@ mod tests {
 
     /// One frame at a time at the reference's default shapes (hidden 1024, 8 layers,
     /// decoder_dim 1536, codebook_dim 512), random f32 weights, or bf16 matrices with
-    /// SPIRAL_BF16=1: the time per 80 ms frame and where it goes.
+    /// SPIRAL_BF16=1, or the decoder of a checkpoint directory's `speech_tokenizer` with
+    /// SPIRAL_DECODER=DIR (a compressed one included); the speech decoder's default (f32)
+    /// arithmetic, or bf16 products with SPIRAL_PRECISION=mixed: the time per 80 ms frame
+    /// and where it goes.
     /// `cargo test --release -p spiral-engine --lib speech::tests::frame_time -- --ignored --nocapture`
     #[test]
     #[ignore = "writes a 700 MB checkpoint; run in release"]
     fn frame_time_at_the_real_shapes() {
         let bf16_weights = std::env::var("SPIRAL_BF16").is_ok_and(|v| v == "1");
         let dir = tempfile::tempdir().unwrap();
-        synthetic::write(dir.path(), &synthetic::config_json("{}"), bf16_weights).unwrap();
-        let decoder = SpeechDecoder::load(dir.path()).unwrap();
+        let (mut decoder, weights) = match std::env::var("SPIRAL_DECODER") {
+            Ok(given) => (SpeechDecoder::load(Path::new(&given)).unwrap(), given),
+            Err(_) => {
+                synthetic::write(dir.path(), &synthetic::config_json("{}"), bf16_weights).unwrap();
+                (SpeechDecoder::load(dir.path()).unwrap(), if bf16_weights { "bf16" } else { "f32" }.to_string())
+            }
+        };
+        let mixed = std::env::var("SPIRAL_PRECISION").is_ok_and(|v| v == "mixed");
+        decoder.set_precision(if mixed { Precision::Mixed } else { Precision::F32 });
         let c = &decoder.config.decoder_config;
         let mut labels = vec!["pre_conv".to_string(), "transformer".into()];
         for (i, r) in c.upsampling_ratios.iter().enumerate() {
@@ -420,8 +430,10 @@ mod tests {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64 * 1e3;
         totals.sort_by(f64::total_cmp);
         eprintln!(
-            "{} weights, {} on {} threads: one frame (80 ms of audio) in {:.1} ms mean, {:.1} ms median, {:.1} ms p90",
-            if bf16_weights { "bf16" } else { "f32" },
+            "{} weights, {} arithmetic, {} on {} threads: one frame (80 ms of audio) in {:.1} ms mean, {:.1} ms median, \
+             {:.1} ms p90",
+            weights,
+            if mixed { "mixed" } else { "f32" },
             cpu.isa(),
             rayon::current_num_threads(),
             mean(&totals),
