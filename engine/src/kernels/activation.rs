@@ -157,6 +157,13 @@ pub fn snake_beta(cpu: Cpu, x: &mut [f32], alpha: f32, inv_beta: f32) {
     dispatch!(cpu, snake_beta(x, alpha, inv_beta))
 }
 
+/// `out` ← max(x, slope·x), the leaky ReLU for a slope below 1, while copying `x` into
+/// `out` (as long as `x`): bit-exact with `x.max(x * slope)` on every path (NaN stays NaN).
+pub fn leaky_relu_into(cpu: Cpu, x: &[f32], slope: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "leaky_relu_into: input and output lengths differ");
+    dispatch!(cpu, leaky_relu_into(x, slope, out))
+}
+
 /// x ← ⌊x⌋, bit-exact with [`f32::floor`] (signed zeros, ±∞ and NaN pass through).
 pub fn floor(cpu: Cpu, x: &mut [f32]) {
     elementwise!(cpu, x, floor)
@@ -253,6 +260,10 @@ mod scalar {
         x.sin()
     }
 
+    pub fn leaky_relu_into(x: &[f32], slope: f32, out: &mut [f32]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(v * slope));
+    }
+
     pub fn snake_beta(x: &mut [f32], alpha: f32, inv_beta: f32) {
         for v in x {
             let s = (*v * alpha).sin();
@@ -340,6 +351,16 @@ mod avx2 {
         LN2_HI, LN2_LO, LOG2_E, PIO2_HI, PIO2_LO, PIO2_MID, SIN_POLY, SIN_REDUCED_MAX, TANH_POLY, TANH_SMALL,
     };
     use crate::kernels::vector::avx2::{hsum, lanes, load, store, W};
+
+    /// out ← max(x, slope·x); where x is NaN so is slope·x, and `max` returns a NaN.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn leaky_relu_into(x: &[f32], slope: f32, out: &mut [f32]) {
+        let (n, px, po, slope) = (x.len(), x.as_ptr(), out.as_mut_ptr(), _mm256_set1_ps(slope));
+        for i in (0..n).step_by(W) {
+            let v = load(px.add(i), n - i);
+            store(po.add(i), n - i, _mm256_max_ps(v, _mm256_mul_ps(v, slope)));
+        }
+    }
 
     /// x ← op(x), 8 lanes at a time.
     #[target_feature(enable = "avx2,fma")]
@@ -568,6 +589,16 @@ mod avx512 {
         LN2_HI, LN2_LO, LOG2_E, PIO2_HI, PIO2_LO, PIO2_MID, SIN_POLY, SIN_REDUCED_MAX, TANH_POLY, TANH_SMALL,
     };
     use crate::kernels::vector::avx512::{lanes, load, store, W};
+
+    /// out ← max(x, slope·x); where x is NaN so is slope·x, and `max` returns a NaN.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn leaky_relu_into(x: &[f32], slope: f32, out: &mut [f32]) {
+        let (n, px, po, slope) = (x.len(), x.as_ptr(), out.as_mut_ptr(), _mm512_set1_ps(slope));
+        for i in (0..n).step_by(W) {
+            let v = load(px.add(i), n - i);
+            store(po.add(i), n - i, _mm512_max_ps(v, _mm512_mul_ps(v, slope)));
+        }
+    }
 
     /// x ← op(x), 16 lanes at a time.
     #[target_feature(enable = "avx512f,avx512dq")]
@@ -1117,6 +1148,32 @@ mod tests {
                             let want = std_op(x);
                             let same = got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
                             assert!(same, "{name} {} x={x:e}: {got:e} vs {want:e}", cpu.isa());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn leaky_relu_matches_std_max_bit_for_bit() {
+        let specials = [0.0, -0.0, 1e-40, -1e-40, f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for n in lengths() {
+            let values: Vec<f32> = random(n, n as u64)
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| if i % 4 == 0 { specials[(i / 4 + n) % specials.len()] } else { r * 10.0 })
+                .collect();
+            for cpu in available() {
+                for offset in OFFSETS {
+                    for slope in [0.1, 0.01] {
+                        let mut buf = guarded(&values, offset);
+                        leaky_relu_into(cpu, &values, slope, &mut buf[offset..offset + n]);
+                        assert_untouched_around(&buf, offset, n, "leaky_relu_into");
+                        for (&x, &got) in values.iter().zip(&buf[offset..]) {
+                            let want = x.max(x * slope);
+                            let same = got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan());
+                            assert!(same, "{} x={x:e} slope {slope}: {got:e} vs {want:e}", cpu.isa());
                         }
                     }
                 }

@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use super::cpu::Cpu;
 use super::gemm::{self, Element, View, ViewMut};
-use super::{rows, vector};
+use super::{activation, rows, vector};
 
 mod direct;
 mod direct_bf16;
@@ -450,7 +450,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
     }
 
     /// Appends `chunk` (activated) and then `zeros` zero columns (the padding, as it is).
-    fn append(&mut self, chunk: &[f32], n: usize, zeros: usize) {
+    fn append(&mut self, cpu: Cpu, chunk: &[f32], n: usize, zeros: usize) {
         // Rebuilt in the spare buffer, whose capacity stays: no allocation once warm.
         let (kept, len) = (self.len, self.len + n + zeros);
         let used = self.conv.shape.in_channels * len;
@@ -464,7 +464,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
             old.copy_from_slice(&pending[c * kept..][..kept]);
             let src = &chunk[c * n..][..n];
             match slope {
-                Some(slope) => new.iter_mut().zip(src).for_each(|(d, &v)| *d = v.max(v * slope)),
+                Some(slope) => activation::leaky_relu_into(cpu, src, slope, new),
                 None => new.copy_from_slice(src),
             }
             pad.fill(0.0);
@@ -504,7 +504,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
     fn process(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        self.append(chunk, n, 0);
+        self.append(cpu, chunk, n, 0);
         Ok(self.emit(cpu, out))
     }
 
@@ -513,7 +513,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
     fn finish(&mut self, cpu: Cpu, chunk: &[f32], n: usize, out: &mut Vec<f32>) -> Result<usize, ConvError> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
-        self.append(chunk, n, self.right_pad);
+        self.append(cpu, chunk, n, self.right_pad);
         Ok(self.emit(cpu, out))
     }
 }
