@@ -813,6 +813,8 @@ mod tests {
             (ConvShape::new(4, 6, 3).stride(2).dilation(2).groups(2), (1, 0), 13),
             (ConvShape::new(3, 2, 5).stride(3).dilation(2), (2, 1), 11),
             (ConvShape::new(2, 2, 3).stride(4), (0, 0), 9), // kernel shorter than the stride
+            (ConvShape::new(3, 2, 10).stride(5), (2, 3), 14), // x5 (Qwen3's decoder)
+            (ConvShape::new(2, 3, 12).stride(6), (1, 4), 9), // a factor without its own loop
             (ConvShape::new(2, 2, 5).stride(1), (3, 1), 8),
             (ConvShape::new(3, 2, 4).stride(2), (0, 3), 10), // a right crop past span − stride
             (ConvShape::new(2, 2, 4).stride(2), (1, 1), 1),

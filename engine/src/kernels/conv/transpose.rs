@@ -207,15 +207,9 @@ impl<'w> StreamingConvTranspose1d<'w> {
         let (cog, next, first) = (s.out_channels / s.groups, self.next, self.first);
         rows::for_each_row_mut(&mut out[start..], m, |o, dst| {
             let (g, o) = (o / cog, o % cog);
-            let mut q = next;
-            while q < end {
-                let (column, phase) = (q / s.stride - first, q % s.stride);
-                let run = (s.stride - phase).min(end - q);
-                for (k, v) in dst[q - next..][..run].iter_mut().enumerate() {
-                    *v = columns[((g * s.stride + phase + k) * cog + o) * count + column];
-                }
-                q += run;
-            }
+            // Output channel o's phase rows: position q is row q mod stride, column q / stride.
+            let row = |phase: usize| &columns[((g * s.stride + phase) * cog + o) * count..][..count];
+            interleave(s.stride, &row, next - first * s.stride, dst);
         });
         // Keep the columns that still hold positions past `end`.
         let keep_from = (end.max(self.next) / s.stride).max(self.first);
@@ -235,6 +229,43 @@ impl<'w> StreamingConvTranspose1d<'w> {
         self.next = self.next.max(end);
         m
     }
+}
+
+/// `dst[i] = row(p)[c]` for position `from + i = c·stride + p`: the phase rows interleaved
+/// into one signal. Whole groups of `stride` positions run through a loop specialised for the
+/// upsampling factors the models use (no division or bounds check per value; this pass was
+/// 3 % of the default voice's time as a general loop).
+fn interleave<'a>(stride: usize, row: &impl Fn(usize) -> &'a [f32], from: usize, dst: &mut [f32]) {
+    // The partial group before the first whole one, and after the last.
+    let head = ((stride - from % stride) % stride).min(dst.len());
+    let (first, rest) = dst.split_at_mut(head);
+    let scalar = |at: usize, dst: &mut [f32]| {
+        for (i, v) in dst.iter_mut().enumerate() {
+            *v = row((at + i) % stride)[(at + i) / stride];
+        }
+    };
+    scalar(from, first);
+    let whole = rest.len() / stride * stride;
+    let (groups, tail) = rest.split_at_mut(whole);
+    let column = (from + head) / stride;
+    fn grouped<'a, const S: usize>(row: &impl Fn(usize) -> &'a [f32], column: usize, dst: &mut [f32]) {
+        let n = dst.len() / S;
+        let rows: [&[f32]; S] = std::array::from_fn(|p| &row(p)[column..][..n]);
+        for (c, group) in dst.chunks_exact_mut(S).enumerate() {
+            for (v, r) in group.iter_mut().zip(&rows) {
+                *v = r[c];
+            }
+        }
+    }
+    match stride {
+        2 => grouped::<2>(row, column, groups),
+        3 => grouped::<3>(row, column, groups),
+        4 => grouped::<4>(row, column, groups),
+        5 => grouped::<5>(row, column, groups),
+        8 => grouped::<8>(row, column, groups),
+        _ => scalar(column * stride, groups),
+    }
+    scalar(column * stride + whole, tail);
 }
 
 impl ChunkedConv for StreamingConvTranspose1d<'_> {
