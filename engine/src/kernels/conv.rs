@@ -480,9 +480,8 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         if t_out == 0 {
             return 0;
         }
-        let start = out.len();
-        out.resize(start + s.out_channels * t_out, 0.0);
-        self.conv.run(cpu, &self.pending[..s.in_channels * self.len], self.len, t_out, &mut out[start..]);
+        let dst = extend_zeroed(out, s.out_channels * t_out);
+        self.conv.run(cpu, &self.pending[..s.in_channels * self.len], self.len, t_out, dst);
         // The next output starts t_out strides on; keep the rest, compacted in place.
         let consumed = t_out * s.stride;
         let keep = self.len - consumed;
@@ -492,6 +491,19 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         self.len = keep;
         t_out
     }
+}
+
+/// Extends `out` by `n` zeros and returns them. A `Vec` without an allocation gets a zeroed
+/// one from the allocator, whose zeroing is faster than the loop `resize` compiles to (that
+/// loop was 2.5 % of the default voice's time: every streamed output starts this way).
+pub(crate) fn extend_zeroed(out: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    let start = out.len();
+    if out.capacity() == 0 {
+        *out = vec![0.0; n];
+    } else {
+        out.resize(start + n, 0.0);
+    }
+    &mut out[start..]
 }
 
 impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {

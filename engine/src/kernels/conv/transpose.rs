@@ -16,7 +16,9 @@
 //! The streaming form is a [`StreamingConv1d`] over the stacked convolution plus the
 //! interleaving, so chunked calls equal the whole-signal call bit for bit as that one's do.
 
-use super::{expect_len, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, MethodChoice, StreamingConv1d};
+use super::{
+    expect_len, extend_zeroed, ChunkedConv, Conv1d, ConvError, ConvMethod, ConvShape, MethodChoice, StreamingConv1d,
+};
 use crate::kernels::cpu::Cpu;
 use crate::kernels::gemm::Element;
 use crate::kernels::rows;
@@ -202,10 +204,8 @@ impl<'w> StreamingConvTranspose1d<'w> {
             (&self.columns, count)
         };
         let m = end.saturating_sub(self.next);
-        let start = out.len();
-        out.resize(start + s.out_channels * m, 0.0);
         let (cog, next, first) = (s.out_channels / s.groups, self.next, self.first);
-        rows::for_each_row_mut(&mut out[start..], m, |o, dst| {
+        rows::for_each_row_mut(extend_zeroed(out, s.out_channels * m), m, |o, dst| {
             let (g, o) = (o / cog, o % cog);
             // Output channel o's phase rows: position q is row q mod stride, column q / stride.
             let row = |phase: usize| &columns[((g * s.stride + phase) * cog + o) * count..][..count];
