@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::kernels::conv::{ChunkedConv, ConvError, StreamingConv1d, StreamingConvTranspose1d};
-use crate::kernels::{rows, Cpu};
+use crate::kernels::{rows, vector, Cpu};
 use crate::models::nn::{Conv, ConvTranspose};
 
 /// A channels-first stretch of signal, `[channels, len]`.
@@ -78,18 +78,18 @@ impl Queue {
     }
 
     /// Adds the first `y.len` time steps into `y`, after `y`'s own values.
-    pub fn add_into(&mut self, y: &mut Block) {
-        self.consume(y.len, |at, x, offset, n| add_columns(y, at, x, offset, n));
+    pub fn add_into(&mut self, cpu: Cpu, y: &mut Block) {
+        self.consume(y.len, |at, x, offset, n| add_columns(cpu, y, at, x, offset, n));
     }
 
     /// As pushing `x` and then [`add_into`](Self::add_into) `y`, without copying the part
     /// of `x` that is used at once: only what `y` does not reach yet stays waiting.
-    pub fn push_and_add_into(&mut self, x: &Block, y: &mut Block) {
+    pub fn push_and_add_into(&mut self, cpu: Cpu, x: &Block, y: &mut Block) {
         let held = self.len.min(y.len);
-        self.consume(held, |at, b, offset, n| add_columns(y, at, b, offset, n));
+        self.consume(held, |at, b, offset, n| add_columns(cpu, y, at, b, offset, n));
         let used = y.len - held;
         debug_assert!(used <= x.len, "a residual branch returns no more than it was given");
-        add_columns(y, held, x, 0, used);
+        add_columns(cpu, y, held, x, 0, used);
         if used < x.len {
             let rest = x.len - used;
             let data = x.data.chunks_exact(x.len).flat_map(|row| &row[used..]).copied().collect();
@@ -109,12 +109,12 @@ impl Queue {
     }
 }
 
-/// `y[.., at..at + n] += x[.., offset..offset + n]`.
-fn add_columns(y: &mut Block, at: usize, x: &Block, offset: usize, n: usize) {
+/// `y[.., at..at + n] += x[.., offset..offset + n]` (as `axpy` by 1, whose fused
+/// multiply-add rounds 1·x + y once, like the sum).
+fn add_columns(cpu: Cpu, y: &mut Block, at: usize, x: &Block, offset: usize, n: usize) {
     if n > 0 {
         rows::for_each_row_mut(&mut y.data, y.len, |c, row| {
-            let src = &x.data[c * x.len + offset..][..n];
-            row[at..at + n].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+            vector::axpy(cpu, 1.0, &x.data[c * x.len + offset..][..n], &mut row[at..at + n]);
         });
     }
 }
@@ -191,9 +191,9 @@ mod tests {
             let x = block(2, given, 100.0 * i as f32);
             let y = block(2, returned, -7.0 * i as f32);
             let (mut a, mut b) = (y.clone(), y);
-            direct.push_and_add_into(&x, &mut a);
+            direct.push_and_add_into(Cpu::best(), &x, &mut a);
             copied.push(x.clone());
-            copied.add_into(&mut b);
+            copied.add_into(Cpu::best(), &mut b);
             assert_eq!(a.data, b.data, "push {i}");
             assert_eq!(direct.len(), copied.len(), "push {i}");
         }

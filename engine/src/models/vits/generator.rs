@@ -219,7 +219,7 @@ impl Stream for Residual<'_> {
     fn push(&mut self, cpu: Cpu, x: &Block, end: bool) -> Result<Block, ConvError> {
         let mut y = self.body.push(cpu, x, end)?;
         // f(x) + x, as the reference adds them.
-        self.skip.push_and_add_into(x, &mut y);
+        self.skip.push_and_add_into(cpu, x, &mut y);
         Ok(y)
     }
 }
@@ -265,7 +265,7 @@ impl Stream for Mean<'_> {
         let (first, rest) = self.queues.split_first_mut().expect("a stage has residual blocks");
         let mut sum = first.take(ready);
         for queue in rest {
-            queue.add_into(&mut sum);
+            queue.add_into(cpu, &mut sum);
         }
         let n = self.branches.len() as f32;
         rows::for_each_row_mut(&mut sum.data, ready, |_, row| row.iter_mut().for_each(|s| *s /= n));
