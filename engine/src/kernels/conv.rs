@@ -426,20 +426,72 @@ pub struct StreamingConv1d<'w, W> {
     right_pad: usize,
     /// The slope of a leaky ReLU applied to the input as it enters.
     slope: Option<f32>,
-    /// Input not yet consumed, `[in_channels, len]` at the front of the buffer, and `len`.
-    /// Neither buffer shrinks: refilled in place, they are never zeroed again (zeroing
-    /// the grown part on every push was 3 % of the default voice's time).
-    pending: Vec<f32>,
+    /// Input not yet consumed, `len` positions of it.
+    held: Held,
     len: usize,
-    /// Where the next `pending` is assembled.
-    spare: Vec<f32>,
+}
+
+/// A stream's input not yet consumed, as its method reads it, at the front of `pending`
+/// (`[rows, len]`), and the buffer where the next `pending` is assembled. Neither buffer
+/// shrinks: refilled in place, they are never zeroed again (zeroing the grown part on
+/// every push was 3 % of the default voice's time).
+#[derive(Clone, Debug)]
+enum Held {
+    /// `[in_channels, len]` values.
+    Values { pending: Vec<f32>, spare: Vec<f32> },
+    /// For [`ConvMethod::DirectBf16`]: `[⌈in_channels / 2⌉, len]` channel pairs in bf16, as
+    /// its kernel reads them, packed as the input arrives (a pass over the signal and half
+    /// its bytes saved on every push).
+    Pairs { pending: Vec<u32>, spare: Vec<u32> },
+}
+
+impl Held {
+    /// `rows` rows of `kept` held positions, then `n` new ones (`fill(row, dst)`), then
+    /// `zeros` zeros, assembled in `spare` and swapped in.
+    #[allow(clippy::too_many_arguments)]
+    fn rebuild<T: Copy + Default + Send + Sync>(
+        pending: &mut Vec<T>,
+        spare: &mut Vec<T>,
+        rows: usize,
+        kept: usize,
+        n: usize,
+        zeros: usize,
+        fill: impl Fn(usize, &mut [T]) + Sync + Send,
+    ) {
+        let len = kept + n + zeros;
+        if spare.len() < rows * len {
+            spare.resize(rows * len, T::default());
+        }
+        let old = &*pending;
+        rows::for_each_row_mut(&mut spare[..rows * len], len, |r, row| {
+            let (head, rest) = row.split_at_mut(kept);
+            let (new, pad) = rest.split_at_mut(n);
+            head.copy_from_slice(&old[r * kept..][..kept]);
+            fill(r, new);
+            pad.fill(T::default());
+        });
+        std::mem::swap(pending, spare);
+    }
+
+    /// Drops the first `consumed` of `len` positions of each of `rows` rows, compacting in
+    /// place.
+    fn drop_front<T: Copy>(pending: &mut [T], rows: usize, len: usize, consumed: usize) {
+        let keep = len - consumed;
+        for r in 0..rows {
+            pending.copy_within(r * len + consumed..(r + 1) * len, r * keep);
+        }
+    }
 }
 
 impl<'w, W: Element> StreamingConv1d<'w, W> {
     pub fn new(conv: Conv1d<'w, W>, pad: (usize, usize)) -> Self {
-        let len = pad.0;
-        let pending = vec![0.0; conv.shape.in_channels * len];
-        StreamingConv1d { conv, right_pad: pad.1, slope: None, pending, spare: Vec::new(), len }
+        let (len, inputs) = (pad.0, conv.shape.in_channels);
+        let held = if conv.method == ConvMethod::DirectBf16 {
+            Held::Pairs { pending: vec![0; inputs.div_ceil(2) * len], spare: Vec::new() }
+        } else {
+            Held::Values { pending: vec![0.0; inputs * len], spare: Vec::new() }
+        };
+        StreamingConv1d { conv, right_pad: pad.1, slope: None, held, len }
     }
 
     /// The convolution of the leaky ReLU (`max(v, slope·v)`, slope below 1) of the input:
@@ -451,26 +503,23 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
 
     /// Appends `chunk` (activated) and then `zeros` zero columns (the padding, as it is).
     fn append(&mut self, cpu: Cpu, chunk: &[f32], n: usize, zeros: usize) {
-        // Rebuilt in the spare buffer, whose capacity stays: no allocation once warm.
-        let (kept, len) = (self.len, self.len + n + zeros);
-        let used = self.conv.shape.in_channels * len;
-        if self.spare.len() < used {
-            self.spare.resize(used, 0.0);
-        }
-        let (pending, slope) = (&self.pending, self.slope);
-        rows::for_each_row_mut(&mut self.spare[..used], len, |c, row| {
-            let (old, rest) = row.split_at_mut(kept);
-            let (new, pad) = rest.split_at_mut(n);
-            old.copy_from_slice(&pending[c * kept..][..kept]);
-            let src = &chunk[c * n..][..n];
-            match slope {
-                Some(slope) => activation::leaky_relu_into(cpu, src, slope, new),
-                None => new.copy_from_slice(src),
+        let (inputs, kept, slope) = (self.conv.shape.in_channels, self.len, self.slope);
+        let channel = |c: usize| if c < inputs { &chunk[c * n..][..n] } else { &[][..] };
+        match &mut self.held {
+            Held::Values { pending, spare } => {
+                Held::rebuild(pending, spare, inputs, kept, n, zeros, |c, new| match slope {
+                    Some(slope) => activation::leaky_relu_into(cpu, channel(c), slope, new),
+                    None => new.copy_from_slice(channel(c)),
+                })
             }
-            pad.fill(0.0);
-        });
-        std::mem::swap(&mut self.pending, &mut self.spare);
-        self.len = len;
+            Held::Pairs { pending, spare } => {
+                let half = inputs.div_ceil(2);
+                Held::rebuild(pending, spare, half, kept, n, zeros, |p, new| {
+                    direct_bf16::pack_activated(cpu, channel(p), channel(p + half), slope, new)
+                })
+            }
+        }
+        self.len = kept + n + zeros;
     }
 
     /// Every output whose span is in `pending`, then drops the input no later output needs.
@@ -481,14 +530,20 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
             return 0;
         }
         let dst = extend_zeroed(out, s.out_channels * t_out);
-        self.conv.run(cpu, &self.pending[..s.in_channels * self.len], self.len, t_out, dst);
         // The next output starts t_out strides on; keep the rest, compacted in place.
         let consumed = t_out * s.stride;
-        let keep = self.len - consumed;
-        for c in 0..s.in_channels {
-            self.pending.copy_within(c * self.len + consumed..(c + 1) * self.len, c * keep);
+        match &mut self.held {
+            Held::Values { pending, .. } => {
+                self.conv.run(cpu, &pending[..s.in_channels * self.len], self.len, t_out, dst);
+                Held::drop_front(pending, s.in_channels, self.len, consumed);
+            }
+            Held::Pairs { pending, .. } => {
+                let words = &pending[..s.in_channels.div_ceil(2) * self.len];
+                direct_bf16::run_packed(cpu, &self.conv.direct(&[], self.len), words, t_out, dst);
+                Held::drop_front(pending, s.in_channels.div_ceil(2), self.len, consumed);
+            }
         }
-        self.len = keep;
+        self.len -= consumed;
         t_out
     }
 }
@@ -957,12 +1012,17 @@ mod tests {
         let leaky = |x: &[f32]| x.iter().map(|&v| if v < 0.0 { 0.1 * v } else { v }).collect::<Vec<f32>>();
         let (s, pad, len) = (ConvShape::new(3, 4, 5).dilation(2), (4, 4), 17);
         let (w, x) = (random(4 * 3 * 5, 41), random(3 * len, 42));
-        let conv = Conv1d::new(s, &w, None).unwrap();
-        let mut want = vec![0.0; 4 * conv.output_len(len, pad)];
-        conv.forward(Cpu::best(), &leaky(&x), len, pad, &mut want).unwrap();
-        for sizes in chunkings(len) {
-            let leaky_stream = StreamingConv1d::new(conv, pad).leaky_relu(0.1);
-            assert_eq!(stream(Cpu::best(), leaky_stream, &x, 3, len, &sizes), want, "chunks {sizes:?}");
+        // Every method on every level: bf16 products hold their input as packed pairs,
+        // activated and packed in one pass.
+        for (method, cpu) in methods(s).into_iter().flat_map(|m| available().into_iter().map(move |c| (m, c))) {
+            let conv = Conv1d::new(s, &w, None).unwrap().with_method(method).unwrap();
+            let mut want = vec![0.0; 4 * conv.output_len(len, pad)];
+            conv.forward(cpu, &leaky(&x), len, pad, &mut want).unwrap();
+            for sizes in chunkings(len) {
+                let leaky_stream = StreamingConv1d::new(conv, pad).leaky_relu(0.1);
+                let got = stream(cpu, leaky_stream, &x, 3, len, &sizes);
+                assert_eq!(got, want, "{} {method:?} chunks {sizes:?}", cpu.isa());
+            }
         }
         let (s, crop) = (ConvShape::new(3, 2, 8).stride(4), (2, 2));
         let up = ConvTranspose1d::new(s, &random(3 * 2 * 8, 43), None).unwrap();

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 const PARALLEL_VALUES: usize = 1 << 15;
 
 /// Calls `f(row index, row)` for each `row_len`-long row of `data`.
-pub fn for_each_row_mut(data: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub fn for_each_row_mut<T: Send>(data: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
     if row_len == 0 {
         return;
     }
@@ -32,6 +32,6 @@ mod tests {
                 }
             }
         }
-        super::for_each_row_mut(&mut [], 0, |_, _| panic!("no rows"));
+        super::for_each_row_mut::<f32>(&mut [], 0, |_, _| panic!("no rows"));
     }
 }

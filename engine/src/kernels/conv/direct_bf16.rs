@@ -43,6 +43,60 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, pad: (usize, usize), t_ou
     rounded(cpu, d, pad, t_out, out);
 }
 
+/// `out` = the convolution of an input already packed as channel pairs (`[pairs, len]` words,
+/// see the module comment; what [`pack_activated`] makes), with bf16 products: the same
+/// values as [`run`] on the unpacked input.
+pub(super) fn run_packed<W: Element>(cpu: Cpu, d: &Direct<W>, words: &[u32], t_out: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu.isa() >= Isa::Avx512Bf16 {
+        pairs::run_packed(d, words, t_out, out);
+        return;
+    }
+    // Below the BF16 level: the channels back as f32 (the bf16 values exactly), then as [`run`].
+    let (half, len) = (d.in_channels.div_ceil(2), d.len);
+    scratch::values(d.in_channels * len, |x| {
+        for (p, pair) in words.chunks_exact(len.max(1)).take(half).enumerate() {
+            for (t, &w) in pair.iter().enumerate() {
+                x[p * len + t] = widen(w as u16);
+                if p + half < d.in_channels {
+                    x[(p + half) * len + t] = widen((w >> 16) as u16);
+                }
+            }
+        }
+        rounded(cpu, &Direct { x: &*x, ..*d }, (0, 0), t_out, out);
+    });
+}
+
+/// `dst[m]` = the pair (`lo[m]`, `hi[m]`), each through the leaky ReLU of `slope` if any
+/// (`max(v, slope·v)`) and rounded to bf16 as [`pack`] rounds; zeros for `hi` past its end.
+/// One pass from the f32 signal to the words [`run_packed`] reads.
+pub(super) fn pack_activated(cpu: Cpu, lo: &[f32], hi: &[f32], slope: Option<f32>, dst: &mut [u32]) {
+    #[inline(always)]
+    fn each(lo: &[f32], hi: &[f32], slope: Option<f32>, dst: &mut [u32]) {
+        let act = |v: f32| slope.map_or(v, |s| v.max(v * s));
+        let (paired, alone) = dst.split_at_mut(hi.len());
+        for ((d, &l), &h) in paired.iter_mut().zip(lo).zip(hi) {
+            *d = u32::from(act(l).to_bf16()) | u32::from(act(h).to_bf16()) << 16;
+        }
+        for (d, &l) in alone.iter_mut().zip(&lo[hi.len()..]) {
+            *d = u32::from(act(l).to_bf16());
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if cpu.isa() >= Isa::Avx512 {
+        /// # Safety
+        /// The CPU has AVX-512 F/BW/VL/DQ.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn wide(lo: &[f32], hi: &[f32], slope: Option<f32>, dst: &mut [u32]) {
+            each(lo, hi, slope, dst)
+        }
+        // SAFETY: the `Cpu` token proves the level.
+        unsafe { wide(lo, hi, slope, dst) };
+        return;
+    }
+    each(lo, hi, slope, dst)
+}
+
 /// Scratch kept per thread so steady-state calls do not allocate. Taken out while in use, so
 /// a call re-entered on the same thread (rayon work stealing) gets a fresh one instead of
 /// a conflict.
@@ -194,19 +248,35 @@ mod pairs {
             } else {
                 x.chunks_mut(len).enumerate().for_each(row);
             }
-            let w = match d.pairs {
-                Some(packed) => packed,
-                None => {
-                    unsafe { pack_weights(d.weight, d.in_channels * d.kernel, per_out, w) };
-                    &*w
-                }
-            };
-            let p = Packed { x, w, bias: d.bias, pairs, kernel: d.kernel, dilation: d.dilation, len };
-            let span = (d.kernel - 1) * d.dilation + 1;
-            let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * pairs };
-            // SAFETY: blocks are disjoint parts of `out`; the level has AVX-512 BF16.
-            schedule(work, macs, out, |at| unsafe { block(&p, at) });
+            multiply(d, x, len, t_out, w, out);
         });
+    }
+
+    /// As [`run`] on an input already packed (`words`, `[pairs, d.len]`).
+    pub(super) fn run_packed<W: Element>(d: &Direct<W>, words: &[u32], t_out: usize, out: &mut [f32]) {
+        let packed_w = if d.pairs.is_some() { 0 } else { d.out_channels * d.in_channels.div_ceil(2) * d.kernel };
+        scratch::words(packed_w, |w| multiply(d, words, d.len, t_out, w, out));
+    }
+
+    /// The tiles over packed input `x` (`[pairs, len]`), with the weights packed in advance
+    /// or, if they were not, into `w`.
+    fn multiply<W: Element>(d: &Direct<W>, x: &[u32], len: usize, t_out: usize, w: &mut [u32], out: &mut [f32]) {
+        let pairs = d.in_channels.div_ceil(2);
+        let per_out = pairs * d.kernel;
+        let macs = d.out_channels * d.in_channels * d.kernel * t_out;
+        let w = match d.pairs {
+            Some(packed) => packed,
+            None => {
+                // SAFETY: this path is only taken at `Isa::Avx512Bf16` or above.
+                unsafe { pack_weights(d.weight, d.in_channels * d.kernel, per_out, w) };
+                &*w
+            }
+        };
+        let p = Packed { x, w, bias: d.bias, pairs, kernel: d.kernel, dilation: d.dilation, len };
+        let span = (d.kernel - 1) * d.dilation + 1;
+        let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * pairs };
+        // SAFETY: blocks are disjoint parts of `out`; the level has AVX-512 BF16.
+        schedule(work, macs, out, |at| unsafe { block(&p, at) });
     }
 
     /// One row of input pairs: `pad.0` zeros, the pairs of `lo` and `hi`, `pad.1` zeros.
