@@ -448,7 +448,6 @@ enum Held {
 impl Held {
     /// `rows` rows of `kept` held positions, then `n` new ones (`fill(row, dst)`), then
     /// `zeros` zeros, assembled in `spare` and swapped in.
-    #[allow(clippy::too_many_arguments)]
     fn rebuild<T: Copy + Default + Send + Sync>(
         pending: &mut Vec<T>,
         spare: &mut Vec<T>,

@@ -67,19 +67,14 @@ pub(super) fn run_packed<W: Element>(cpu: Cpu, d: &Direct<W>, words: &[u32], t_o
     });
 }
 
-/// `dst[m]` = the pair (`lo[m]`, `hi[m]`), each through the leaky ReLU of `slope` if any
-/// (`max(v, slope·v)`) and rounded to bf16 as [`pack`] rounds; zeros for `hi` past its end.
-/// One pass from the f32 signal to the words [`run_packed`] reads.
+/// [`pack`] of the leaky ReLU of `slope` (`max(v, slope·v)`) of each value, if any: one pass
+/// from the f32 signal to the words [`run_packed`] reads.
 pub(super) fn pack_activated(cpu: Cpu, lo: &[f32], hi: &[f32], slope: Option<f32>, dst: &mut [u32]) {
     #[inline(always)]
     fn each(lo: &[f32], hi: &[f32], slope: Option<f32>, dst: &mut [u32]) {
-        let act = |v: f32| slope.map_or(v, |s| v.max(v * s));
-        let (paired, alone) = dst.split_at_mut(hi.len());
-        for ((d, &l), &h) in paired.iter_mut().zip(lo).zip(hi) {
-            *d = u32::from(act(l).to_bf16()) | u32::from(act(h).to_bf16()) << 16;
-        }
-        for (d, &l) in alone.iter_mut().zip(&lo[hi.len()..]) {
-            *d = u32::from(act(l).to_bf16());
+        match slope {
+            Some(s) => pack_mapped(lo, hi, |v: f32| v.max(v * s), dst),
+            None => pack(lo, hi, dst),
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -177,13 +172,19 @@ fn rounded<W: Element>(cpu: Cpu, d: &Direct<W>, pad: (usize, usize), t_out: usiz
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn pack<W: Element>(lo: &[W], hi: &[W], dst: &mut [u32]) {
+    pack_mapped(lo, hi, |v| v, dst)
+}
+
+/// [`pack`] of `map` of each value.
+#[inline(always)]
+fn pack_mapped<W: Element>(lo: &[W], hi: &[W], map: impl Fn(W) -> W, dst: &mut [u32]) {
     debug_assert!(dst.len() == lo.len() && hi.len() <= lo.len());
     let (paired, alone) = dst.split_at_mut(hi.len());
-    for ((d, l), h) in paired.iter_mut().zip(lo).zip(hi) {
-        *d = u32::from(l.to_bf16()) | u32::from(h.to_bf16()) << 16;
+    for ((d, &l), &h) in paired.iter_mut().zip(lo).zip(hi) {
+        *d = u32::from(map(l).to_bf16()) | u32::from(map(h).to_bf16()) << 16;
     }
-    for (d, l) in alone.iter_mut().zip(&lo[hi.len()..]) {
-        *d = u32::from(l.to_bf16());
+    for (d, &l) in alone.iter_mut().zip(&lo[hi.len()..]) {
+        *d = u32::from(map(l).to_bf16());
     }
 }
 
