@@ -40,6 +40,8 @@ pub struct Status {
     pub telemetry_dropped: AtomicU64,
     /// Stop was requested: the producer stops asking the source for frames.
     pub stop_requested: AtomicBool,
+    /// Sample frames the producer has queued so far (at the output rate).
+    pub queued_frames: AtomicU64,
     /// The producer has pushed its last sample.
     pub source_done: AtomicBool,
     /// The renderer found the ring empty after `source_done`: everything was handed out.

@@ -234,6 +234,12 @@ impl Parts {
     const RECONNECTS: u32 = 3;
     /// Wait before the first reopening try; later tries wait longer.
     const RECONNECT_DELAY: Duration = Duration::from_millis(50);
+    /// How often the supervisor looks for the first queued audio before starting an output.
+    const AUDIO_POLL: Duration = Duration::from_micros(500);
+    /// Audio queued before an output starts. Started on the first 58 ms of a VITS sentence,
+    /// PulseAudio's opening burst ran the ring short (two underruns in most runs); from 60 ms
+    /// none in 24 runs, with first audio 17-29 ms through cpal (BENCHMARKS.md).
+    const START_AUDIO: Duration = Duration::from_millis(60);
     /// Longest wait for the device to play out what it was handed before it is closed.
     const MAX_TAIL: Duration = Duration::from_secs(1);
 
@@ -311,6 +317,24 @@ impl Parts {
         None
     }
 
+    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio, or has ended,
+    /// or a stop was asked for. An output started before its first audio is ready hands
+    /// silence to its first callbacks, and PulseAudio's ALSA plugin asks for a burst at the
+    /// start and then waits: the first real samples then waited up to 50 ms for a callback
+    /// (first audio of `spiral speak` through cpal was 29-65 ms for 10-12 ms of synthesis).
+    /// Started on less than that burst, the device runs short at once.
+    fn wait_for_audio(&self) {
+        let enough = (self.format.sample_rate.0 as f64 * Self::START_AUDIO.as_secs_f64()) as u64;
+        let ready = || {
+            self.status.queued_frames.load(Ordering::Acquire) >= enough
+                || self.status.source_done.load(Ordering::Acquire)
+                || self.status.stop_requested.load(Ordering::Acquire)
+        };
+        while !ready() {
+            std::thread::sleep(Self::AUDIO_POLL);
+        }
+    }
+
     fn start_null(&self, period: Duration) -> Result<LiveOutput, PlayError> {
         Ok(LiveOutput::Null { _device: NullDevice::start(self.slot.clone(), self.format, period)? })
     }
@@ -321,6 +345,9 @@ impl Parts {
         let mut device_errors = Vec::new();
         let mut fell_back = false;
         let file_only = matches!(pending, PendingOutput::FileOnly);
+        if !matches!(pending, PendingOutput::FileOnly | PendingOutput::Pull) {
+            self.wait_for_audio();
+        }
         let (mut live, sink, device) = match pending {
             PendingOutput::Device(dev) => {
                 let name = dev.name.clone();

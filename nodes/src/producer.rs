@@ -116,6 +116,7 @@ impl RingWriter {
                 self.ring.push_slice(&samples[..n]);
                 samples = &samples[n..];
                 self.pushed += (n / self.channels) as u64;
+                status.queued_frames.store(self.pushed, Ordering::Release);
                 progress(self.pushed);
             } else if status.stop_requested.load(Ordering::Acquire) {
                 return false;

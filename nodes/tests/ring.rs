@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use spiral_engine::{Frame, FrameIndex, SampleRate, Source, SourceError};
-use spiral_nodes::{pull, OutputFormat, PlayOptions};
+use spiral_nodes::{play, pull, OutputFormat, PlayOptions, Sink};
 
 const RATE: SampleRate = SampleRate(48_000);
 
@@ -139,4 +139,21 @@ fn flush_drops_queued_audio_and_stop_ends_playback() {
     let report = playback.wait().unwrap();
     assert!(report.frames_dropped > 0);
     assert!(report.frames < 100, "the source was asked for everything despite the stop");
+}
+
+/// An output starts once some audio is queued, not before: its first callbacks then hand
+/// out audio rather than silence, and a device that asks for a burst at its start (as
+/// PulseAudio's ALSA plugin does) does not make the first samples wait for its next call.
+#[test]
+fn the_output_starts_with_audio_queued() {
+    // 10 ms frames made every 5 ms: the first 60 ms of audio are queued after about 30 ms.
+    let source = Ramp { next: 0, total: 14_400, frame: 480, delay: Duration::from_millis(5) };
+    let sink =
+        Sink::Null { format: OutputFormat { sample_rate: RATE, channels: 1 }, period: Duration::from_millis(10) };
+    let report = play(source, PlayOptions { sink, ..exact_options(0.5) }).unwrap().wait().unwrap();
+    let first_handed = report.per_frame[0].handed_ms.unwrap();
+    let sixth_queued = report.per_frame[5].enqueued_ms.unwrap();
+    assert!(first_handed >= sixth_queued, "first audio handed at {first_handed} ms, 60 ms queued at {sixth_queued} ms");
+    assert_eq!(report.run.underruns, 0);
+    assert_eq!(report.frames_dropped, 0);
 }
