@@ -1,7 +1,8 @@
 //! Where the default voice's time goes: each stage's time per second of audio on the 10
 //! fixture sentences, in this process, warm, minimum and median over repeats. The flow is
 //! fed as the speech source feeds it (the first window, the second, then the rest) and the
-//! generator `CHUNK` frames at a time, so the numbers add up to what `spiral speak` spends.
+//! generator the first window, then `CHUNK` frames at a time, so the numbers add up to what
+//! `spiral speak` spends.
 //!
 //! ```text
 //! cargo run --release -p spiral-engine --example vits_stages [REPEATS]
@@ -57,10 +58,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let generator_start = Instant::now();
                 let mut generator = model.generator().stream();
+                // The first step takes the flow's first window, then CHUNK frames a step.
+                let mut step = WINDOWS[0];
                 for latent in &latents {
-                    for from in (0..latent.frames).step_by(CHUNK) {
-                        let n = CHUNK.min(latent.frames - from);
+                    let mut from = 0;
+                    while from < latent.frames {
+                        let n = step.min(latent.frames - from);
                         audio += generator.push(cpu, &latent.columns(from, n), n)?.len();
+                        (from, step) = (from + n, CHUNK);
                     }
                 }
                 audio += generator.finish(cpu, &[], 0)?.len();

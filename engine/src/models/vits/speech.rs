@@ -5,9 +5,10 @@
 //! (they are small, and attention needs it all); then the flow and the generator both
 //! stream, and every frame goes through each once. The flow is fed the prior up to the
 //! [`WINDOWS`] ends plus its look-ahead, then the rest in one call (its per-call costs are
-//! high next to its arithmetic); the generator gets the latent [`CHUNK`] frames at a time,
-//! each step returning the audio completed so far (after a sentence's first chunk, the
-//! generator's last stage runs one step behind its others; see [`GeneratorStream`]).
+//! high next to its arithmetic); the generator gets the first window, then the latent
+//! [`CHUNK`] frames at a time, each step returning the audio completed so far (after a
+//! sentence's first step, the generator's last stage runs one step behind its others; see
+//! [`GeneratorStream`]).
 //! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
 //! earlier lines play.
 //!
@@ -37,12 +38,16 @@ use super::{Latent, Scales};
 
 /// The latent frames the flow has produced after each of its first calls, from the start of
 /// a sentence; the next call brings the rest. The first is short so the first audio waits
-/// for little; the second is short too, because it must be ready before the first chunk's
-/// audio (the few frames the generator's look-ahead lets out, about 58 ms) has played:
-/// with the rest of a long sentence there, a loaded machine underran.
-pub const WINDOWS: [usize; 2] = [16, 64];
-/// Latent frames fed to the generator per step (16 × 256 samples at 22.05 kHz: 186 ms of
-/// audio).
+/// for little, and it is also the generator's first step: after the look-ahead (about 11
+/// frames) it lets out 13 frames, 151 ms of audio, enough for an audio device to start on
+/// (the output waits for 60 ms queued: a first step of 16 frames gave 58 ms, so the device
+/// waited for the third step, and first audio through cpal was about 40 ms on a long first
+/// sentence against 27-29 ms now; into a file it costs 3 ms). The second is short too,
+/// because it must be ready before the first step's audio has played: with the rest of a
+/// long sentence there, a loaded machine underran.
+pub const WINDOWS: [usize; 2] = [24, 64];
+/// Latent frames fed to the generator per step after the first (16 × 256 samples at
+/// 22.05 kHz: 186 ms of audio); the first step takes the flow's first window.
 pub const CHUNK: usize = 16;
 /// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
 /// so the first sentence of a long text does not wait for the whole text to be read.
@@ -278,7 +283,7 @@ impl SpeechSource {
                 u.plan.fill(&u.hints, hop, cut.fill)
             } else {
                 let end = u.plan.next_fill(u.pos).unwrap_or(u.plan.decided);
-                let to = (u.pos + CHUNK).min(end);
+                let to = (u.pos + if u.pos == 0 { WINDOWS[0] } else { CHUNK }).min(end);
                 let last = u.plan.fill_at(to).is_some() || (to == u.frames() && u.complete());
                 let z = u.columns(u.pos, to);
                 let n = to - u.pos;
