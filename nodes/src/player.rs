@@ -218,6 +218,9 @@ struct Parts {
     /// The device asked for (name, fixed period), to reopen it after an error.
     device_request: Option<(Option<String>, Option<u32>)>,
     records_wav: bool,
+    /// Sample frames queued before an output starts: [`Self::START_AUDIO`], or what the
+    /// ring holds if that is less (the producer waits on a full ring).
+    start_frames: u64,
     status: Arc<Status>,
     controller: Controller,
     slot: Arc<RendererSlot>,
@@ -248,9 +251,8 @@ impl Parts {
         let source_rate = source.sample_rate().hz();
         let pipeline = Pipeline::new(source.sample_rate(), source.channels(), format, options.limiter)?;
         let wav = options.wav.as_deref().map(|p| WavTap::create(p, format)).transpose()?;
-        let capacity = (format.sample_rate.frames_in(options.buffer_seconds.max(0.01)) as usize).max(64)
-            * usize::from(format.channels);
-        let (ring_prod, ring_cons) = HeapRb::<f32>::new(capacity).split();
+        let ring_frames = (format.sample_rate.frames_in(options.buffer_seconds.max(0.01)) as usize).max(64);
+        let (ring_prod, ring_cons) = HeapRb::<f32>::new(ring_frames * usize::from(format.channels)).split();
         let (tel_prod, telemetry) = HeapRb::<CallbackRecord>::new(Self::TELEMETRY_CAPACITY).split();
         let (tx, rx) = crossbeam_channel::bounded(64);
         let controller = Controller::new(tx, status.clone());
@@ -275,6 +277,7 @@ impl Parts {
                 _ => None,
             },
             records_wav: options.wav.is_some(),
+            start_frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()).min(ring_frames as u64),
             status,
             controller,
             slot: RendererSlot::new(renderer),
@@ -317,16 +320,15 @@ impl Parts {
         None
     }
 
-    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio, or has ended,
-    /// or a stop was asked for. An output started before its first audio is ready hands
+    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio (or a full
+    /// ring), or has ended, or a stop was asked for. An output started before its first audio is ready hands
     /// silence to its first callbacks, and PulseAudio's ALSA plugin asks for a burst at the
     /// start and then waits: the first real samples then waited up to 50 ms for a callback
     /// (first audio of `spiral speak` through cpal was 29-65 ms for 10-12 ms of synthesis).
     /// Started on less than that burst, the device runs short at once.
     fn wait_for_audio(&self) {
-        let enough = (self.format.sample_rate.0 as f64 * Self::START_AUDIO.as_secs_f64()) as u64;
         let ready = || {
-            self.status.queued_frames.load(Ordering::Acquire) >= enough
+            self.status.queued_frames.load(Ordering::Acquire) >= self.start_frames
                 || self.status.source_done.load(Ordering::Acquire)
                 || self.status.stop_requested.load(Ordering::Acquire)
         };

@@ -157,3 +157,20 @@ fn the_output_starts_with_audio_queued() {
     assert_eq!(report.run.underruns, 0);
     assert_eq!(report.frames_dropped, 0);
 }
+
+/// A ring smaller than the audio an output waits for before it starts: the output starts on
+/// the full ring instead of waiting for the producer, which waits for room.
+#[test]
+fn an_output_starts_on_a_full_ring_smaller_than_its_start() {
+    let source = Ramp { next: 0, total: 9_600, frame: 480, delay: Duration::ZERO };
+    let sink =
+        Sink::Null { format: OutputFormat { sample_rate: RATE, channels: 1 }, period: Duration::from_millis(10) };
+    let playback = play(source, PlayOptions { sink, ..exact_options(0.02) }).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(playback.wait());
+    });
+    let report = rx.recv_timeout(Duration::from_secs(10)).expect("playback never finished").unwrap();
+    assert_eq!(report.frames_dropped, 0);
+    assert_eq!(report.run.underruns, 0);
+}
