@@ -161,7 +161,7 @@ impl MethodChoice {
     pub fn set<W: Element>(&mut self, conv: Conv1d<'_, W>, method: ConvMethod) -> Result<(), ConvError> {
         let conv = conv.with_method(method)?;
         self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
-        self.winograd = (method == ConvMethod::Winograd).then(|| conv.winograd_weights());
+        self.winograd = if method == ConvMethod::Winograd { Some(conv.winograd_weights()?) } else { None };
         self.method = Some(method);
         Ok(())
     }
@@ -327,14 +327,12 @@ impl<'w, W: Element> Conv1d<'w, W> {
         Ok(Conv1d { pairs: Some(pairs), ..self })
     }
 
-    /// The weights transformed for [`ConvMethod::Winograd`] (see [`WinogradWeights`]); the
-    /// shape must be one the method supports.
-    pub fn winograd_weights(&self) -> WinogradWeights {
-        let s = self.shape;
-        WinogradWeights {
-            shape: s,
-            u: winograd::transform_weights(self.weight, s.in_channels, s.out_channels, s.kernel),
-        }
+    /// The weights transformed for [`ConvMethod::Winograd`] (see [`WinogradWeights`]); an
+    /// error if the method cannot do the shape.
+    pub fn winograd_weights(&self) -> Result<WinogradWeights, ConvError> {
+        let s = self.with_method(ConvMethod::Winograd)?.shape;
+        let u = winograd::transform_weights(self.weight, s.in_channels, s.out_channels, s.kernel);
+        Ok(WinogradWeights { shape: s, u })
     }
 
     /// This convolution reading its Winograd weights from `u` (made from the same weights by
@@ -743,13 +741,8 @@ mod tests {
     }
 
     fn check(got: &[f32], want: &[f64], mag: &[f64], terms: usize, what: &str) {
-        check_within(got, want, mag, terms, 1.0, what)
-    }
-
-    /// [`check`] with the bound `slack` times wider.
-    fn check_within(got: &[f32], want: &[f64], mag: &[f64], terms: usize, slack: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
-        let bound = slack * 4.0 * f64::from(f32::EPSILON) * ((terms + 1) as f64).sqrt();
+        let bound = 4.0 * f64::from(f32::EPSILON) * ((terms + 1) as f64).sqrt();
         for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
             assert!((f64::from(g) - w).abs() <= bound * m + 1e-30, "{what} [{i}]: {g} vs {w}");
         }
@@ -804,8 +797,6 @@ mod tests {
         }
     }
 
-    const WINOGRAD_SLACK: f64 = 2.0;
-
     #[test]
     fn convolution_matches_the_definition_on_every_path() {
         for (i, (s, pad, len)) in conv_cases().into_iter().enumerate() {
@@ -828,15 +819,16 @@ mod tests {
                     let mut out = vec![f32::NAN; s.out_channels * t_out];
                     conv.forward(cpu, &x, len, pad, &mut out).unwrap();
                     let what = format!("{} {method:?} {s:?} pad {pad:?}", cpu.isa());
-                    // Winograd's transforms add rounding of their own, against the sum of
-                    // |terms| as the bound's scale: WINOGRAD_SLACK times the others' bound.
-                    let slack = if method == ConvMethod::Winograd { WINOGRAD_SLACK } else { 1.0 };
-                    check_within(&out, &want, &mag, s.in_channels * s.kernel, slack, &what);
+                    check(&out, &want, &mag, s.in_channels * s.kernel, &what);
                     // The direct SIMD paths run the same FMA chains, 8 or 16 lanes wide.
                     let fma_chains = method == ConvMethod::Direct
                         || (method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16);
                     if fma_chains && cpu.isa() >= Isa::Avx2 {
                         assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from AVX2");
+                    }
+                    // Winograd: FMA chains and f64 transforms on every level, scalar included.
+                    if method == ConvMethod::Winograd {
+                        assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from scalar");
                     }
                     if method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16 {
                         let mut same = vec![f32::NAN; out.len()];
@@ -962,7 +954,40 @@ mod tests {
         assert_eq!(bf16.method(), ConvMethod::DirectBf16);
         for s in conv_cases().into_iter().map(|c| c.0).chain([big, ConvShape::new(64, 64, 5).dilation(6)]) {
             assert_ne!(ConvMethod::for_shape(s), ConvMethod::DirectBf16, "{s:?}");
+            assert_ne!(ConvMethod::for_shape(s), ConvMethod::Winograd, "{s:?}");
         }
+        // Winograd: one group, stride 1, no dilation, kernels 2 to 5; it alone holds back.
+        for s in [ConvShape::new(4, 4, 3).dilation(2), ConvShape::new(4, 4, 3).stride(2), ConvShape::new(4, 4, 7)] {
+            let w = vec![0.0f32; 16 * s.kernel];
+            let e = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap_err().to_string();
+            assert!(e.contains("dilation 1 and a kernel of 2 to 5") && e.contains("Gemm"), "{e}");
+        }
+        assert!(pick(ConvShape::new(4, 4, 3)).unwrap().with_method(ConvMethod::Winograd).is_ok());
+        assert_eq!(ConvMethod::Winograd.held_back(), 3);
+        assert_eq!(ConvMethod::Direct.held_back(), 0);
+    }
+
+    /// Winograd weights transformed ahead give the per-call transform's output bit for bit,
+    /// and weights for another shape are refused.
+    #[test]
+    fn winograd_weights_transformed_ahead_give_the_same_output_bit_for_bit() {
+        for (s, pad, len) in conv_cases().into_iter().filter(|c| ConvMethod::Winograd.supports(c.0)) {
+            let (w, x) = (random(s.out_channels * s.in_channels * s.kernel, 61), random(s.in_channels * len, 62));
+            let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap();
+            let u = conv.winograd_weights().unwrap();
+            for cpu in available() {
+                let t_out = conv.output_len(len, pad);
+                let (mut want, mut got) = (vec![0.0; s.out_channels * t_out], vec![1.0; s.out_channels * t_out]);
+                conv.forward(cpu, &x, len, pad, &mut want).unwrap();
+                conv.with_winograd_weights(&u).unwrap().forward(cpu, &x, len, pad, &mut got).unwrap();
+                assert_eq!(got, want, "{} {s:?}", cpu.isa());
+            }
+        }
+        let small = Conv1d::new(ConvShape::new(2, 2, 3), &[0.0; 12], None).unwrap().winograd_weights().unwrap();
+        let other = Conv1d::new(ConvShape::new(2, 3, 3), &[0.0; 18], None).unwrap();
+        assert!(other.with_winograd_weights(&small).unwrap_err().to_string().contains("transformed for"));
+        let dilated = Conv1d::new(ConvShape::new(2, 2, 3).dilation(2), &[0.0; 12], None).unwrap();
+        assert!(dilated.winograd_weights().unwrap_err().to_string().contains("Winograd"));
     }
 
     /// Transposed shapes: HiFi-GAN's upsamplers, shrunk, and the odd ones (groups, dilation,

@@ -3,23 +3,30 @@
 //! r-tap filter from n = r + 3 products instead of 4·r (Lavin & Gray 2015, in one
 //! dimension), 2.5 times fewer multiply-adds at r = 5 and 2 at r = 3.
 //!
-//! Outputs are cut into tiles of [`TILE`] from output 0. Tile t needs the n inputs from
-//! 4·t. For each of the n evaluation points ξ (0, ±1, ±2, ±½ and infinity, as many as n
-//! needs) the inputs are transformed (`V_ξ[t][c] = Σ_k Bᵀ[ξ][k] x[c][4t + k]`), the
-//! weights were transformed once (`U_ξ[o][c] = Σ_j G[ξ][j] w[o][c][j]`), and the sum over
-//! input channels is one GEMM per point, `M_ξ = V_ξ · U_ξᵀ` (`[tiles, out]`), on the engine's
-//! [`gemm`](crate::kernels::gemm::gemm); the output transform gives
-//! `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`. The matrices come from the Toom-Cook
-//! construction (evaluate at the points, interpolate), built in f64 and rounded once.
+//! Outputs are cut into tiles of [`TILE`] from output 0; tile t reads the n inputs from 4·t.
+//! For each of the n evaluation points ξ (0, ±1, ±2, ±½ and infinity, as many as n needs):
+//! - the weights were transformed once, `U_ξ[c][o] = Σ_j G[ξ][j] w[o][c][j]`, and stored in
+//!   panels of [`PANEL`] output channels, `[in][PANEL]` each, so every panel is one
+//!   contiguous stream (read once per call, often from memory);
+//! - the inputs are transformed per call, `V_ξ[c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k]`;
+//! - the sum over input channels is a product of V_ξᵀ and each panel of U_ξ, on a register
+//!   tile of up to 12 tiles × 32 output channels, every value one chain of fused
+//!   multiply-adds over the channels in order;
 //!
-//! Rounding: every output depends only on its tile's inputs, the transformed weights and a
-//! fixed order of operations, and tiles start at multiples of [`TILE`] from the signal's
-//! first output. So a stream that hands the convolution whole tiles (and the rest at its
-//! end, zeros standing in past the input as in the whole-signal call) gives the
-//! whole-signal call's output bit for bit, as the other methods do ([`StreamingConv1d`]
-//! holds back the outputs of a partial tile until its input is complete). Against the
-//! definition the error is that of the direct method's chains of fused multiply-adds, to
-//! within a small factor (docs/KERNELS.md).
+//! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`. The matrices come from the
+//! Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
+//! transforms run in f64 on the f32 values and round once: in f32 they left the VITS flow's
+//! latent at four times the direct method's distance from the reference, in f64 at about
+//! three, for 1-2 % of the time (docs/KERNELS.md).
+//!
+//! Rounding is the same whatever the call: every output depends only on its tile's inputs,
+//! the transformed weights and a fixed order of operations, and tiles start at multiples of
+//! [`TILE`] from the signal's first output. So a stream that hands the convolution whole
+//! tiles (and the rest at its end, zeros standing in past the input as in the whole-signal
+//! call) gives the whole-signal call's output bit for bit, as the other methods do
+//! ([`StreamingConv1d`] holds back the outputs of a partial tile until its input is
+//! complete). Every level computes the same values: the products are FMA chains on each
+//! (`f32::mul_add` in the scalar reference) and the transforms plain f64 arithmetic.
 //!
 //! [`StreamingConv1d`]: super::StreamingConv1d
 
@@ -29,9 +36,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::direct::{Direct, PARALLEL_MACS};
-use crate::kernels::cpu::Cpu;
-use crate::kernels::gemm::{self, Element, View, ViewMut};
-use crate::kernels::rows;
+use crate::kernels::cpu::{Cpu, Isa};
+use crate::kernels::gemm::Element;
 
 /// Outputs per tile.
 pub(super) const TILE: usize = 4;
@@ -48,11 +54,11 @@ struct Transforms {
     /// Points: r + TILE − 1.
     n: usize,
     /// `Aᵀ`, `[TILE, n]`: the output transform.
-    at: Vec<f32>,
+    at: Vec<f64>,
     /// `G`, `[n, r]`: the weight transform, kept in f64 (weights are transformed once).
     g: Vec<f64>,
     /// `Bᵀ`, `[n, n]`: the input transform.
-    bt: Vec<f32>,
+    bt: Vec<f64>,
 }
 
 impl Transforms {
@@ -73,9 +79,9 @@ impl Transforms {
         let outputs = evaluate(TILE);
         // The correlation is the transpose of the product's Toom-Cook algorithm:
         // Aᵀ = E_TILEᵀ, G = E_r, Bᵀ = (E_n⁻¹)ᵀ.
-        let at = (0..TILE * n).map(|i| outputs[(i % n) * TILE + i / n] as f32).collect();
+        let at = (0..TILE * n).map(|i| outputs[(i % n) * TILE + i / n]).collect();
         let inverse = invert(evaluate(n), n);
-        let bt = (0..n * n).map(|i| inverse[(i % n) * n + i / n] as f32).collect();
+        let bt = (0..n * n).map(|i| inverse[(i % n) * n + i / n]).collect();
         Transforms { n, at, g: evaluate(r), bt }
     }
 
@@ -112,9 +118,14 @@ fn invert(mut a: Vec<f64>, n: usize) -> Vec<f64> {
     inv
 }
 
-/// `U_ξ[c][o]` for weights `[out, in, r]`: `[n, in, out]`, each point's block the GEMM's
-/// second operand row-major, which the GEMM reads where it lies (a transposed layout would
-/// be packed at every call, as costly as the products for the few tiles a stream brings).
+/// Output channels per panel of transformed weights: a panel is `[in][PANEL]`, one
+/// contiguous stream that the product reads once per call.
+const PANEL: usize = 32;
+
+/// `U_ξ[c][o]` for weights `[out, in, r]`, as `[n][panels][in][PANEL]` (output channels
+/// padded with zeros to whole panels): each panel one contiguous stream, which the
+/// prefetchers follow when the weights come from memory (a row-major `[in][out]` block read
+/// a panel at a time ran at a third of the speed there).
 pub(super) fn transform_weights<W: Element>(
     weight: &[W],
     in_channels: usize,
@@ -122,12 +133,13 @@ pub(super) fn transform_weights<W: Element>(
     r: usize,
 ) -> Vec<f32> {
     let t = Transforms::get(r);
-    let mut u = vec![0.0; t.n * in_channels * out_channels];
+    let panels = out_channels.div_ceil(PANEL);
+    let mut u = vec![0.0; t.n * panels * in_channels * PANEL];
     for (oc, w) in weight.chunks_exact(r).enumerate() {
         let (o, c) = (oc / in_channels, oc % in_channels);
         for (xi, g) in t.g.chunks_exact(r).enumerate() {
             let v = g.iter().zip(w).map(|(g, w)| g * f64::from(w.to_f32())).sum::<f64>();
-            u[(xi * in_channels + c) * out_channels + o] = v as f32;
+            u[((xi * panels + o / PANEL) * in_channels + c) * PANEL + o % PANEL] = v as f32;
         }
     }
     u
@@ -148,52 +160,344 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out:
         }
     };
     let t = Transforms::get(r);
-    let (n, tiles) = (t.n, t_out.div_ceil(TILE));
-    // M_ξ = V_ξ · U_ξᵀ for each point, `[n, tiles, out]`; the points are independent tasks.
-    let mut m = vec![0.0; n * tiles * cout];
-    let point = |(xi, m_xi): (usize, &mut [f32])| {
-        let bt = &t.bt[xi * n..][..n];
-        let mut v = vec![0.0; tiles * cin];
-        for (tile, v) in v.chunks_exact_mut(cin).enumerate() {
-            let from = tile * TILE;
-            // Inputs past the signal are the zeros the whole-signal call would see there.
-            let taps = n.min(d.len.saturating_sub(from));
-            for (c, v) in v.iter_mut().enumerate() {
-                let x = &d.x[c * d.len + from..][..taps];
-                *v = bt[..taps].iter().zip(x).fold(0.0, |s, (b, x)| s + b * x);
-            }
+    let (n, tiles, panels) = (t.n, t_out.div_ceil(TILE), cout.div_ceil(PANEL));
+    let parallel = n * tiles * cin * cout >= PARALLEL_MACS && rayon::current_num_threads() > 1;
+    // V_ξ[c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k], `[n][in][tiles]`, a block of input channels
+    // per task.
+    const CHANNELS: usize = 16;
+    let mut v = vec![0.0; n * cin * tiles];
+    {
+        let v = Shared(v.as_mut_ptr());
+        let transform = |block: usize| {
+            let channels = block * CHANNELS..(cin.min((block + 1) * CHANNELS));
+            // SAFETY: each task writes the rows of its own channels only.
+            unsafe { transforms::input(cpu, &t.bt, n, d.x, d.len, cin, channels, tiles, v.get()) }
+        };
+        if parallel {
+            (0..cin.div_ceil(CHANNELS)).into_par_iter().for_each(transform);
+        } else {
+            (0..cin.div_ceil(CHANNELS)).for_each(transform);
         }
-        let a = View::new(&v, tiles, cin).expect("tiles × in values");
-        let b = View::strided(&u[xi * cin * cout..][..cin * cout], 0, cout, cin, 1, cout as isize)
-            .expect("in × out values");
-        gemm::gemm(cpu, a, b, ViewMut::new(m_xi, tiles, cout).expect("tiles × out values"), false);
-    };
-    if n * tiles * cin * cout >= PARALLEL_MACS {
-        m.par_chunks_mut(tiles * cout).enumerate().for_each(point);
-    } else {
-        m.chunks_mut(tiles * cout).enumerate().for_each(point);
     }
-    // y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o], a block of output channels at a time
-    // so the sums run along contiguous channels of M.
-    const BLOCK: usize = 16;
+    // M_ξ = V_ξᵀ · U_ξ, `[n][panels][tiles][PANEL]`: one task per point and panel.
+    let mut m = vec![0.0; n * panels * tiles * PANEL];
+    let v = &v;
+    let product = |(task, m): (usize, &mut [f32])| {
+        let (xi, p) = (task / panels, task % panels);
+        let v = &v[xi * cin * tiles..][..cin * tiles];
+        let u = &u[(xi * panels + p) * cin * PANEL..][..cin * PANEL];
+        panel_product(cpu, v, u, tiles, cin, m);
+    };
+    if parallel {
+        m.par_chunks_mut(tiles * PANEL).enumerate().for_each(product);
+    } else {
+        m.chunks_mut(tiles * PANEL).enumerate().for_each(product);
+    }
+    // y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o], a panel of output channels per task.
     let m = &m;
-    rows::for_each_row_mut(out, BLOCK * t_out, |b, block| {
-        let o0 = b * BLOCK;
-        let width = block.len() / t_out;
-        for tile in 0..tiles {
-            let mut y = [[0.0f32; BLOCK]; TILE];
-            for xi in 0..n {
-                let mt = &m[(xi * tiles + tile) * cout + o0..][..width];
-                for (yi, &a) in y.iter_mut().zip(t.at[xi..].iter().step_by(n)) {
-                    yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * m);
+    let output = |p: usize, block: &mut [f32]| {
+        let bias = d.bias.map(|b| &b[p * PANEL..][..block.len() / t_out]);
+        transforms::output(cpu, &t.at, n, &m[p * tiles * PANEL..], panels * tiles * PANEL, tiles, bias, t_out, block)
+    };
+    if parallel {
+        out.par_chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+    } else {
+        out.chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+    }
+}
+
+/// `V`, written by tasks that each own a disjoint set of its rows.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint rows (see `run`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The input and output transforms: plain loops over contiguous values, compiled once per
+/// level inside its `target_feature` function so they vectorize to its width; no fused
+/// multiply-adds, so every level rounds them alike.
+mod transforms {
+    use super::TILE;
+    use crate::kernels::cpu::{Cpu, Isa};
+
+    /// `V[ξ][c][t]` (`[n][in][tiles]` at `v`) for the input channels `channels` of `x`
+    /// (`[in][len]`), zeros standing in past `len`.
+    ///
+    /// # Safety
+    /// `v` points at `n · in · tiles` values, and nothing else touches the rows of
+    /// `channels` meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn input(
+        cpu: Cpu,
+        bt: &[f64],
+        n: usize,
+        x: &[f32],
+        len: usize,
+        cin: usize,
+        channels: std::ops::Range<usize>,
+        tiles: usize,
+        v: *mut f32,
+    ) {
+        #[inline(always)]
+        fn each(
+            bt: &[f64],
+            n: usize,
+            x: &[f32],
+            len: usize,
+            cin: usize,
+            channels: std::ops::Range<usize>,
+            tiles: usize,
+            v: *mut f32,
+        ) {
+            // x[c][4t + j] as four phases, so tap k reads phase k % 4 from t + k / 4.
+            let width = tiles + (n - 1) / TILE;
+            let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
+            for c in channels {
+                let row = &x[c * len..][..len];
+                for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
+                    for (t, p) in phase.iter_mut().enumerate() {
+                        *p = row.get(t * TILE + j).map_or(0.0, |&v| f64::from(v));
+                    }
                 }
-            }
-            for (l, row) in block.chunks_exact_mut(t_out).enumerate() {
-                let bias = d.bias.map_or(0.0, |b| b[o0 + l]);
-                for (i, y) in y.iter().enumerate().take(t_out.saturating_sub(tile * TILE)) {
-                    row[tile * TILE + i] = y[l] + bias;
+                for (xi, b) in bt.chunks_exact(n).enumerate() {
+                    sum.fill(0.0);
+                    for (k, &b) in b.iter().enumerate().filter(|(_, &b)| b != 0.0) {
+                        let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
+                        sum.iter_mut().zip(src).for_each(|(d, &s)| *d += b * s);
+                    }
+                    // SAFETY: row (ξ, c) of V, which only this task writes.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * cin + c) * tiles), tiles) };
+                    dst.iter_mut().zip(&sum).for_each(|(d, &s)| *d = s as f32);
                 }
             }
         }
-    });
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512(
+                bt: &[f64],
+                n: usize,
+                x: &[f32],
+                len: usize,
+                cin: usize,
+                ch: std::ops::Range<usize>,
+                tiles: usize,
+                v: *mut f32,
+            ) {
+                each(bt, n, x, len, cin, ch, tiles, v)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2(
+                bt: &[f64],
+                n: usize,
+                x: &[f32],
+                len: usize,
+                cin: usize,
+                ch: std::ops::Range<usize>,
+                tiles: usize,
+                v: *mut f32,
+            ) {
+                each(bt, n, x, len, cin, ch, tiles, v)
+            }
+            match cpu.isa() {
+                Isa::Avx2 => return unsafe { avx2(bt, n, x, len, cin, channels, tiles, v) },
+                isa if isa >= Isa::Avx512 => return unsafe { avx512(bt, n, x, len, cin, channels, tiles, v) },
+                _ => {}
+            }
+        }
+        each(bt, n, x, len, cin, channels, tiles, v)
+    }
+
+    /// One panel of output channels (`out`, `[channels][t_out]`, at most a panel) from its
+    /// products `m` (point ξ's `[tiles][PANEL]` at `ξ · stride`) and `bias`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn output(
+        cpu: Cpu,
+        at: &[f64],
+        n: usize,
+        m: &[f32],
+        stride: usize,
+        tiles: usize,
+        bias: Option<&[f32]>,
+        t_out: usize,
+        out: &mut [f32],
+    ) {
+        use super::PANEL;
+        #[inline(always)]
+        fn each(
+            at: &[f64],
+            n: usize,
+            m: &[f32],
+            stride: usize,
+            tiles: usize,
+            bias: Option<&[f32]>,
+            t_out: usize,
+            out: &mut [f32],
+        ) {
+            let width = out.len() / t_out;
+            for tile in 0..tiles {
+                let mut y = [[0.0f64; PANEL]; TILE];
+                for xi in 0..n {
+                    let mt = &m[xi * stride + tile * PANEL..][..PANEL];
+                    for (yi, &a) in y.iter_mut().zip(at[xi..].iter().step_by(n)) {
+                        if a != 0.0 {
+                            yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * f64::from(m));
+                        }
+                    }
+                }
+                let times = TILE.min(t_out - tile * TILE);
+                for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
+                    let b = bias.map_or(0.0, |b| f64::from(b[l]));
+                    for (i, y) in y.iter().enumerate().take(times) {
+                        row[tile * TILE + i] = (y[l] + b) as f32;
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512(
+                at: &[f64],
+                n: usize,
+                m: &[f32],
+                s: usize,
+                tiles: usize,
+                b: Option<&[f32]>,
+                t_out: usize,
+                out: &mut [f32],
+            ) {
+                each(at, n, m, s, tiles, b, t_out, out)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2(
+                at: &[f64],
+                n: usize,
+                m: &[f32],
+                s: usize,
+                tiles: usize,
+                b: Option<&[f32]>,
+                t_out: usize,
+                out: &mut [f32],
+            ) {
+                each(at, n, m, s, tiles, b, t_out, out)
+            }
+            // SAFETY: the level's instructions exist (the `Cpu` token says so).
+            match cpu.isa() {
+                Isa::Avx2 => return unsafe { avx2(at, n, m, stride, tiles, bias, t_out, out) },
+                isa if isa >= Isa::Avx512 => return unsafe { avx512(at, n, m, stride, tiles, bias, t_out, out) },
+                _ => {}
+            }
+        }
+        each(at, n, m, stride, tiles, bias, t_out, out)
+    }
+}
+
+/// `m` (`[rows, PANEL]`) = `v`ᵀ (`v` is `[k, rows]`) · `u` (`[k, PANEL]`): each value one chain of
+/// fused multiply-adds over k in order from zero, on every level, so every level and every
+/// number of rows gives the same bits.
+fn panel_product(cpu: Cpu, v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+    match cpu.isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { simd::avx2(v, u, rows, k, m) },
+        #[cfg(target_arch = "x86_64")]
+        isa if isa >= Isa::Avx512 => unsafe { simd::avx512(v, u, rows, k, m) },
+        _ => {
+            for (r, mr) in m.chunks_exact_mut(PANEL).take(rows).enumerate() {
+                mr.fill(0.0);
+                for (c, ur) in u.chunks_exact(PANEL).take(k).enumerate() {
+                    let a = v[c * rows + r];
+                    mr.iter_mut().zip(ur).for_each(|(m, &u)| *m = a.mul_add(u, *m));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::PANEL;
+    use crate::kernels::conv::direct::avx2::Avx2;
+    use crate::kernels::conv::direct::avx512::Avx512;
+    use crate::kernels::conv::direct::tile::Simd;
+
+    /// # Safety
+    /// On a CPU with AVX2 and FMA; the slices as [`super::panel_product`]'s.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+        unsafe { product::<Avx2, 2, 4>(v, u, rows, k, m) }
+    }
+
+    /// # Safety
+    /// On a CPU with AVX-512 F/BW/VL/DQ; the slices as [`super::panel_product`]'s.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn avx512(v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+        unsafe { product::<Avx512, 12, 2>(v, u, rows, k, m) }
+    }
+
+    /// Tiles of `R` rows × the panel (`NV` vectors), then smaller ones for the last rows.
+    #[inline(always)]
+    unsafe fn product<S: Simd, const R: usize, const NV: usize>(
+        v: &[f32],
+        u: &[f32],
+        rows: usize,
+        k: usize,
+        m: &mut [f32],
+    ) {
+        debug_assert!(NV * S::LANES == PANEL && v.len() >= rows * k && u.len() >= k * PANEL && m.len() >= rows * PANEL);
+        let mut r0 = 0;
+        while r0 < rows {
+            // SAFETY (each call): rows r0..r0 + its height lie inside v and m.
+            unsafe {
+                r0 += match rows - r0 {
+                    left if left >= R => tile::<S, R, NV>(v, u, rows, r0, k, m),
+                    left if left >= 4 => tile::<S, 4, NV>(v, u, rows, r0, k, m),
+                    left if left >= 2 => tile::<S, 2, NV>(v, u, rows, r0, k, m),
+                    _ => tile::<S, 1, NV>(v, u, rows, r0, k, m),
+                };
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + H` of `m`; returns `H`.
+    #[inline(always)]
+    unsafe fn tile<S: Simd, const H: usize, const NV: usize>(
+        v: &[f32],
+        u: &[f32],
+        rows: usize,
+        r0: usize,
+        k: usize,
+        m: &mut [f32],
+    ) -> usize {
+        unsafe {
+            let mut acc = [[S::zero(); NV]; H];
+            let (vp, up) = (v.as_ptr().add(r0), u.as_ptr());
+            for c in 0..k {
+                let w: [S::V; NV] = std::array::from_fn(|j| S::load(up.add(c * PANEL + j * S::LANES)));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let a = S::splat(*vp.add(c * rows + h));
+                    for (acc, &w) in acc.iter_mut().zip(&w) {
+                        *acc = S::fma(a, w, *acc);
+                    }
+                }
+            }
+            let mp = m.as_mut_ptr().add(r0 * PANEL);
+            for (h, acc) in acc.iter().enumerate() {
+                for (j, &a) in acc.iter().enumerate() {
+                    S::store(mp.add(h * PANEL + j * S::LANES), a);
+                }
+            }
+        }
+        H
+    }
 }
