@@ -142,6 +142,9 @@ pub struct Conv1d<'w, W> {
     pairs: Option<&'w Bf16Pairs>,
     /// The weights as [`ConvMethod::Winograd`] reads them, when transformed ahead of the calls.
     winograd: Option<&'w WinogradWeights>,
+    /// Outputs of [`ConvMethod::Winograd`]'s first tile before output 0 (see
+    /// [`Conv1d::with_winograd_phase`]).
+    phase: usize,
 }
 
 /// The method chosen for a convolution whose owner keeps its weights, with the weights
@@ -153,6 +156,7 @@ pub struct MethodChoice {
     method: Option<ConvMethod>,
     pairs: Option<Bf16Pairs>,
     winograd: Option<WinogradWeights>,
+    phase: usize,
 }
 
 impl MethodChoice {
@@ -180,6 +184,24 @@ impl MethodChoice {
             Some(u) => conv.with_winograd_weights(u).expect("transformed from these weights"),
             None => conv,
         }
+        .with_winograd_phase(self.phase)
+        .expect("checked when set")
+    }
+
+    /// Places [`ConvMethod::Winograd`]'s tiles (see [`Conv1d::with_winograd_phase`]); an
+    /// error unless the phase is below 4.
+    pub fn set_winograd_phase(&mut self, phase: usize) -> Result<(), ConvError> {
+        check_phase(phase)?;
+        self.phase = phase;
+        Ok(())
+    }
+}
+
+fn check_phase(phase: usize) -> Result<(), ConvError> {
+    if phase < winograd::TILE {
+        Ok(())
+    } else {
+        Err(ConvError::Shape(format!("a Winograd phase of {phase}: it must be below {}", winograd::TILE)))
     }
 }
 
@@ -194,9 +216,9 @@ pub struct Bf16Pairs {
 }
 
 /// A convolution's weights transformed once for [`ConvMethod::Winograd`] (`conv/winograd.rs`),
-/// `[points, in, out]`: transforming them costs about a sixth of a 48-position call's
-/// products. Made by [`Conv1d::winograd_weights`], used through
-/// [`Conv1d::with_winograd_weights`].
+/// in panels of 32 output channels, `[panel][point][in][32]`: transforming them at a call
+/// would cost more than that call's products at the lengths a stream brings. Made by
+/// [`Conv1d::winograd_weights`], used through [`Conv1d::with_winograd_weights`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct WinogradWeights {
     shape: ConvShape,
@@ -254,15 +276,6 @@ impl ConvMethod {
         }
     }
 
-    /// Outputs a [`StreamingConv1d`] computing by this method may hold back until more input
-    /// arrives, beyond those whose span is incomplete: a partial Winograd tile's.
-    pub fn held_back(self) -> usize {
-        match self {
-            ConvMethod::Winograd => winograd::TILE - 1,
-            _ => 0,
-        }
-    }
-
     /// Whether this method can compute `shape`.
     pub fn supports(self, shape: ConvShape) -> bool {
         match self {
@@ -287,7 +300,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
         if let Some(b) = bias {
             expect_len("the bias", b.len(), shape.out_channels, shape)?;
         }
-        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None, winograd: None })
+        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None, winograd: None, phase: 0 })
     }
 
     /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
@@ -348,6 +361,18 @@ impl<'w, W: Element> Conv1d<'w, W> {
         Ok(Conv1d { winograd: Some(u), ..self })
     }
 
+    /// [`ConvMethod::Winograd`]'s tiles starting `phase` outputs before output 0 (0 to 3;
+    /// those outputs are not computed and their inputs count as zeros) rather than at it.
+    /// A stream holds back the outputs of a partial tile, so a stream whose calls end where
+    /// tiles end (the count of outputs so far plus the phase a multiple of 4) holds back
+    /// none: a chain of "same" convolutions fed multiples of 4 keeps its lag at the
+    /// convolutions' own when each one's phase is the chain's lag before its output, modulo
+    /// 4. Other methods ignore it; the output is the same up to rounding whatever the phase.
+    pub fn with_winograd_phase(self, phase: usize) -> Result<Self, ConvError> {
+        check_phase(phase)?;
+        Ok(Conv1d { phase, ..self })
+    }
+
     pub fn shape(&self) -> ConvShape {
         self.shape
     }
@@ -386,7 +411,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
             return Ok(());
         }
         if pad == (0, 0) {
-            self.run(cpu, input, len, t_out, out);
+            self.run(cpu, input, len, 0, t_out, out);
             return Ok(());
         }
         if self.method == ConvMethod::DirectBf16 {
@@ -400,7 +425,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
                 row.fill(0.0);
                 row[pad.0..pad.0 + len].copy_from_slice(&input[c * len..][..len]);
             }
-            self.run(cpu, x, padded, t_out, out);
+            self.run(cpu, x, padded, 0, t_out, out);
         });
         Ok(())
     }
@@ -421,15 +446,17 @@ impl<'w, W: Element> Conv1d<'w, W> {
         }
     }
 
-    /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs.
-    fn run(&self, cpu: Cpu, x: &[f32], len: usize, t_out: usize, out: &mut [f32]) {
+    /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs,
+    /// the first of them output `first` of the signal (where the Winograd tiles lie).
+    fn run(&self, cpu: Cpu, x: &[f32], len: usize, first: usize, t_out: usize, out: &mut [f32]) {
         let s = self.shape;
         match self.method {
             ConvMethod::Direct => return direct::run(cpu, &self.direct(x, len), t_out, out),
             ConvMethod::DirectBf16 => return direct_bf16::run(cpu, &self.direct(x, len), (0, 0), t_out, out),
             ConvMethod::Winograd => {
                 let u = self.winograd.map(|w| &w.u[..]);
-                return winograd::run(cpu, &self.direct(x, len), u, t_out, out);
+                let lead = (first + self.phase) % winograd::TILE;
+                return winograd::run(cpu, &self.direct(x, len), u, lead, t_out, out);
             }
             ConvMethod::Gemm => {}
         }
@@ -500,6 +527,8 @@ pub struct StreamingConv1d<'w, W> {
     /// Input not yet consumed, `len` positions of it.
     held: Held,
     len: usize,
+    /// Outputs emitted so far.
+    emitted: usize,
 }
 
 /// A stream's input not yet consumed, as its method reads it, at the front of `pending`
@@ -561,7 +590,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         } else {
             Held::Values { pending: vec![0.0; inputs * len], spare: Vec::new() }
         };
-        StreamingConv1d { conv, right_pad: pad.1, slope: None, held, len }
+        StreamingConv1d { conv, right_pad: pad.1, slope: None, held, len, emitted: 0 }
     }
 
     /// The convolution of the leaky ReLU (`max(v, slope·v)`, slope below 1) of the input:
@@ -600,7 +629,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         if self.conv.method == ConvMethod::Winograd && !end {
             // A partial tile waits for the rest of its input: tiles stay where the whole
             // signal's are, so the outputs match it bit for bit.
-            t_out -= t_out % winograd::TILE;
+            t_out = t_out.saturating_sub((self.emitted + t_out + self.conv.phase) % winograd::TILE);
         }
         if t_out == 0 {
             return 0;
@@ -610,7 +639,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         let consumed = t_out * s.stride;
         match &mut self.held {
             Held::Values { pending, .. } => {
-                self.conv.run(cpu, &pending[..s.in_channels * self.len], self.len, t_out, dst);
+                self.conv.run(cpu, &pending[..s.in_channels * self.len], self.len, self.emitted, t_out, dst);
                 Held::drop_front(pending, s.in_channels, self.len, consumed);
             }
             Held::Pairs { pending, .. } => {
@@ -620,6 +649,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
             }
         }
         self.len -= consumed;
+        self.emitted += t_out;
         t_out
     }
 }
@@ -807,7 +837,9 @@ mod tests {
                 [false, true].into_iter().flat_map(|b| methods(s).into_iter().map(move |m| (b, m)))
             {
                 let b = with_bias.then_some(&bias[..]);
-                let conv = Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap();
+                // A Winograd phase other than 0 moves its tiles; the values stay the definition's.
+                let conv =
+                    Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap().with_winograd_phase(i % 4).unwrap();
                 let (wr, xr) = (operands(method, &w), operands(method, &x));
                 let (want, mag, t_out) = conv_reference(s, &wr, b, &xr, len, pad);
                 assert_eq!(conv.output_len(len, pad), t_out);
@@ -956,15 +988,33 @@ mod tests {
             assert_ne!(ConvMethod::for_shape(s), ConvMethod::DirectBf16, "{s:?}");
             assert_ne!(ConvMethod::for_shape(s), ConvMethod::Winograd, "{s:?}");
         }
-        // Winograd: one group, stride 1, no dilation, kernels 2 to 5; it alone holds back.
+        // Winograd: one group, stride 1, no dilation, kernels 2 to 5; a phase below 4.
         for s in [ConvShape::new(4, 4, 3).dilation(2), ConvShape::new(4, 4, 3).stride(2), ConvShape::new(4, 4, 7)] {
             let w = vec![0.0f32; 16 * s.kernel];
             let e = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap_err().to_string();
             assert!(e.contains("dilation 1 and a kernel of 2 to 5") && e.contains("Gemm"), "{e}");
         }
         assert!(pick(ConvShape::new(4, 4, 3)).unwrap().with_method(ConvMethod::Winograd).is_ok());
-        assert_eq!(ConvMethod::Winograd.held_back(), 3);
-        assert_eq!(ConvMethod::Direct.held_back(), 0);
+        let e = pick(ConvShape::new(4, 4, 3)).unwrap().with_winograd_phase(4).unwrap_err();
+        assert!(e.to_string().contains("below 4"), "{e}");
+    }
+
+    /// A Winograd stream holds back the outputs of a partial tile, and none when its phase
+    /// puts the end of every chunk's outputs at the end of a tile.
+    #[test]
+    fn a_winograd_stream_holds_back_only_partial_tiles() {
+        let (s, pad) = (ConvShape::new(3, 4, 5), (2, 2));
+        let w = random(4 * 3 * 5, 71);
+        let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap();
+        // Fed 4 inputs at a time, 2 of them the right context: outputs 2, 6, 10, ... are ready.
+        for (phase, lag) in [(2, 2), (0, 4)] {
+            let mut stream = StreamingConv1d::new(conv.with_winograd_phase(phase).unwrap(), pad);
+            let mut emitted = 0;
+            for chunk in 1..=5 {
+                emitted += stream.process(Cpu::best(), &random(3 * 4, chunk), 4, &mut vec![]).unwrap();
+                assert_eq!(emitted, 4 * chunk as usize - lag, "phase {phase} after {chunk} chunks");
+            }
+        }
     }
 
     /// Winograd weights transformed ahead give the per-call transform's output bit for bit,
@@ -1095,12 +1145,17 @@ mod tests {
             let bias = random(s.out_channels, 8);
             let x = random(s.in_channels * len, 9);
             for (method, cpu) in methods(s).into_iter().flat_map(|m| available().into_iter().map(move |c| (m, c))) {
-                let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
-                let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
-                conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
-                for sizes in chunkings(len) {
-                    let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
-                    assert_eq!(streamed, whole, "{} {method:?} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                // Winograd's tiles at every phase.
+                for phase in 0..if method == ConvMethod::Winograd { 4 } else { 1 } {
+                    let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
+                    let conv = conv.with_winograd_phase(phase).unwrap();
+                    let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
+                    conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
+                    for sizes in chunkings(len) {
+                        let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
+                        let what = format!("{} {method:?} phase {phase} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                        assert_eq!(streamed, whole, "{what}");
+                    }
                 }
             }
         }

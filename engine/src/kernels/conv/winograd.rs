@@ -122,7 +122,7 @@ fn invert(mut a: Vec<f64>, n: usize) -> Vec<f64> {
 /// contiguous stream that the product reads once per call.
 const PANEL: usize = 32;
 
-/// `U_ξ[c][o]` for weights `[out, in, r]`, as `[n][panels][in][PANEL]` (output channels
+/// `U_ξ[c][o]` for weights `[out, in, r]`, as `[panels][n][in][PANEL]` (output channels
 /// padded with zeros to whole panels): each panel one contiguous stream, which the
 /// prefetchers follow when the weights come from memory (a row-major `[in][out]` block read
 /// a panel at a time ran at a third of the speed there).
@@ -133,23 +133,39 @@ pub(super) fn transform_weights<W: Element>(
     r: usize,
 ) -> Vec<f32> {
     let t = Transforms::get(r);
-    let panels = out_channels.div_ceil(PANEL);
-    let mut u = vec![0.0; t.n * panels * in_channels * PANEL];
-    for (oc, w) in weight.chunks_exact(r).enumerate() {
-        let (o, c) = (oc / in_channels, oc % in_channels);
-        for (xi, g) in t.g.chunks_exact(r).enumerate() {
-            let v = g.iter().zip(w).map(|(g, w)| g * f64::from(w.to_f32())).sum::<f64>();
-            u[((xi * panels + o / PANEL) * in_channels + c) * PANEL + o % PANEL] = v as f32;
+    let (n, panels, block) = (t.n, out_channels.div_ceil(PANEL), in_channels * PANEL);
+    // Per panel: its weights as `[in][r][PANEL]` in f64, then for each point and input
+    // channel the panel's values along contiguous output channels: `[n][in][PANEL]`.
+    let panel = |(p, u): (usize, &mut [f32])| {
+        let mut taps = vec![0.0f64; in_channels * r * PANEL];
+        for (l, o) in (p * PANEL..out_channels.min((p + 1) * PANEL)).enumerate() {
+            for (q, w) in weight[o * in_channels * r..][..in_channels * r].iter().enumerate() {
+                taps[q * PANEL + l] = f64::from(w.to_f32());
+            }
         }
-    }
+        widest(Cpu::best(), || {
+            for (g, u) in t.g.chunks_exact(r).zip(u.chunks_exact_mut(block)) {
+                for (taps, u) in taps.chunks_exact(r * PANEL).zip(u.chunks_exact_mut(PANEL)) {
+                    let mut sum = [0.0f64; PANEL];
+                    for (&g, tap) in g.iter().zip(taps.chunks_exact(PANEL)) {
+                        sum.iter_mut().zip(tap).for_each(|(s, &w)| *s += g * w);
+                    }
+                    u.iter_mut().zip(sum).for_each(|(u, s)| *u = s as f32);
+                }
+            }
+        });
+    };
+    let mut u = vec![0.0; panels * n * block];
+    u.par_chunks_mut(n * block).enumerate().for_each(panel);
     u
 }
 
 /// `out` (`[out_channels, t_out]`) = the convolution of `d.x` (already padded), from the
 /// transformed weights `u` ([`transform_weights`]) or, without them, weights transformed
-/// for this call.
-pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out: usize, out: &mut [f32]) {
-    debug_assert!(d.dilation == 1 && KERNELS.contains(&d.kernel));
+/// for this call. The first tile starts `lead` outputs before `out`'s first (0 to 3; those
+/// outputs are not computed, their inputs count as zeros): where a stream's tiles lie.
+pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: usize, t_out: usize, out: &mut [f32]) {
+    debug_assert!(d.dilation == 1 && KERNELS.contains(&d.kernel) && lead < TILE);
     let (cin, cout, r) = (d.in_channels, d.out_channels, d.kernel);
     let owned;
     let u = match u {
@@ -160,10 +176,10 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out:
         }
     };
     let t = Transforms::get(r);
-    let (n, tiles, panels) = (t.n, t_out.div_ceil(TILE), cout.div_ceil(PANEL));
+    let call = Call { t, x: d.x, len: d.len, cin, lead, t_out, tiles: (t_out + lead).div_ceil(TILE) };
+    let (n, tiles, panels) = (t.n, call.tiles, cout.div_ceil(PANEL));
     let parallel = n * tiles * cin * cout >= PARALLEL_MACS && rayon::current_num_threads() > 1;
-    // V_ξ[c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k], `[n][in][tiles]`, a block of input channels
-    // per task.
+    // V_ξ[c][t], `[n][in][tiles]`, a block of input channels per task.
     const CHANNELS: usize = 16;
     let mut v = vec![0.0; n * cin * tiles];
     {
@@ -171,7 +187,7 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out:
         let transform = |block: usize| {
             let channels = block * CHANNELS..(cin.min((block + 1) * CHANNELS));
             // SAFETY: each task writes the rows of its own channels only.
-            unsafe { transforms::input(cpu, &t.bt, n, d.x, d.len, cin, channels, tiles, v.get()) }
+            widest(cpu, || unsafe { call.input(channels, v.get()) })
         };
         if parallel {
             (0..cin.div_ceil(CHANNELS)).into_par_iter().for_each(transform);
@@ -185,7 +201,7 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out:
     let product = |(task, m): (usize, &mut [f32])| {
         let (xi, p) = (task / panels, task % panels);
         let v = &v[xi * cin * tiles..][..cin * tiles];
-        let u = &u[(xi * panels + p) * cin * PANEL..][..cin * PANEL];
+        let u = &u[(p * n + xi) * cin * PANEL..][..cin * PANEL];
         panel_product(cpu, v, u, tiles, cin, m);
     };
     if parallel {
@@ -197,7 +213,7 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, t_out:
     let m = &m;
     let output = |p: usize, block: &mut [f32]| {
         let bias = d.bias.map(|b| &b[p * PANEL..][..block.len() / t_out]);
-        transforms::output(cpu, &t.at, n, &m[p * tiles * PANEL..], panels * tiles * PANEL, tiles, bias, t_out, block)
+        widest(cpu, || call.output(&m[p * tiles * PANEL..], panels * tiles * PANEL, bias, block))
     };
     if parallel {
         out.par_chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
@@ -219,187 +235,107 @@ impl Shared {
     }
 }
 
-/// The input and output transforms: plain loops over contiguous values, compiled once per
-/// level inside its `target_feature` function so they vectorize to its width; no fused
-/// multiply-adds, so every level rounds them alike.
-mod transforms {
-    use super::TILE;
-    use crate::kernels::cpu::{Cpu, Isa};
+/// `f`, compiled for the widest vectors `cpu` has: it inlines into a `target_feature`
+/// function, so its plain loops vectorize to that width.
+#[inline(always)]
+fn widest<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the level's instructions exist (the `Cpu` token says so).
+        match cpu.isa() {
+            Isa::Avx2 => return unsafe { avx2(f) },
+            isa if isa >= Isa::Avx512 => return unsafe { avx512(f) },
+            _ => {}
+        }
+    }
+    f()
+}
 
-    /// `V[ξ][c][t]` (`[n][in][tiles]` at `v`) for the input channels `channels` of `x`
-    /// (`[in][len]`), zeros standing in past `len`.
+/// One call's geometry and its transforms: plain f64 loops over contiguous values (see
+/// [`widest`]), no fused multiply-adds, so every level rounds them alike.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    t: &'static Transforms,
+    /// The padded input, `[cin][len]`.
+    x: &'a [f32],
+    len: usize,
+    cin: usize,
+    /// Outputs of the first tile before the call's first.
+    lead: usize,
+    t_out: usize,
+    tiles: usize,
+}
+
+impl Call<'_> {
+    /// `V[ξ][c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k − lead]` (`[n][in][tiles]` at `v`) for the
+    /// input channels `channels`, zeros standing in outside the input.
     ///
     /// # Safety
     /// `v` points at `n · in · tiles` values, and nothing else touches the rows of
     /// `channels` meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn input(
-        cpu: Cpu,
-        bt: &[f64],
-        n: usize,
-        x: &[f32],
-        len: usize,
-        cin: usize,
-        channels: std::ops::Range<usize>,
-        tiles: usize,
-        v: *mut f32,
-    ) {
-        #[inline(always)]
-        fn each(
-            bt: &[f64],
-            n: usize,
-            x: &[f32],
-            len: usize,
-            cin: usize,
-            channels: std::ops::Range<usize>,
-            tiles: usize,
-            v: *mut f32,
-        ) {
-            // x[c][4t + j] as four phases, so tap k reads phase k % 4 from t + k / 4.
-            let width = tiles + (n - 1) / TILE;
-            let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
-            for c in channels {
-                let row = &x[c * len..][..len];
-                for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
-                    for (t, p) in phase.iter_mut().enumerate() {
-                        *p = row.get(t * TILE + j).map_or(0.0, |&v| f64::from(v));
-                    }
-                }
-                for (xi, b) in bt.chunks_exact(n).enumerate() {
-                    sum.fill(0.0);
-                    for (k, &b) in b.iter().enumerate().filter(|(_, &b)| b != 0.0) {
-                        let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
-                        sum.iter_mut().zip(src).for_each(|(d, &s)| *d += b * s);
-                    }
-                    // SAFETY: row (ξ, c) of V, which only this task writes.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * cin + c) * tiles), tiles) };
-                    dst.iter_mut().zip(&sum).for_each(|(d, &s)| *d = s as f32);
+    #[inline(always)]
+    unsafe fn input(&self, channels: std::ops::Range<usize>, v: *mut f32) {
+        let (n, tiles) = (self.t.n, self.tiles);
+        // The input as four phases (`x[c][4t + j − lead]`), so tap k reads phase k % 4
+        // from t + k / 4: contiguous values for every tap.
+        let width = tiles + (n - 1) / TILE;
+        let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
+        for c in channels {
+            let row = &self.x[c * self.len..][..self.len];
+            for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
+                for (t, p) in phase.iter_mut().enumerate() {
+                    let at = (t * TILE + j).checked_sub(self.lead);
+                    *p = at.and_then(|a| row.get(a)).map_or(0.0, |&v| f64::from(v));
                 }
             }
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx512(
-                bt: &[f64],
-                n: usize,
-                x: &[f32],
-                len: usize,
-                cin: usize,
-                ch: std::ops::Range<usize>,
-                tiles: usize,
-                v: *mut f32,
-            ) {
-                each(bt, n, x, len, cin, ch, tiles, v)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(
-                bt: &[f64],
-                n: usize,
-                x: &[f32],
-                len: usize,
-                cin: usize,
-                ch: std::ops::Range<usize>,
-                tiles: usize,
-                v: *mut f32,
-            ) {
-                each(bt, n, x, len, cin, ch, tiles, v)
-            }
-            match cpu.isa() {
-                Isa::Avx2 => return unsafe { avx2(bt, n, x, len, cin, channels, tiles, v) },
-                isa if isa >= Isa::Avx512 => return unsafe { avx512(bt, n, x, len, cin, channels, tiles, v) },
-                _ => {}
+            for (xi, b) in self.t.bt.chunks_exact(n).enumerate() {
+                sum.fill(0.0);
+                for (k, &b) in b.iter().enumerate().filter(|(_, &b)| b != 0.0) {
+                    let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
+                    sum.iter_mut().zip(src).for_each(|(d, &s)| *d += b * s);
+                }
+                // SAFETY: row (ξ, c) of V, which only this task writes.
+                let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * self.cin + c) * tiles), tiles) };
+                dst.iter_mut().zip(&sum).for_each(|(d, &s)| *d = s as f32);
             }
         }
-        each(bt, n, x, len, cin, channels, tiles, v)
     }
 
     /// One panel of output channels (`out`, `[channels][t_out]`, at most a panel) from its
     /// products `m` (point ξ's `[tiles][PANEL]` at `ξ · stride`) and `bias`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn output(
-        cpu: Cpu,
-        at: &[f64],
-        n: usize,
-        m: &[f32],
-        stride: usize,
-        tiles: usize,
-        bias: Option<&[f32]>,
-        t_out: usize,
-        out: &mut [f32],
-    ) {
-        use super::PANEL;
-        #[inline(always)]
-        fn each(
-            at: &[f64],
-            n: usize,
-            m: &[f32],
-            stride: usize,
-            tiles: usize,
-            bias: Option<&[f32]>,
-            t_out: usize,
-            out: &mut [f32],
-        ) {
-            let width = out.len() / t_out;
-            for tile in 0..tiles {
-                let mut y = [[0.0f64; PANEL]; TILE];
-                for xi in 0..n {
-                    let mt = &m[xi * stride + tile * PANEL..][..PANEL];
-                    for (yi, &a) in y.iter_mut().zip(at[xi..].iter().step_by(n)) {
-                        if a != 0.0 {
-                            yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * f64::from(m));
-                        }
+    #[inline(always)]
+    fn output(&self, m: &[f32], stride: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let (n, t_out) = (self.t.n, self.t_out);
+        let width = out.len() / t_out;
+        for tile in 0..self.tiles {
+            let mut y = [[0.0f64; PANEL]; TILE];
+            for xi in 0..n {
+                let mt = &m[xi * stride + tile * PANEL..][..PANEL];
+                for (yi, &a) in y.iter_mut().zip(self.t.at[xi..].iter().step_by(n)) {
+                    if a != 0.0 {
+                        yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * f64::from(m));
                     }
                 }
-                let times = TILE.min(t_out - tile * TILE);
-                for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
-                    let b = bias.map_or(0.0, |b| f64::from(b[l]));
-                    for (i, y) in y.iter().enumerate().take(times) {
-                        row[tile * TILE + i] = (y[l] + b) as f32;
+            }
+            // Outputs tile·4 + i − lead that lie in this call.
+            let first = tile * TILE;
+            for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
+                let b = bias.map_or(0.0, |b| f64::from(b[l]));
+                for (i, y) in y.iter().enumerate() {
+                    if let Some(o) = (first + i).checked_sub(self.lead).filter(|&o| o < t_out) {
+                        row[o] = (y[l] + b) as f32;
                     }
                 }
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx512(
-                at: &[f64],
-                n: usize,
-                m: &[f32],
-                s: usize,
-                tiles: usize,
-                b: Option<&[f32]>,
-                t_out: usize,
-                out: &mut [f32],
-            ) {
-                each(at, n, m, s, tiles, b, t_out, out)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2(
-                at: &[f64],
-                n: usize,
-                m: &[f32],
-                s: usize,
-                tiles: usize,
-                b: Option<&[f32]>,
-                t_out: usize,
-                out: &mut [f32],
-            ) {
-                each(at, n, m, s, tiles, b, t_out, out)
-            }
-            // SAFETY: the level's instructions exist (the `Cpu` token says so).
-            match cpu.isa() {
-                Isa::Avx2 => return unsafe { avx2(at, n, m, stride, tiles, bias, t_out, out) },
-                isa if isa >= Isa::Avx512 => return unsafe { avx512(at, n, m, stride, tiles, bias, t_out, out) },
-                _ => {}
-            }
-        }
-        each(at, n, m, stride, tiles, bias, t_out, out)
     }
 }
 

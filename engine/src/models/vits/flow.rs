@@ -61,6 +61,14 @@ impl Flow {
             let post = Conv::same(t, &format!("{p}.post"), ConvShape::new(hidden, half, 1))?;
             couplings.push(Coupling { pre, layers, post, hidden });
         }
+        // Winograd tiles placed so that a stream fed whole tiles (multiples of 4 frames)
+        // holds none back: each convolution's phase is the flow's lag at its output, in the
+        // order the reverse flow runs them.
+        let mut lag = 0;
+        for layer in couplings.iter_mut().rev().flat_map(|c| &mut c.layers) {
+            lag += layer.input.pad().1;
+            layer.input.set_winograd_phase(lag % 4).expect("below 4");
+        }
         Ok(Flow { couplings, channels })
     }
 
@@ -69,12 +77,12 @@ impl Flow {
         self.channels
     }
 
-    /// Input frames past a latent frame that [`Flow::stream`] may need before it lets that
-    /// frame out: each WaveNet convolution's right half-span (the frames that decide an
-    /// output), plus the outputs of a partial tile a Winograd convolution holds back.
+    /// Input frames past a latent frame that [`Flow::stream`] needs before it lets that
+    /// frame out, when it is fed multiples of 4 frames (as the speech source does): each
+    /// WaveNet convolution's right half-span. Fed other counts, its Winograd convolutions
+    /// hold back up to 3 frames each until a tile is whole.
     pub fn look_ahead(&self) -> usize {
-        let layers = self.couplings.iter().flat_map(|c| &c.layers);
-        layers.map(|l| (l.input.shape().span() - 1) / 2 + l.input.kernel().method().held_back()).sum()
+        self.couplings.iter().flat_map(|c| &c.layers).map(|l| l.input.pad().1).sum()
     }
 
     /// Maps `z` (`[channels, len]`) from the prior to the decoder's latent: the stream fed
@@ -84,8 +92,8 @@ impl Flow {
     }
 
     /// The reverse flow fed the prior a few frames at a time: what it returns, concatenated,
-    /// is [`reverse`](Self::reverse)'s output bit for bit, at most
-    /// [`look_ahead`](Self::look_ahead) frames behind the input until [`FlowStream::finish`].
+    /// is [`reverse`](Self::reverse)'s output bit for bit, [`look_ahead`](Self::look_ahead)
+    /// frames behind the input until [`FlowStream::finish`] when fed multiples of 4 frames.
     pub fn stream(&self) -> FlowStream<'_> {
         let couplings = self.couplings.iter().rev().map(|c| c.stream(self.channels)).collect();
         FlowStream { chain: Chain(couplings), channels: self.channels }
