@@ -262,7 +262,7 @@ fn convolutions(c: &mut Criterion) {
         // SAFETY: AVX-512F was checked just above.
         group.bench_function("fma_peak_flops", |b| b.iter(|| unsafe { fma_peak(black_box(PEAK_ITERS)) }));
     }
-    use ConvMethod::{Direct, DirectBf16, Gemm};
+    use ConvMethod::{Direct, DirectBf16, Gemm, Winograd};
     let (both, bf16) = (&[Direct, Gemm][..], &[Direct, DirectBf16][..]);
     // bf16 products (opt-in) against f32 on the generator's 32- and 64-channel convolutions.
     let shapes = [
@@ -271,7 +271,10 @@ fn convolutions(c: &mut Criterion) {
         ((64, 64, 5, 6, 512), &[Direct, Gemm, DirectBf16][..]),
         ((128, 128, 3, 1, 128), both),
         ((192, 256, 7, 1, 16), both),
-        ((192, 384, 5, 1, 300), both),
+        // The VITS flow's WaveNet layer and text encoder's FFN, which run Winograd.
+        ((192, 384, 5, 1, 300), &[Direct, Gemm, Winograd][..]),
+        ((192, 384, 5, 1, 48), &[Direct, Winograd][..]),
+        ((192, 768, 3, 1, 100), &[Direct, Winograd][..]),
     ];
     for ((cin, cout, k, d, n), methods) in shapes {
         let s = ConvShape::new(cin, cout, k).dilation(d);
@@ -281,8 +284,14 @@ fn convolutions(c: &mut Criterion) {
         let mut out = vec![0.0; cout * conv.output_len(n, pad)];
         group.throughput(Throughput::Elements(2 * (cin * cout * k * conv.output_len(n, pad)) as u64)); // flops
         let name = format!("{}/{cin}to{cout}_k{k}_d{d}_n{n}", best.isa());
+        let winograd = conv.winograd_weights().ok();
         for &method in methods {
             let conv = conv.with_method(method).expect("one group, stride 1: every method");
+            // As a model holds it: weights transformed once, at load.
+            let conv = match (method, &winograd) {
+                (Winograd, Some(u)) => conv.with_winograd_weights(u).expect("same shape"),
+                _ => conv,
+            };
             let id = BenchmarkId::new(format!("{method:?}_1thread").to_lowercase(), &name);
             group.bench_function(id, |b| {
                 one.install(|| b.iter(|| conv.forward(best, black_box(&x), n, pad, &mut out).expect("sizes match")))

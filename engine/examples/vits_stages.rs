@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let prior = model.prior(&encoded, &durations, scales, &mut rng)?;
                 let flow_start = Instant::now();
                 let (mut flow, mut latents, mut next) = (model.flow().stream(), Vec::new(), 0);
-                for end in WINDOWS.iter().map(|w| w + model.flow().context()).chain([usize::MAX]) {
+                for end in WINDOWS.iter().map(|w| w + model.flow().look_ahead()).chain([usize::MAX]) {
                     let to = end.min(prior.frames);
                     let z = prior.columns(next, to - next);
                     latents.push(if to == prior.frames {

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 use spiral_engine::kernels::{Cpu, Isa};
+use spiral_engine::models::vits::speech::WINDOWS;
 use spiral_engine::models::vits::{PiperVoice, Precision, Scales, SpeechSource};
 use spiral_engine::Source;
 
@@ -180,6 +181,17 @@ fn chunks_of_the_flow_and_of_the_decoder_equal_the_whole() {
             (l.z, l.frames)
         });
         assert!(out == whole.z, "the flow fed {chunk} frames at a time differs from the whole");
+    }
+    // Fed multiples of 4 frames, as the speech source feeds it, the flow lags by its
+    // look-ahead and no more: the first window comes out whole (and not with fewer frames,
+    // which would shrink the first audio).
+    let (look_ahead, mut flow) = (model.flow().look_ahead(), model.flow().stream());
+    let (mut fed, mut out) = (0, 0);
+    for end in [8, 8 + 4 * 3, WINDOWS[0] + look_ahead, WINDOWS[1] + look_ahead] {
+        let z: Vec<f32> = (0..prior.channels).flat_map(|c| prior.z[c * prior.frames..][fed..end].to_vec()).collect();
+        out += flow.push(cpu, &z, end - fed).unwrap().frames;
+        fed = end;
+        assert_eq!(out, end.saturating_sub(look_ahead), "the flow fed {end} frames");
     }
     let audio = model.decode(cpu, &whole).unwrap();
     for chunk in [1, 3, 16] {

@@ -35,6 +35,7 @@ use super::{activation, rows, vector};
 mod direct;
 mod direct_bf16;
 mod transpose;
+mod winograd;
 
 pub use transpose::{ConvTranspose1d, StreamingConvTranspose1d};
 
@@ -139,6 +140,11 @@ pub struct Conv1d<'w, W> {
     method: ConvMethod,
     /// The weights as [`ConvMethod::DirectBf16`] reads them, when packed ahead of the calls.
     pairs: Option<&'w Bf16Pairs>,
+    /// The weights as [`ConvMethod::Winograd`] reads them, when transformed ahead of the calls.
+    winograd: Option<&'w WinogradWeights>,
+    /// Outputs of [`ConvMethod::Winograd`]'s first tile before output 0 (see
+    /// [`Conv1d::with_winograd_phase`]).
+    phase: usize,
 }
 
 /// The method chosen for a convolution whose owner keeps its weights, with the weights
@@ -149,6 +155,8 @@ pub struct Conv1d<'w, W> {
 pub struct MethodChoice {
     method: Option<ConvMethod>,
     pairs: Option<Bf16Pairs>,
+    winograd: Option<WinogradWeights>,
+    phase: usize,
 }
 
 impl MethodChoice {
@@ -157,6 +165,7 @@ impl MethodChoice {
     pub fn set<W: Element>(&mut self, conv: Conv1d<'_, W>, method: ConvMethod) -> Result<(), ConvError> {
         let conv = conv.with_method(method)?;
         self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
+        self.winograd = if method == ConvMethod::Winograd { Some(conv.winograd_weights()?) } else { None };
         self.method = Some(method);
         Ok(())
     }
@@ -167,10 +176,32 @@ impl MethodChoice {
             Some(method) => conv.with_method(method).expect("checked when set"),
             None => conv,
         };
-        match &self.pairs {
+        let conv = match &self.pairs {
             Some(pairs) => conv.with_bf16_pairs(pairs).expect("packed from these weights"),
             None => conv,
+        };
+        match &self.winograd {
+            Some(u) => conv.with_winograd_weights(u).expect("transformed from these weights"),
+            None => conv,
         }
+        .with_winograd_phase(self.phase)
+        .expect("checked when set")
+    }
+
+    /// Places [`ConvMethod::Winograd`]'s tiles (see [`Conv1d::with_winograd_phase`]); an
+    /// error unless the phase is below 4.
+    pub fn set_winograd_phase(&mut self, phase: usize) -> Result<(), ConvError> {
+        check_phase(phase)?;
+        self.phase = phase;
+        Ok(())
+    }
+}
+
+fn check_phase(phase: usize) -> Result<(), ConvError> {
+    if phase < winograd::TILE {
+        Ok(())
+    } else {
+        Err(ConvError::Shape(format!("a Winograd phase of {phase}: it must be below {}", winograd::TILE)))
     }
 }
 
@@ -182,6 +213,16 @@ impl MethodChoice {
 pub struct Bf16Pairs {
     shape: ConvShape,
     words: Vec<u32>,
+}
+
+/// A convolution's weights transformed once for [`ConvMethod::Winograd`] (`conv/winograd.rs`),
+/// in panels of 32 output channels, `[panel][point][in][32]`: transforming them at a call
+/// would cost more than that call's products at the lengths a stream brings. Made by
+/// [`Conv1d::winograd_weights`], used through [`Conv1d::with_winograd_weights`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WinogradWeights {
+    shape: ConvShape,
+    u: Vec<f32>,
 }
 
 /// How a [`Conv1d`] computes its output. `Direct` and `Gemm` give the definition's value to
@@ -204,6 +245,13 @@ pub enum ConvMethod {
     /// significant bits per operand): opt in with [`Conv1d::with_method`], never chosen by
     /// [`ConvMethod::for_shape`]. One group, stride 1 only.
     DirectBf16,
+    /// Winograd's F(4, r): tiles of 4 outputs from r + 3 products per input channel instead
+    /// of 4·r, each product's sum over input channels one GEMM (`conv/winograd.rs`). f32
+    /// throughout, within a small factor of [`ConvMethod::Direct`]'s rounding error; 2 to 2.5
+    /// times fewer multiply-adds. Opt in with [`Conv1d::with_method`]: a
+    /// [`StreamingConv1d`] with it holds back the outputs of a partial tile (up to 3) until
+    /// its input is complete. One group, stride 1, dilation 1, kernel 2 to 5.
+    Winograd,
 }
 
 impl ConvMethod {
@@ -232,6 +280,12 @@ impl ConvMethod {
     pub fn supports(self, shape: ConvShape) -> bool {
         match self {
             ConvMethod::Direct | ConvMethod::DirectBf16 => shape.groups == 1 && shape.stride == 1,
+            ConvMethod::Winograd => {
+                shape.groups == 1
+                    && shape.stride == 1
+                    && shape.dilation == 1
+                    && winograd::KERNELS.contains(&shape.kernel)
+            }
             ConvMethod::Gemm => true,
         }
     }
@@ -246,7 +300,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
         if let Some(b) = bias {
             expect_len("the bias", b.len(), shape.out_channels, shape)?;
         }
-        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None })
+        Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None, winograd: None, phase: 0 })
     }
 
     /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
@@ -254,8 +308,13 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// [`ConvMethod::DirectBf16`]); an error if it cannot do the shape.
     pub fn with_method(self, method: ConvMethod) -> Result<Self, ConvError> {
         if !method.supports(self.shape) {
+            let needs = if method == ConvMethod::Winograd {
+                "one group, stride 1, dilation 1 and a kernel of 2 to 5"
+            } else {
+                "one group and stride 1"
+            };
             return Err(ConvError::Shape(format!(
-                "{:?}: the {method:?} method needs one group and stride 1; use ConvMethod::Gemm",
+                "{:?}: the {method:?} method needs {needs}; use ConvMethod::Gemm",
                 self.shape
             )));
         }
@@ -279,6 +338,39 @@ impl<'w, W: Element> Conv1d<'w, W> {
             )));
         }
         Ok(Conv1d { pairs: Some(pairs), ..self })
+    }
+
+    /// The weights transformed for [`ConvMethod::Winograd`] (see [`WinogradWeights`]); an
+    /// error if the method cannot do the shape.
+    pub fn winograd_weights(&self) -> Result<WinogradWeights, ConvError> {
+        let s = self.with_method(ConvMethod::Winograd)?.shape;
+        let u = winograd::transform_weights(self.weight, s.in_channels, s.out_channels, s.kernel);
+        Ok(WinogradWeights { shape: s, u })
+    }
+
+    /// This convolution reading its Winograd weights from `u` (made from the same weights by
+    /// [`Conv1d::winograd_weights`]) instead of transforming them at every call; an error if
+    /// they are for another shape.
+    pub fn with_winograd_weights(self, u: &'w WinogradWeights) -> Result<Self, ConvError> {
+        if u.shape != self.shape {
+            return Err(ConvError::Shape(format!(
+                "Winograd weights transformed for {:?} used for {:?}",
+                u.shape, self.shape
+            )));
+        }
+        Ok(Conv1d { winograd: Some(u), ..self })
+    }
+
+    /// [`ConvMethod::Winograd`]'s tiles starting `phase` outputs before output 0 (0 to 3;
+    /// those outputs are not computed and their inputs count as zeros) rather than at it.
+    /// A stream holds back the outputs of a partial tile, so a stream whose calls end where
+    /// tiles end (the count of outputs so far plus the phase a multiple of 4) holds back
+    /// none: a chain of "same" convolutions fed multiples of 4 keeps its lag at the
+    /// convolutions' own when each one's phase is the chain's lag before its output, modulo
+    /// 4. Other methods ignore it; the output is the same up to rounding whatever the phase.
+    pub fn with_winograd_phase(self, phase: usize) -> Result<Self, ConvError> {
+        check_phase(phase)?;
+        Ok(Conv1d { phase, ..self })
     }
 
     pub fn shape(&self) -> ConvShape {
@@ -319,7 +411,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
             return Ok(());
         }
         if pad == (0, 0) {
-            self.run(cpu, input, len, t_out, out);
+            self.run(cpu, input, len, 0, t_out, out);
             return Ok(());
         }
         if self.method == ConvMethod::DirectBf16 {
@@ -333,7 +425,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
                 row.fill(0.0);
                 row[pad.0..pad.0 + len].copy_from_slice(&input[c * len..][..len]);
             }
-            self.run(cpu, x, padded, t_out, out);
+            self.run(cpu, x, padded, 0, t_out, out);
         });
         Ok(())
     }
@@ -354,12 +446,18 @@ impl<'w, W: Element> Conv1d<'w, W> {
         }
     }
 
-    /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs.
-    fn run(&self, cpu: Cpu, x: &[f32], len: usize, t_out: usize, out: &mut [f32]) {
+    /// The convolution of an already padded `x` (`[in_channels, len]`) into `t_out` outputs,
+    /// the first of them output `first` of the signal (where the Winograd tiles lie).
+    fn run(&self, cpu: Cpu, x: &[f32], len: usize, first: usize, t_out: usize, out: &mut [f32]) {
         let s = self.shape;
         match self.method {
             ConvMethod::Direct => return direct::run(cpu, &self.direct(x, len), t_out, out),
             ConvMethod::DirectBf16 => return direct_bf16::run(cpu, &self.direct(x, len), (0, 0), t_out, out),
+            ConvMethod::Winograd => {
+                let u = self.winograd.map(|w| &w.u[..]);
+                let lead = (first + self.phase) % winograd::TILE;
+                return winograd::run(cpu, &self.direct(x, len), u, lead, t_out, out);
+            }
             ConvMethod::Gemm => {}
         }
         let (cig, cog) = (s.in_channels / s.groups, s.out_channels / s.groups);
@@ -429,6 +527,8 @@ pub struct StreamingConv1d<'w, W> {
     /// Input not yet consumed, `len` positions of it.
     held: Held,
     len: usize,
+    /// Outputs emitted so far.
+    emitted: usize,
 }
 
 /// A stream's input not yet consumed, as its method reads it, at the front of `pending`
@@ -490,7 +590,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         } else {
             Held::Values { pending: vec![0.0; inputs * len], spare: Vec::new() }
         };
-        StreamingConv1d { conv, right_pad: pad.1, slope: None, held, len }
+        StreamingConv1d { conv, right_pad: pad.1, slope: None, held, len, emitted: 0 }
     }
 
     /// The convolution of the leaky ReLU (`max(v, slope·v)`, slope below 1) of the input:
@@ -521,10 +621,16 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         self.len = kept + n + zeros;
     }
 
-    /// Every output whose span is in `pending`, then drops the input no later output needs.
-    fn emit(&mut self, cpu: Cpu, out: &mut Vec<f32>) -> usize {
+    /// Every output whose span is in `pending` (before the `end`, only whole Winograd tiles),
+    /// then drops the input no later output needs.
+    fn emit(&mut self, cpu: Cpu, out: &mut Vec<f32>, end: bool) -> usize {
         let s = self.conv.shape;
-        let t_out = self.conv.output_len(self.len, (0, 0));
+        let mut t_out = self.conv.output_len(self.len, (0, 0));
+        if self.conv.method == ConvMethod::Winograd && !end {
+            // A partial tile waits for the rest of its input: tiles stay where the whole
+            // signal's are, so the outputs match it bit for bit.
+            t_out = t_out.saturating_sub((self.emitted + t_out + self.conv.phase) % winograd::TILE);
+        }
         if t_out == 0 {
             return 0;
         }
@@ -533,7 +639,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
         let consumed = t_out * s.stride;
         match &mut self.held {
             Held::Values { pending, .. } => {
-                self.conv.run(cpu, &pending[..s.in_channels * self.len], self.len, t_out, dst);
+                self.conv.run(cpu, &pending[..s.in_channels * self.len], self.len, self.emitted, t_out, dst);
                 Held::drop_front(pending, s.in_channels, self.len, consumed);
             }
             Held::Pairs { pending, .. } => {
@@ -543,6 +649,7 @@ impl<'w, W: Element> StreamingConv1d<'w, W> {
             }
         }
         self.len -= consumed;
+        self.emitted += t_out;
         t_out
     }
 }
@@ -571,7 +678,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
         self.append(cpu, chunk, n, 0);
-        Ok(self.emit(cpu, out))
+        Ok(self.emit(cpu, out, false))
     }
 
     /// Feeds `chunk` and the right padding and appends the last outputs to `out`; returns
@@ -580,7 +687,7 @@ impl<W: Element> ChunkedConv for StreamingConv1d<'_, W> {
         let s = self.conv.shape;
         expect_len("the chunk", chunk.len(), s.in_channels * n, s)?;
         self.append(cpu, chunk, n, self.right_pad);
-        Ok(self.emit(cpu, out))
+        Ok(self.emit(cpu, out, true))
     }
 }
 
@@ -694,12 +801,20 @@ mod tests {
             (ConvShape::new(1, 3, 4), (1, 2), 21),
             // An odd pair count and 8 + 1 rows over two full tiles and a tail.
             (ConvShape::new(7, 9, 3).dilation(4), (4, 4), 110),
+            // Winograd: a WaveNet layer and a transformer FFN shrunk, a tail of 1, 2 and 3
+            // outputs past the last whole tile, and 17 output channels (one block and one).
+            (ConvShape::new(12, 17, 5), (2, 2), 61),
+            (ConvShape::new(10, 7, 3), (1, 1), 50),
+            (ConvShape::new(5, 6, 4), (3, 0), 43),
         ]
     }
 
     /// The methods that can compute `s`.
     fn methods(s: ConvShape) -> Vec<ConvMethod> {
-        [ConvMethod::Direct, ConvMethod::DirectBf16, ConvMethod::Gemm].into_iter().filter(|m| m.supports(s)).collect()
+        [ConvMethod::Direct, ConvMethod::DirectBf16, ConvMethod::Gemm, ConvMethod::Winograd]
+            .into_iter()
+            .filter(|m| m.supports(s))
+            .collect()
     }
 
     /// The values `method` multiplies: rounded to bf16 for [`ConvMethod::DirectBf16`].
@@ -722,7 +837,9 @@ mod tests {
                 [false, true].into_iter().flat_map(|b| methods(s).into_iter().map(move |m| (b, m)))
             {
                 let b = with_bias.then_some(&bias[..]);
-                let conv = Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap();
+                // A Winograd phase other than 0 moves its tiles; the values stay the definition's.
+                let conv =
+                    Conv1d::new(s, &w, b).unwrap().with_method(method).unwrap().with_winograd_phase(i % 4).unwrap();
                 let (wr, xr) = (operands(method, &w), operands(method, &x));
                 let (want, mag, t_out) = conv_reference(s, &wr, b, &xr, len, pad);
                 assert_eq!(conv.output_len(len, pad), t_out);
@@ -740,6 +857,10 @@ mod tests {
                         || (method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16);
                     if fma_chains && cpu.isa() >= Isa::Avx2 {
                         assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from AVX2");
+                    }
+                    // Winograd: FMA chains and f64 transforms on every level, scalar included.
+                    if method == ConvMethod::Winograd {
+                        assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from scalar");
                     }
                     if method == ConvMethod::DirectBf16 && cpu.isa() < Isa::Avx512Bf16 {
                         let mut same = vec![f32::NAN; out.len()];
@@ -865,7 +986,58 @@ mod tests {
         assert_eq!(bf16.method(), ConvMethod::DirectBf16);
         for s in conv_cases().into_iter().map(|c| c.0).chain([big, ConvShape::new(64, 64, 5).dilation(6)]) {
             assert_ne!(ConvMethod::for_shape(s), ConvMethod::DirectBf16, "{s:?}");
+            assert_ne!(ConvMethod::for_shape(s), ConvMethod::Winograd, "{s:?}");
         }
+        // Winograd: one group, stride 1, no dilation, kernels 2 to 5; a phase below 4.
+        for s in [ConvShape::new(4, 4, 3).dilation(2), ConvShape::new(4, 4, 3).stride(2), ConvShape::new(4, 4, 7)] {
+            let w = vec![0.0f32; 16 * s.kernel];
+            let e = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap_err().to_string();
+            assert!(e.contains("dilation 1 and a kernel of 2 to 5") && e.contains("Gemm"), "{e}");
+        }
+        assert!(pick(ConvShape::new(4, 4, 3)).unwrap().with_method(ConvMethod::Winograd).is_ok());
+        let e = pick(ConvShape::new(4, 4, 3)).unwrap().with_winograd_phase(4).unwrap_err();
+        assert!(e.to_string().contains("below 4"), "{e}");
+    }
+
+    /// A Winograd stream holds back the outputs of a partial tile, and none when its phase
+    /// puts the end of every chunk's outputs at the end of a tile.
+    #[test]
+    fn a_winograd_stream_holds_back_only_partial_tiles() {
+        let (s, pad) = (ConvShape::new(3, 4, 5), (2, 2));
+        let w = random(4 * 3 * 5, 71);
+        let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap();
+        // Fed 4 inputs at a time, 2 of them the right context: outputs 2, 6, 10, ... are ready.
+        for (phase, lag) in [(2, 2), (0, 4)] {
+            let mut stream = StreamingConv1d::new(conv.with_winograd_phase(phase).unwrap(), pad);
+            let mut emitted = 0;
+            for chunk in 1..=5 {
+                emitted += stream.process(Cpu::best(), &random(3 * 4, chunk), 4, &mut vec![]).unwrap();
+                assert_eq!(emitted, 4 * chunk as usize - lag, "phase {phase} after {chunk} chunks");
+            }
+        }
+    }
+
+    /// Winograd weights transformed ahead give the per-call transform's output bit for bit,
+    /// and weights for another shape are refused.
+    #[test]
+    fn winograd_weights_transformed_ahead_give_the_same_output_bit_for_bit() {
+        for (s, pad, len) in conv_cases().into_iter().filter(|c| ConvMethod::Winograd.supports(c.0)) {
+            let (w, x) = (random(s.out_channels * s.in_channels * s.kernel, 61), random(s.in_channels * len, 62));
+            let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::Winograd).unwrap();
+            let u = conv.winograd_weights().unwrap();
+            for cpu in available() {
+                let t_out = conv.output_len(len, pad);
+                let (mut want, mut got) = (vec![0.0; s.out_channels * t_out], vec![1.0; s.out_channels * t_out]);
+                conv.forward(cpu, &x, len, pad, &mut want).unwrap();
+                conv.with_winograd_weights(&u).unwrap().forward(cpu, &x, len, pad, &mut got).unwrap();
+                assert_eq!(got, want, "{} {s:?}", cpu.isa());
+            }
+        }
+        let small = Conv1d::new(ConvShape::new(2, 2, 3), &[0.0; 12], None).unwrap().winograd_weights().unwrap();
+        let other = Conv1d::new(ConvShape::new(2, 3, 3), &[0.0; 18], None).unwrap();
+        assert!(other.with_winograd_weights(&small).unwrap_err().to_string().contains("transformed for"));
+        let dilated = Conv1d::new(ConvShape::new(2, 2, 3).dilation(2), &[0.0; 12], None).unwrap();
+        assert!(dilated.winograd_weights().unwrap_err().to_string().contains("Winograd"));
     }
 
     /// Transposed shapes: HiFi-GAN's upsamplers, shrunk, and the odd ones (groups, dilation,
@@ -973,12 +1145,17 @@ mod tests {
             let bias = random(s.out_channels, 8);
             let x = random(s.in_channels * len, 9);
             for (method, cpu) in methods(s).into_iter().flat_map(|m| available().into_iter().map(move |c| (m, c))) {
-                let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
-                let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
-                conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
-                for sizes in chunkings(len) {
-                    let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
-                    assert_eq!(streamed, whole, "{} {method:?} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                // Winograd's tiles at every phase.
+                for phase in 0..if method == ConvMethod::Winograd { 4 } else { 1 } {
+                    let conv = Conv1d::new(s, &w, Some(&bias)).unwrap().with_method(method).unwrap();
+                    let conv = conv.with_winograd_phase(phase).unwrap();
+                    let mut whole = vec![0.0; s.out_channels * conv.output_len(len, pad)];
+                    conv.forward(cpu, &x, len, pad, &mut whole).unwrap();
+                    for sizes in chunkings(len) {
+                        let streamed = stream(cpu, StreamingConv1d::new(conv, pad), &x, s.in_channels, len, &sizes);
+                        let what = format!("{} {method:?} phase {phase} {s:?} pad {pad:?} chunks {sizes:?}", cpu.isa());
+                        assert_eq!(streamed, whole, "{what}");
+                    }
                 }
             }
         }

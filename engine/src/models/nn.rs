@@ -89,6 +89,12 @@ impl Conv {
         self.method.set(conv, method)
     }
 
+    /// Places this convolution's Winograd tiles (see [`Conv1d::with_winograd_phase`]); an
+    /// error unless `phase` is below 4.
+    pub fn set_winograd_phase(&mut self, phase: usize) -> Result<(), ConvError> {
+        self.method.set_winograd_phase(phase)
+    }
+
     pub fn kernel(&self) -> Conv1d<'_, f32> {
         let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
         self.method.apply(conv)

@@ -368,7 +368,7 @@ pub(super) mod tile {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use std::marker::PhantomData;
@@ -379,7 +379,7 @@ mod avx2 {
 
     /// 8 lanes; 4 rows × 2 vectors: 8 accumulators (two FMA pipes × 4 cycles of latency),
     /// 2 inputs and a broadcast. 4 × 3 would need all 16 ymm, and the compiler then spills.
-    struct Avx2;
+    pub(in crate::kernels::conv) struct Avx2;
 
     impl Simd for Avx2 {
         type V = __m256;
@@ -429,7 +429,7 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use std::marker::PhantomData;
@@ -440,7 +440,7 @@ mod avx512 {
 
     /// 16 lanes; 8 rows × 3 vectors is 24 accumulators, with 3 inputs and a broadcast 28 of
     /// the 32 zmm.
-    struct Avx512;
+    pub(in crate::kernels::conv) struct Avx512;
 
     impl Simd for Avx512 {
         type V = __m512;

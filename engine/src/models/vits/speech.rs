@@ -269,7 +269,7 @@ impl SpeechSource {
     /// The next stretch of audio of the current sentence (empty when the step only ran the
     /// flow); `None` once it has all been returned.
     fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
-        let (cpu, context, hop) = (self.cpu, self.voice.model().flow().context(), self.voice.model().hop());
+        let (cpu, look_ahead, hop) = (self.cpu, self.voice.model().flow().look_ahead(), self.voice.model().hop());
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
         let counts = &mut self.counts;
         let audio = if u.pos < u.plan.decided {
@@ -306,7 +306,7 @@ impl SpeechSource {
             }
         } else if u.next < u.prior.frames {
             // Up to the next window's end plus the flow's look-ahead, so the window comes out.
-            let window = WINDOWS.iter().map(|w| w + context).find(|&w| w > u.next).unwrap_or(usize::MAX);
+            let window = WINDOWS.iter().map(|w| w + look_ahead).find(|&w| w > u.next).unwrap_or(usize::MAX);
             let to = window.min(u.prior.frames);
             let (n, end) = (to - u.next, to == u.prior.frames);
             let z = u.prior.columns(u.next, n);

@@ -1,0 +1,439 @@
+//! Winograd's minimal filtering F(4, r) for a convolution of one group, stride 1 and
+//! dilation 1 ([`ConvMethod::Winograd`](super::ConvMethod::Winograd)): four outputs of an
+//! r-tap filter from n = r + 3 products instead of 4·r (Lavin & Gray 2015, in one
+//! dimension), 2.5 times fewer multiply-adds at r = 5 and 2 at r = 3.
+//!
+//! Outputs are cut into tiles of [`TILE`] from output 0; tile t reads the n inputs from 4·t.
+//! For each of the n evaluation points ξ (0, ±1, ±2, ±½ and infinity, as many as n needs):
+//! - the weights were transformed once, `U_ξ[c][o] = Σ_j G[ξ][j] w[o][c][j]`, and stored in
+//!   panels of [`PANEL`] output channels, `[in][PANEL]` each, so every panel is one
+//!   contiguous stream (read once per call, often from memory);
+//! - the inputs are transformed per call, `V_ξ[c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k]`;
+//! - the sum over input channels is a product of V_ξᵀ and each panel of U_ξ, on a register
+//!   tile of up to 12 tiles × 32 output channels, every value one chain of fused
+//!   multiply-adds over the channels in order;
+//!
+//! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`. The matrices come from the
+//! Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
+//! transforms run in f64 on the f32 values and round once: in f32 they left the VITS flow's
+//! latent at four times the direct method's distance from the reference, in f64 at about
+//! three, for 1-2 % of the time (docs/KERNELS.md).
+//!
+//! Rounding is the same whatever the call: every output depends only on its tile's inputs,
+//! the transformed weights and a fixed order of operations, and tiles start at multiples of
+//! [`TILE`] from the signal's first output. So a stream that hands the convolution whole
+//! tiles (and the rest at its end, zeros standing in past the input as in the whole-signal
+//! call) gives the whole-signal call's output bit for bit, as the other methods do
+//! ([`StreamingConv1d`] holds back the outputs of a partial tile until its input is
+//! complete). Every level computes the same values: the products are FMA chains on each
+//! (`f32::mul_add` in the scalar reference) and the transforms plain f64 arithmetic.
+//!
+//! [`StreamingConv1d`]: super::StreamingConv1d
+
+use std::ops::RangeInclusive;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::direct::{Direct, PARALLEL_MACS};
+use crate::kernels::cpu::{Cpu, Isa};
+use crate::kernels::gemm::Element;
+
+/// Outputs per tile.
+pub(super) const TILE: usize = 4;
+
+/// Filter lengths the method takes: r + 3 points, at most the eight below. Longer filters
+/// need points (±3, ±⅓) whose transforms lose more precision than they save arithmetic.
+pub(super) const KERNELS: RangeInclusive<usize> = 2..=5;
+
+/// The finite evaluation points, smallest magnitudes first; infinity is always the last.
+const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
+
+/// F(TILE, r)'s three matrices, row-major.
+struct Transforms {
+    /// Points: r + TILE − 1.
+    n: usize,
+    /// `Aᵀ`, `[TILE, n]`: the output transform.
+    at: Vec<f64>,
+    /// `G`, `[n, r]`: the weight transform, kept in f64 (weights are transformed once).
+    g: Vec<f64>,
+    /// `Bᵀ`, `[n, n]`: the input transform.
+    bt: Vec<f64>,
+}
+
+impl Transforms {
+    fn new(r: usize) -> Transforms {
+        let n = TILE + r - 1;
+        // The polynomials of degree < `degree` evaluated at the points and at infinity
+        // (its leading coefficient): `[n, degree]`.
+        let evaluate = |degree: usize| {
+            let mut e = vec![0.0; n * degree];
+            for (k, p) in POINTS[..n - 1].iter().enumerate() {
+                for j in 0..degree {
+                    e[k * degree + j] = p.powi(j as i32);
+                }
+            }
+            e[(n - 1) * degree + degree - 1] = 1.0;
+            e
+        };
+        let outputs = evaluate(TILE);
+        // The correlation is the transpose of the product's Toom-Cook algorithm:
+        // Aᵀ = E_TILEᵀ, G = E_r, Bᵀ = (E_n⁻¹)ᵀ.
+        let at = (0..TILE * n).map(|i| outputs[(i % n) * TILE + i / n]).collect();
+        let inverse = invert(evaluate(n), n);
+        let bt = (0..n * n).map(|i| inverse[(i % n) * n + i / n]).collect();
+        Transforms { n, at, g: evaluate(r), bt }
+    }
+
+    /// The transforms for an `r`-tap filter (one of [`KERNELS`]), built once per process.
+    fn get(r: usize) -> &'static Transforms {
+        static ALL: OnceLock<Vec<Transforms>> = OnceLock::new();
+        &ALL.get_or_init(|| KERNELS.map(Transforms::new).collect())[r - *KERNELS.start()]
+    }
+}
+
+/// The inverse of the `n`×`n` matrix `a` by Gauss-Jordan elimination with partial
+/// pivoting (a Vandermonde matrix at distinct points: never singular).
+fn invert(mut a: Vec<f64>, n: usize) -> Vec<f64> {
+    let mut inv: Vec<f64> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs())).unwrap_or(col);
+        for k in 0..n {
+            a.swap(col * n + k, pivot * n + k);
+            inv.swap(col * n + k, pivot * n + k);
+        }
+        let p = a[col * n + col];
+        for k in 0..n {
+            a[col * n + k] /= p;
+            inv[col * n + k] /= p;
+        }
+        for row in (0..n).filter(|&row| row != col) {
+            let f = a[row * n + col];
+            for k in 0..n {
+                a[row * n + k] -= f * a[col * n + k];
+                inv[row * n + k] -= f * inv[col * n + k];
+            }
+        }
+    }
+    inv
+}
+
+/// Output channels per panel of transformed weights: a panel is `[in][PANEL]`, one
+/// contiguous stream that the product reads once per call.
+const PANEL: usize = 32;
+
+/// `U_ξ[c][o]` for weights `[out, in, r]`, as `[panels][n][in][PANEL]` (output channels
+/// padded with zeros to whole panels): each panel one contiguous stream, which the
+/// prefetchers follow when the weights come from memory (a row-major `[in][out]` block read
+/// a panel at a time ran at a third of the speed there).
+pub(super) fn transform_weights<W: Element>(
+    weight: &[W],
+    in_channels: usize,
+    out_channels: usize,
+    r: usize,
+) -> Vec<f32> {
+    let t = Transforms::get(r);
+    let (n, panels, block) = (t.n, out_channels.div_ceil(PANEL), in_channels * PANEL);
+    // Per panel: its weights as `[in][r][PANEL]` in f64, then for each point and input
+    // channel the panel's values along contiguous output channels: `[n][in][PANEL]`.
+    let panel = |(p, u): (usize, &mut [f32])| {
+        let mut taps = vec![0.0f64; in_channels * r * PANEL];
+        for (l, o) in (p * PANEL..out_channels.min((p + 1) * PANEL)).enumerate() {
+            for (q, w) in weight[o * in_channels * r..][..in_channels * r].iter().enumerate() {
+                taps[q * PANEL + l] = f64::from(w.to_f32());
+            }
+        }
+        widest(Cpu::best(), || {
+            for (g, u) in t.g.chunks_exact(r).zip(u.chunks_exact_mut(block)) {
+                for (taps, u) in taps.chunks_exact(r * PANEL).zip(u.chunks_exact_mut(PANEL)) {
+                    let mut sum = [0.0f64; PANEL];
+                    for (&g, tap) in g.iter().zip(taps.chunks_exact(PANEL)) {
+                        sum.iter_mut().zip(tap).for_each(|(s, &w)| *s += g * w);
+                    }
+                    u.iter_mut().zip(sum).for_each(|(u, s)| *u = s as f32);
+                }
+            }
+        });
+    };
+    let mut u = vec![0.0; panels * n * block];
+    u.par_chunks_mut(n * block).enumerate().for_each(panel);
+    u
+}
+
+/// `out` (`[out_channels, t_out]`) = the convolution of `d.x` (already padded), from the
+/// transformed weights `u` ([`transform_weights`]) or, without them, weights transformed
+/// for this call. The first tile starts `lead` outputs before `out`'s first (0 to 3; those
+/// outputs are not computed, their inputs count as zeros): where a stream's tiles lie.
+pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: usize, t_out: usize, out: &mut [f32]) {
+    debug_assert!(d.dilation == 1 && KERNELS.contains(&d.kernel) && lead < TILE);
+    let (cin, cout, r) = (d.in_channels, d.out_channels, d.kernel);
+    let owned;
+    let u = match u {
+        Some(u) => u,
+        None => {
+            owned = transform_weights(d.weight, cin, cout, r);
+            &owned
+        }
+    };
+    let t = Transforms::get(r);
+    let call = Call { t, x: d.x, len: d.len, cin, lead, t_out, tiles: (t_out + lead).div_ceil(TILE) };
+    let (n, tiles, panels) = (t.n, call.tiles, cout.div_ceil(PANEL));
+    let parallel = n * tiles * cin * cout >= PARALLEL_MACS && rayon::current_num_threads() > 1;
+    // V_ξ[c][t], `[n][in][tiles]`, a block of input channels per task.
+    const CHANNELS: usize = 16;
+    let mut v = vec![0.0; n * cin * tiles];
+    {
+        let v = Shared(v.as_mut_ptr());
+        let transform = |block: usize| {
+            let channels = block * CHANNELS..(cin.min((block + 1) * CHANNELS));
+            // SAFETY: each task writes the rows of its own channels only.
+            widest(cpu, || unsafe { call.input(channels, v.get()) })
+        };
+        if parallel {
+            (0..cin.div_ceil(CHANNELS)).into_par_iter().for_each(transform);
+        } else {
+            (0..cin.div_ceil(CHANNELS)).for_each(transform);
+        }
+    }
+    // M_ξ = V_ξᵀ · U_ξ, `[n][panels][tiles][PANEL]`: one task per point and panel.
+    let mut m = vec![0.0; n * panels * tiles * PANEL];
+    let v = &v;
+    let product = |(task, m): (usize, &mut [f32])| {
+        let (xi, p) = (task / panels, task % panels);
+        let v = &v[xi * cin * tiles..][..cin * tiles];
+        let u = &u[(p * n + xi) * cin * PANEL..][..cin * PANEL];
+        panel_product(cpu, v, u, tiles, cin, m);
+    };
+    if parallel {
+        m.par_chunks_mut(tiles * PANEL).enumerate().for_each(product);
+    } else {
+        m.chunks_mut(tiles * PANEL).enumerate().for_each(product);
+    }
+    // y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o], a panel of output channels per task.
+    let m = &m;
+    let output = |p: usize, block: &mut [f32]| {
+        let bias = d.bias.map(|b| &b[p * PANEL..][..block.len() / t_out]);
+        widest(cpu, || call.output(&m[p * tiles * PANEL..], panels * tiles * PANEL, bias, block))
+    };
+    if parallel {
+        out.par_chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+    } else {
+        out.chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+    }
+}
+
+/// `V`, written by tasks that each own a disjoint set of its rows.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint rows (see `run`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `f`, compiled for the widest vectors `cpu` has: it inlines into a `target_feature`
+/// function, so its plain loops vectorize to that width.
+#[inline(always)]
+fn widest<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the level's instructions exist (the `Cpu` token says so).
+        match cpu.isa() {
+            Isa::Avx2 => return unsafe { avx2(f) },
+            isa if isa >= Isa::Avx512 => return unsafe { avx512(f) },
+            _ => {}
+        }
+    }
+    f()
+}
+
+/// One call's geometry and its transforms: plain f64 loops over contiguous values (see
+/// [`widest`]), no fused multiply-adds, so every level rounds them alike.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    t: &'static Transforms,
+    /// The padded input, `[cin][len]`.
+    x: &'a [f32],
+    len: usize,
+    cin: usize,
+    /// Outputs of the first tile before the call's first.
+    lead: usize,
+    t_out: usize,
+    tiles: usize,
+}
+
+impl Call<'_> {
+    /// `V[ξ][c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k − lead]` (`[n][in][tiles]` at `v`) for the
+    /// input channels `channels`, zeros standing in outside the input.
+    ///
+    /// # Safety
+    /// `v` points at `n · in · tiles` values, and nothing else touches the rows of
+    /// `channels` meanwhile.
+    #[inline(always)]
+    unsafe fn input(&self, channels: std::ops::Range<usize>, v: *mut f32) {
+        let (n, tiles) = (self.t.n, self.tiles);
+        // The input as four phases (`x[c][4t + j − lead]`), so tap k reads phase k % 4
+        // from t + k / 4: contiguous values for every tap.
+        let width = tiles + (n - 1) / TILE;
+        let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
+        for c in channels {
+            let row = &self.x[c * self.len..][..self.len];
+            for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
+                for (t, p) in phase.iter_mut().enumerate() {
+                    let at = (t * TILE + j).checked_sub(self.lead);
+                    *p = at.and_then(|a| row.get(a)).map_or(0.0, |&v| f64::from(v));
+                }
+            }
+            for (xi, b) in self.t.bt.chunks_exact(n).enumerate() {
+                sum.fill(0.0);
+                for (k, &b) in b.iter().enumerate().filter(|(_, &b)| b != 0.0) {
+                    let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
+                    sum.iter_mut().zip(src).for_each(|(d, &s)| *d += b * s);
+                }
+                // SAFETY: row (ξ, c) of V, which only this task writes.
+                let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * self.cin + c) * tiles), tiles) };
+                dst.iter_mut().zip(&sum).for_each(|(d, &s)| *d = s as f32);
+            }
+        }
+    }
+
+    /// One panel of output channels (`out`, `[channels][t_out]`, at most a panel) from its
+    /// products `m` (point ξ's `[tiles][PANEL]` at `ξ · stride`) and `bias`.
+    #[inline(always)]
+    fn output(&self, m: &[f32], stride: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let (n, t_out) = (self.t.n, self.t_out);
+        let width = out.len() / t_out;
+        for tile in 0..self.tiles {
+            let mut y = [[0.0f64; PANEL]; TILE];
+            for xi in 0..n {
+                let mt = &m[xi * stride + tile * PANEL..][..PANEL];
+                for (yi, &a) in y.iter_mut().zip(self.t.at[xi..].iter().step_by(n)) {
+                    if a != 0.0 {
+                        yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * f64::from(m));
+                    }
+                }
+            }
+            // Outputs tile·4 + i − lead that lie in this call.
+            let first = tile * TILE;
+            for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
+                let b = bias.map_or(0.0, |b| f64::from(b[l]));
+                for (i, y) in y.iter().enumerate() {
+                    if let Some(o) = (first + i).checked_sub(self.lead).filter(|&o| o < t_out) {
+                        row[o] = (y[l] + b) as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `m` (`[rows, PANEL]`) = `v`ᵀ (`v` is `[k, rows]`) · `u` (`[k, PANEL]`): each value one chain of
+/// fused multiply-adds over k in order from zero, on every level, so every level and every
+/// number of rows gives the same bits.
+fn panel_product(cpu: Cpu, v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+    match cpu.isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { simd::avx2(v, u, rows, k, m) },
+        #[cfg(target_arch = "x86_64")]
+        isa if isa >= Isa::Avx512 => unsafe { simd::avx512(v, u, rows, k, m) },
+        _ => {
+            for (r, mr) in m.chunks_exact_mut(PANEL).take(rows).enumerate() {
+                mr.fill(0.0);
+                for (c, ur) in u.chunks_exact(PANEL).take(k).enumerate() {
+                    let a = v[c * rows + r];
+                    mr.iter_mut().zip(ur).for_each(|(m, &u)| *m = a.mul_add(u, *m));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::PANEL;
+    use crate::kernels::conv::direct::avx2::Avx2;
+    use crate::kernels::conv::direct::avx512::Avx512;
+    use crate::kernels::conv::direct::tile::Simd;
+
+    /// # Safety
+    /// On a CPU with AVX2 and FMA; the slices as [`super::panel_product`]'s.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+        unsafe { product::<Avx2, 2, 4>(v, u, rows, k, m) }
+    }
+
+    /// # Safety
+    /// On a CPU with AVX-512 F/BW/VL/DQ; the slices as [`super::panel_product`]'s.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn avx512(v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
+        unsafe { product::<Avx512, 12, 2>(v, u, rows, k, m) }
+    }
+
+    /// Tiles of `R` rows × the panel (`NV` vectors), then smaller ones for the last rows.
+    #[inline(always)]
+    unsafe fn product<S: Simd, const R: usize, const NV: usize>(
+        v: &[f32],
+        u: &[f32],
+        rows: usize,
+        k: usize,
+        m: &mut [f32],
+    ) {
+        debug_assert!(NV * S::LANES == PANEL && v.len() >= rows * k && u.len() >= k * PANEL && m.len() >= rows * PANEL);
+        let mut r0 = 0;
+        while r0 < rows {
+            // SAFETY (each call): rows r0..r0 + its height lie inside v and m.
+            unsafe {
+                r0 += match rows - r0 {
+                    left if left >= R => tile::<S, R, NV>(v, u, rows, r0, k, m),
+                    left if left >= 4 => tile::<S, 4, NV>(v, u, rows, r0, k, m),
+                    left if left >= 2 => tile::<S, 2, NV>(v, u, rows, r0, k, m),
+                    _ => tile::<S, 1, NV>(v, u, rows, r0, k, m),
+                };
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + H` of `m`; returns `H`.
+    #[inline(always)]
+    unsafe fn tile<S: Simd, const H: usize, const NV: usize>(
+        v: &[f32],
+        u: &[f32],
+        rows: usize,
+        r0: usize,
+        k: usize,
+        m: &mut [f32],
+    ) -> usize {
+        unsafe {
+            let mut acc = [[S::zero(); NV]; H];
+            let (vp, up) = (v.as_ptr().add(r0), u.as_ptr());
+            for c in 0..k {
+                let w: [S::V; NV] = std::array::from_fn(|j| S::load(up.add(c * PANEL + j * S::LANES)));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let a = S::splat(*vp.add(c * rows + h));
+                    for (acc, &w) in acc.iter_mut().zip(&w) {
+                        *acc = S::fma(a, w, *acc);
+                    }
+                }
+            }
+            let mp = m.as_mut_ptr().add(r0 * PANEL);
+            for (h, acc) in acc.iter().enumerate() {
+                for (j, &a) in acc.iter().enumerate() {
+                    S::store(mp.add(h * PANEL + j * S::LANES), a);
+                }
+            }
+        }
+        H
+    }
+}
