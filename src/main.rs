@@ -515,6 +515,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     let precision = precision(args.precision, Precision::for_cpu(cpu));
     let codec = parse_codec(args.codec.as_deref())?;
     let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
+    spiral::engine::allocator::release_free_memory();
     voice.warm_up(cpu).map_err(|e| e.to_string())?;
     let voice = std::sync::Arc::new(voice);
     let channels = voice.model().latent_channels();

@@ -164,7 +164,7 @@ impl MethodChoice {
     /// cannot do the shape.
     pub fn set<W: Element>(&mut self, conv: Conv1d<'_, W>, method: ConvMethod) -> Result<(), ConvError> {
         let conv = conv.with_method(method)?;
-        self.pairs = (method == ConvMethod::DirectBf16).then(|| conv.bf16_pairs());
+        self.pairs = if method == ConvMethod::DirectBf16 { Some(conv.bf16_pairs()?) } else { None };
         self.winograd = if method == ConvMethod::Winograd { Some(conv.winograd_weights()?) } else { None };
         self.method = Some(method);
         Ok(())
@@ -194,6 +194,29 @@ impl MethodChoice {
         check_phase(phase)?;
         self.phase = phase;
         Ok(())
+    }
+
+    /// Whether the chosen method computes from its own form of the weights alone
+    /// ([`ConvMethod::Winograd`]'s): the owner may then drop its weights and build the
+    /// convolution with [`MethodChoice::conv`] from an empty slice.
+    pub fn transformed(&self) -> bool {
+        self.winograd.is_some()
+    }
+
+    /// The convolution of `shape` over the owner's `weight` and `bias`, computing by the
+    /// chosen method; with an empty `weight` once [`MethodChoice::transformed`], from the
+    /// method's form of the weights alone. An error if they do not fit `shape`.
+    pub fn conv<'w, W: Element>(
+        &'w self,
+        shape: ConvShape,
+        weight: &'w [W],
+        bias: Option<&'w [f32]>,
+    ) -> Result<Conv1d<'w, W>, ConvError> {
+        let conv = match &self.winograd {
+            Some(u) if weight.is_empty() && u.shape == shape => Conv1d::transformed(u, bias)?,
+            _ => Conv1d::new(shape, weight, bias)?,
+        };
+        Ok(self.apply(conv))
     }
 }
 
@@ -303,10 +326,36 @@ impl<'w, W: Element> Conv1d<'w, W> {
         Ok(Conv1d { shape, weight, bias, method: ConvMethod::for_shape(shape), pairs: None, winograd: None, phase: 0 })
     }
 
+    /// A convolution that has only its Winograd weights `u` (the owner dropped the weights
+    /// they were transformed from): it computes by [`ConvMethod::Winograd`] alone, and asking
+    /// it for another method, or for weights in another form, is an error.
+    pub fn transformed(u: &'w WinogradWeights, bias: Option<&'w [f32]>) -> Result<Self, ConvError> {
+        let shape = u.shape;
+        if let Some(b) = bias {
+            expect_len("the bias", b.len(), shape.out_channels, shape)?;
+        }
+        Ok(Conv1d { shape, weight: &[], bias, method: ConvMethod::Winograd, pairs: None, winograd: Some(u), phase: 0 })
+    }
+
+    /// Whether it has the weights it was built from (not so when [`Conv1d::transformed`]).
+    fn has_weights(&self) -> Result<(), ConvError> {
+        let s = self.shape;
+        if self.weight.len() == s.out_channels * (s.in_channels / s.groups) * s.kernel {
+            Ok(())
+        } else {
+            Err(ConvError::Shape(format!(
+                "{s:?}: only its Winograd weights were kept, so it computes by that method alone"
+            )))
+        }
+    }
+
     /// This convolution computed by `method` instead of the one [`Conv1d::new`] chose (to
     /// compare them, to match output made by another, or to opt into
     /// [`ConvMethod::DirectBf16`]); an error if it cannot do the shape.
     pub fn with_method(self, method: ConvMethod) -> Result<Self, ConvError> {
+        if method != ConvMethod::Winograd {
+            self.has_weights()?;
+        }
         if !method.supports(self.shape) {
             let needs = if method == ConvMethod::Winograd {
                 "one group, stride 1, dilation 1 and a kernel of 2 to 5"
@@ -321,10 +370,12 @@ impl<'w, W: Element> Conv1d<'w, W> {
         Ok(Conv1d { method, ..self })
     }
 
-    /// The weights packed for [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]).
-    pub fn bf16_pairs(&self) -> Bf16Pairs {
+    /// The weights packed for [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]); an error if it
+    /// has only its Winograd weights.
+    pub fn bf16_pairs(&self) -> Result<Bf16Pairs, ConvError> {
+        self.has_weights()?;
         let s = self.shape;
-        Bf16Pairs { shape: s, words: direct_bf16::pack_weight_pairs(self.weight, s.in_channels, s.kernel) }
+        Ok(Bf16Pairs { shape: s, words: direct_bf16::pack_weight_pairs(self.weight, s.in_channels, s.kernel) })
     }
 
     /// This convolution reading its bf16-product weights from `pairs` (made from the same
@@ -341,8 +392,9 @@ impl<'w, W: Element> Conv1d<'w, W> {
     }
 
     /// The weights transformed for [`ConvMethod::Winograd`] (see [`WinogradWeights`]); an
-    /// error if the method cannot do the shape.
+    /// error if the method cannot do the shape or it has only its Winograd weights.
     pub fn winograd_weights(&self) -> Result<WinogradWeights, ConvError> {
+        self.has_weights()?;
         let s = self.with_method(ConvMethod::Winograd)?.shape;
         let u = winograd::transform_weights(self.weight, s.in_channels, s.out_channels, s.kernel);
         Ok(WinogradWeights { shape: s, u })
@@ -898,7 +950,7 @@ mod tests {
             let w = random(s.out_channels * s.in_channels * s.kernel, 27);
             let x = random(s.in_channels * len, 29);
             let conv = Conv1d::new(s, &w, None).unwrap().with_method(ConvMethod::DirectBf16).unwrap();
-            let pairs = conv.bf16_pairs();
+            let pairs = conv.bf16_pairs().unwrap();
             for cpu in available() {
                 let mut want = vec![0.0; s.out_channels * conv.output_len(len, pad)];
                 conv.forward(cpu, &x, len, pad, &mut want).unwrap();
@@ -908,7 +960,7 @@ mod tests {
             }
         }
         let other = Conv1d::new(ConvShape::new(2, 2, 3), &[0.0f32; 12], None).unwrap();
-        let pairs = Conv1d::new(ConvShape::new(2, 2, 1), &[0.0f32; 4], None).unwrap().bf16_pairs();
+        let pairs = Conv1d::new(ConvShape::new(2, 2, 1), &[0.0f32; 4], None).unwrap().bf16_pairs().unwrap();
         assert!(other.with_bf16_pairs(&pairs).unwrap_err().to_string().contains("packed for"));
     }
 
@@ -1031,6 +1083,11 @@ mod tests {
                 conv.forward(cpu, &x, len, pad, &mut want).unwrap();
                 conv.with_winograd_weights(&u).unwrap().forward(cpu, &x, len, pad, &mut got).unwrap();
                 assert_eq!(got, want, "{} {s:?}", cpu.isa());
+                // Without the weights they came from: the same bits, and nothing else.
+                let alone = Conv1d::<f32>::transformed(&u, None).unwrap();
+                got.fill(1.0);
+                alone.forward(cpu, &x, len, pad, &mut got).unwrap();
+                assert_eq!(got, want, "{} {s:?}, from the transformed weights alone", cpu.isa());
             }
         }
         let small = Conv1d::new(ConvShape::new(2, 2, 3), &[0.0; 12], None).unwrap().winograd_weights().unwrap();
@@ -1038,6 +1095,12 @@ mod tests {
         assert!(other.with_winograd_weights(&small).unwrap_err().to_string().contains("transformed for"));
         let dilated = Conv1d::new(ConvShape::new(2, 2, 3).dilation(2), &[0.0; 12], None).unwrap();
         assert!(dilated.winograd_weights().unwrap_err().to_string().contains("Winograd"));
+        let alone = Conv1d::<f32>::transformed(&small, None).unwrap();
+        for method in [ConvMethod::Direct, ConvMethod::DirectBf16, ConvMethod::Gemm] {
+            assert!(alone.with_method(method).unwrap_err().to_string().contains("only its Winograd weights"));
+        }
+        assert!(alone.bf16_pairs().is_err() && alone.winograd_weights().is_err());
+        assert!(Conv1d::<f32>::transformed(&small, Some(&[0.0; 3])).is_err(), "a bias of the wrong size");
     }
 
     /// Transposed shapes: HiFi-GAN's upsamplers, shrunk, and the odd ones (groups, dilation,

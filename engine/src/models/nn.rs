@@ -84,9 +84,21 @@ impl Conv {
 
     /// Runs this convolution with `method` (for example bf16 products) instead of the one
     /// its shape picks; an error if the method cannot do the shape.
+    ///
+    /// The weights are dropped once the method has its own form of them
+    /// ([`MethodChoice::transformed`]: Winograd's), so a voice holds one copy; after that
+    /// the method cannot change (an error).
     pub fn set_method(&mut self, method: ConvMethod) -> Result<(), ConvError> {
-        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
-        self.method.set(conv, method)
+        if self.method.transformed() {
+            // The kernel says why: it has only the transformed weights.
+            return self.kernel().with_method(method).map(|_| ());
+        }
+        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref())?;
+        self.method.set(conv, method)?;
+        if self.method.transformed() {
+            self.weight = Vec::new();
+        }
+        Ok(())
     }
 
     /// Places this convolution's Winograd tiles (see [`Conv1d::with_winograd_phase`]); an
@@ -96,8 +108,7 @@ impl Conv {
     }
 
     pub fn kernel(&self) -> Conv1d<'_, f32> {
-        let conv = Conv1d::new(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load");
-        self.method.apply(conv)
+        self.method.conv(self.shape, &self.weight, self.bias.as_deref()).expect("shapes checked at load")
     }
 
     pub fn output_len(&self, len: usize) -> usize {
@@ -187,9 +198,34 @@ impl ChannelNorm {
 
 #[cfg(test)]
 mod tests {
-    use super::ChannelNorm;
+    use super::{ChannelNorm, Conv};
+    use crate::kernels::conv::{Conv1d, ConvMethod, ConvShape};
     use crate::kernels::testing::random;
     use crate::kernels::{activation, Cpu};
+    use crate::tensors::{Tensor, Tensors};
+
+    /// A layer switched to Winograd's method keeps only the transformed weights, computes
+    /// what it computed with both, and refuses to switch back.
+    #[test]
+    fn winograd_layers_drop_their_original_weights() {
+        let load = || {
+            let mut t = Tensors::new("test");
+            t.insert("c.weight", Tensor::new(vec![5, 6, 5], random(150, 1)).unwrap()).unwrap();
+            t.insert("c.bias", Tensor::new(vec![5], random(5, 2)).unwrap()).unwrap();
+            Conv::same(&mut t, "c", ConvShape::new(6, 5, 5)).unwrap()
+        };
+        let (mut conv, mut kept) = (load(), load());
+        let (x, len) = (random(6 * 23, 3), 23);
+        // The same method with the weights kept beside it (disjoint fields).
+        let both = Conv1d::new(kept.shape, &kept.weight, kept.bias.as_deref()).unwrap();
+        kept.method.set(both, ConvMethod::Winograd).unwrap();
+        conv.set_method(ConvMethod::Winograd).unwrap();
+        assert!(conv.weight.is_empty() && !kept.weight.is_empty());
+        let cpu = Cpu::best();
+        assert_eq!(conv.forward(cpu, &x, len).unwrap(), kept.forward(cpu, &x, len).unwrap());
+        conv.set_method(ConvMethod::Winograd).unwrap();
+        assert!(conv.set_method(ConvMethod::Direct).unwrap_err().to_string().contains("only its Winograd weights"));
+    }
 
     #[test]
     fn channel_norm_is_layer_norm_of_each_time_step() {
