@@ -33,6 +33,7 @@ use thiserror::Error;
 
 use super::bf16;
 use super::cpu::{Cpu, Isa};
+use super::scratch::{Plain, Scratch};
 
 /// A matrix element the packing reads: f32, or bf16 bit patterns held in a `u16` (as in
 /// every kernel here).
@@ -397,7 +398,7 @@ trait Kernel: Sync {
     /// A packed K slice is padded to a multiple of this.
     const K_ALIGN: usize;
     /// What packed panels hold: f32, or bf16 bits.
-    type P: Copy + Default + Send + Sync + 'static;
+    type P: Plain + Default + Send + Sync;
     const BLOCKING: Blocking;
 
     /// C tile (+)= A micro-panel · B micro-panel over `kc` (a multiple of `K_ALIGN`) values of
@@ -565,28 +566,6 @@ fn product_with<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     }
     let out = c.out();
     kernel.enter(|| blocked(kernel, blocking, threads.max(1), convert, &a, &bt, out, accumulate));
-}
-
-/// 64-byte aligned scratch, so packed rows never straddle cache lines.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-#[derive(Default)]
-struct Scratch(Vec<Line>);
-
-impl Scratch {
-    /// `len` values of `P`, contents unspecified.
-    fn get<P: Copy + Default + 'static>(&mut self, len: usize) -> &mut [P] {
-        let bytes = len * size_of::<P>();
-        let lines = bytes.div_ceil(64);
-        if self.0.len() < lines {
-            self.0.resize(lines, Line([0; 64]));
-        }
-        // SAFETY: the buffer holds at least `bytes`, is aligned for any P used here (f32, u16),
-        // and every bit pattern is a valid f32 or u16.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut P, len) }
-    }
 }
 
 thread_local! {

@@ -18,6 +18,7 @@ mod q6k;
 mod q8;
 pub mod quant;
 pub mod rows;
+mod scratch;
 pub mod vector;
 
 #[cfg(test)]

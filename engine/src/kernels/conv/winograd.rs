@@ -30,6 +30,7 @@
 //!
 //! [`StreamingConv1d`]: super::StreamingConv1d
 
+use std::cell::RefCell;
 use std::ops::RangeInclusive;
 use std::sync::OnceLock;
 
@@ -38,6 +39,7 @@ use rayon::prelude::*;
 use super::direct::{Direct, PARALLEL_MACS};
 use crate::kernels::cpu::{Cpu, Isa};
 use crate::kernels::gemm::Element;
+use crate::kernels::scratch::Scratch;
 
 /// Outputs per tile.
 pub(super) const TILE: usize = 4;
@@ -143,17 +145,7 @@ pub(super) fn transform_weights<W: Element>(
                 taps[q * PANEL + l] = f64::from(w.to_f32());
             }
         }
-        widest(Cpu::best(), || {
-            for (g, u) in t.g.chunks_exact(r).zip(u.chunks_exact_mut(block)) {
-                for (taps, u) in taps.chunks_exact(r * PANEL).zip(u.chunks_exact_mut(PANEL)) {
-                    let mut sum = [0.0f64; PANEL];
-                    for (&g, tap) in g.iter().zip(taps.chunks_exact(PANEL)) {
-                        sum.iter_mut().zip(tap).for_each(|(s, &w)| *s += g * w);
-                    }
-                    u.iter_mut().zip(sum).for_each(|(u, s)| *u = s as f32);
-                }
-            }
-        });
+        widest(Cpu::best(), WeightPanel { g: &t.g, r, taps: &taps, u });
     };
     let mut u = vec![0.0; panels * n * block];
     u.par_chunks_mut(n * block).enumerate().for_each(panel);
@@ -179,15 +171,18 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: 
     let call = Call { t, x: d.x, len: d.len, cin, lead, t_out, tiles: (t_out + lead).div_ceil(TILE) };
     let (n, tiles, panels) = (t.n, call.tiles, cout.div_ceil(PANEL));
     let parallel = n * tiles * cin * cout >= PARALLEL_MACS && rayon::current_num_threads() > 1;
+    // Both buffers are written whole before they are read; taken out of their slot, not
+    // borrowed: a thread waiting on the pool may run another convolution.
+    let (mut v_buf, mut m_buf) = SCRATCH.take();
     // V_ξ[c][t], `[n][in][tiles]`, a block of input channels per task.
     const CHANNELS: usize = 16;
-    let mut v = vec![0.0; n * cin * tiles];
+    let v = v_buf.get::<f32>(n * cin * tiles);
     {
         let v = Shared(v.as_mut_ptr());
         let transform = |block: usize| {
             let channels = block * CHANNELS..(cin.min((block + 1) * CHANNELS));
-            // SAFETY: each task writes the rows of its own channels only.
-            widest(cpu, || unsafe { call.input(channels, v.get()) })
+            // Each task writes the rows of its own channels only.
+            widest(cpu, Input { call: &call, channels, v })
         };
         if parallel {
             (0..cin.div_ceil(CHANNELS)).into_par_iter().for_each(transform);
@@ -196,8 +191,8 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: 
         }
     }
     // M_ξ = V_ξᵀ · U_ξ, `[n][panels][tiles][PANEL]`: one task per point and panel.
-    let mut m = vec![0.0; n * panels * tiles * PANEL];
-    let v = &v;
+    let m = m_buf.get::<f32>(n * panels * tiles * PANEL);
+    let v = &*v;
     let product = |(task, m): (usize, &mut [f32])| {
         let (xi, p) = (task / panels, task % panels);
         let v = &v[xi * cin * tiles..][..cin * tiles];
@@ -210,16 +205,25 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: 
         m.chunks_mut(tiles * PANEL).enumerate().for_each(product);
     }
     // y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o], a panel of output channels per task.
-    let m = &m;
+    let m = &*m;
     let output = |p: usize, block: &mut [f32]| {
         let bias = d.bias.map(|b| &b[p * PANEL..][..block.len() / t_out]);
-        widest(cpu, || call.output(&m[p * tiles * PANEL..], panels * tiles * PANEL, bias, block))
+        widest(
+            cpu,
+            Output { call: &call, m: &m[p * tiles * PANEL..], stride: panels * tiles * PANEL, bias, out: block },
+        )
     };
     if parallel {
         out.par_chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
     } else {
         out.chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
     }
+    SCRATCH.set((v_buf, m_buf));
+}
+
+thread_local! {
+    /// `V` and `M` of a call, reused so a stream's calls neither allocate nor zero them.
+    static SCRATCH: RefCell<(Scratch, Scratch)> = RefCell::default();
 }
 
 /// `V`, written by tasks that each own a disjoint set of its rows.
@@ -235,28 +239,99 @@ impl Shared {
     }
 }
 
-/// `f`, compiled for the widest vectors `cpu` has: it inlines into a `target_feature`
-/// function, so its plain loops vectorize to that width.
-#[inline(always)]
-fn widest<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
+/// Work run by [`widest`]: `run` is inlined into a `target_feature` function, so its plain
+/// loops vectorize to that level's width. (A closure would not be: it is compiled on its
+/// own, for the baseline's 2-lane SSE2, which is how the transforms first ran, at half the
+/// speed of the products they feed.)
+trait Job {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// `job`, compiled for the widest vectors `cpu` has.
+fn widest<J: Job>(cpu: Cpu, job: J) -> J::Out {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        unsafe fn avx512<J: Job>(job: J) -> J::Out {
+            job.run()
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        unsafe fn avx2<J: Job>(job: J) -> J::Out {
+            job.run()
         }
         // SAFETY: the level's instructions exist (the `Cpu` token says so).
         match cpu.isa() {
-            Isa::Avx2 => return unsafe { avx2(f) },
-            isa if isa >= Isa::Avx512 => return unsafe { avx512(f) },
+            Isa::Avx2 => return unsafe { avx2(job) },
+            isa if isa >= Isa::Avx512 => return unsafe { avx512(job) },
             _ => {}
         }
     }
-    f()
+    job.run()
+}
+
+/// One panel of transformed weights: `u` (`[n][in][PANEL]`) from the panel's `taps`
+/// (`[in][r][PANEL]`, f64) and the rows of G (`[n][r]`).
+struct WeightPanel<'a> {
+    g: &'a [f64],
+    r: usize,
+    taps: &'a [f64],
+    u: &'a mut [f32],
+}
+
+impl Job for WeightPanel<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let block = self.taps.len() / self.r;
+        for (g, u) in self.g.chunks_exact(self.r).zip(self.u.chunks_exact_mut(block)) {
+            for (taps, u) in self.taps.chunks_exact(self.r * PANEL).zip(u.chunks_exact_mut(PANEL)) {
+                let mut sum = [0.0f64; PANEL];
+                for (&g, tap) in g.iter().zip(taps.chunks_exact(PANEL)) {
+                    for (s, &w) in sum.iter_mut().zip(tap) {
+                        *s += g * w;
+                    }
+                }
+                for (u, s) in u.iter_mut().zip(sum) {
+                    *u = s as f32;
+                }
+            }
+        }
+    }
+}
+
+/// [`Call::input`] for `channels`, into the V at `v`; made only where no other task writes
+/// those channels' rows meanwhile.
+struct Input<'a> {
+    call: &'a Call<'a>,
+    channels: std::ops::Range<usize>,
+    v: Shared,
+}
+
+impl Job for Input<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        // SAFETY: `v` holds the call's V, and no other task writes these channels' rows.
+        unsafe { self.call.input(self.channels, self.v.get()) }
+    }
+}
+
+/// [`Call::output`] for one panel.
+struct Output<'a> {
+    call: &'a Call<'a>,
+    m: &'a [f32],
+    stride: usize,
+    bias: Option<&'a [f32]>,
+    out: &'a mut [f32],
+}
+
+impl Job for Output<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        self.call.output(self.m, self.stride, self.bias, self.out)
+    }
 }
 
 /// One call's geometry and its transforms: plain f64 loops over contiguous values (see
@@ -288,23 +363,38 @@ impl Call<'_> {
         // from t + k / 4: contiguous values for every tap.
         let width = tiles + (n - 1) / TILE;
         let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
+        // Plain loops, no closures: a closure is compiled on its own, without the level's
+        // target features (as a closure these loops ran on 2-lane SSE2, half the flow's
+        // Winograd time went to its transforms).
+        let (lead, len) = (self.lead, self.len);
         for c in channels {
-            let row = &self.x[c * self.len..][..self.len];
+            let row = &self.x[c * len..][..len];
             for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
-                for (t, p) in phase.iter_mut().enumerate() {
-                    let at = (t * TILE + j).checked_sub(self.lead);
-                    *p = at.and_then(|a| row.get(a)).map_or(0.0, |&v| f64::from(v));
+                // The t for which lead ≤ 4t + j < lead + len: the rest are zeros.
+                let from = lead.saturating_sub(j).div_ceil(TILE).min(width);
+                let to = (lead + len).saturating_sub(j).div_ceil(TILE).clamp(from, width);
+                phase[..from].fill(0.0);
+                for (t, p) in (from..to).zip(&mut phase[from..to]) {
+                    *p = f64::from(row[t * TILE + j - lead]);
                 }
+                phase[to..].fill(0.0);
             }
             for (xi, b) in self.t.bt.chunks_exact(n).enumerate() {
                 sum.fill(0.0);
-                for (k, &b) in b.iter().enumerate().filter(|(_, &b)| b != 0.0) {
+                for (k, &b) in b.iter().enumerate() {
+                    if b == 0.0 {
+                        continue;
+                    }
                     let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
-                    sum.iter_mut().zip(src).for_each(|(d, &s)| *d += b * s);
+                    for (d, &s) in sum.iter_mut().zip(src) {
+                        *d += b * s;
+                    }
                 }
                 // SAFETY: row (ξ, c) of V, which only this task writes.
                 let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * self.cin + c) * tiles), tiles) };
-                dst.iter_mut().zip(&sum).for_each(|(d, &s)| *d = s as f32);
+                for (d, &s) in dst.iter_mut().zip(&sum) {
+                    *d = s as f32;
+                }
             }
         }
     }
@@ -319,20 +409,26 @@ impl Call<'_> {
             let mut y = [[0.0f64; PANEL]; TILE];
             for xi in 0..n {
                 let mt = &m[xi * stride + tile * PANEL..][..PANEL];
-                for (yi, &a) in y.iter_mut().zip(self.t.at[xi..].iter().step_by(n)) {
+                for (i, yi) in y.iter_mut().enumerate() {
+                    let a = self.t.at[i * n + xi];
                     if a != 0.0 {
-                        yi.iter_mut().zip(mt).for_each(|(y, &m)| *y += a * f64::from(m));
+                        for (y, &m) in yi.iter_mut().zip(mt) {
+                            *y += a * f64::from(m);
+                        }
                     }
                 }
             }
             // Outputs tile·4 + i − lead that lie in this call.
             let first = tile * TILE;
+            let from = self.lead.saturating_sub(first).min(TILE);
+            let to = (t_out + self.lead).saturating_sub(first).clamp(from, TILE);
             for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
-                let b = bias.map_or(0.0, |b| f64::from(b[l]));
-                for (i, y) in y.iter().enumerate() {
-                    if let Some(o) = (first + i).checked_sub(self.lead).filter(|&o| o < t_out) {
-                        row[o] = (y[l] + b) as f32;
-                    }
+                let b = match bias {
+                    Some(b) => f64::from(b[l]),
+                    None => 0.0,
+                };
+                for (i, y) in y.iter().enumerate().take(to).skip(from) {
+                    row[first + i - self.lead] = (y[l] + b) as f32;
                 }
             }
         }
