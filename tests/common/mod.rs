@@ -52,12 +52,43 @@ pub fn require_pulse_null_sink() {
     assert!(ok, "no PulseAudio server with the `spiral` null sink: run `scripts/test.sh` (it starts one), or `scripts/setup.sh --test`");
 }
 
-/// A fresh directory for one test's files.
-pub fn scratch_dir(name: &str) -> PathBuf {
+/// A fresh directory for one test's files, removed when the test passes (a failing test
+/// leaves it, and its path is in the failure's messages).
+pub fn scratch_dir(name: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!("spiral-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    ScratchDir(dir)
+}
+
+/// See [`scratch_dir`]; used as the `Path` it holds.
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ScratchDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Reads a latency report written by the CLI.

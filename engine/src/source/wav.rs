@@ -120,9 +120,8 @@ mod tests {
 
     #[test]
     fn reads_int16_stereo_exactly() {
-        let dir = std::env::temp_dir().join(format!("spiral-wav-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s16.wav");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s16.wav");
         let spec =
             hound::WavSpec { channels: 2, sample_rate: 16_000, bits_per_sample: 16, sample_format: SampleFormat::Int };
         let data: Vec<i32> = (0..2000).map(|i| (i * 37 % 65536) - 32768).collect();
@@ -140,9 +139,8 @@ mod tests {
     fn missing_and_corrupt_files_name_the_path() {
         let missing = WavSource::open("/nonexistent/x.wav").err().unwrap().to_string();
         assert!(missing.contains("/nonexistent/x.wav") && missing.contains("check the path"), "{missing}");
-        let dir = std::env::temp_dir().join(format!("spiral-wav-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bad = dir.join("bad.wav");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.wav");
         std::fs::write(&bad, b"RIFF\x10\0\0\0WAVEjunkjunk").unwrap();
         let err = WavSource::open(&bad).err().unwrap().to_string();
         assert!(err.contains("bad.wav"), "{err}");
@@ -150,9 +148,8 @@ mod tests {
 
     #[test]
     fn truncated_file_yields_what_it_has_then_stops() {
-        let dir = std::env::temp_dir().join(format!("spiral-wav-trunc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.wav");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wav");
         let spec =
             hound::WavSpec { channels: 1, sample_rate: 8_000, bits_per_sample: 16, sample_format: SampleFormat::Int };
         write_wav(&path, spec, &vec![1000; 8000]);

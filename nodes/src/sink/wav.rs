@@ -73,6 +73,7 @@ mod tests {
         assert_eq!((reader.spec().sample_rate, reader.spec().channels), (44_100, 3));
         let back: Vec<u32> = reader.samples::<f32>().map(|s| s.unwrap().to_bits()).collect();
         assert_eq!(back, samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
