@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use spiral_engine::kernels::Cpu;
-use spiral_engine::models::vits::speech::{CHUNK, WINDOWS};
+use spiral_engine::models::vits::speech::{flow_call_end, CHUNK, WINDOWS};
 use spiral_engine::models::vits::PiperVoice;
 use spiral_engine::voices::VoiceCache;
 
@@ -44,8 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let prior = model.prior(&encoded, &durations, scales, &mut rng)?;
                 let flow_start = Instant::now();
                 let (mut flow, mut latents, mut next) = (model.flow().stream(), Vec::new(), 0);
-                for end in WINDOWS.iter().map(|w| w + model.flow().look_ahead()).chain([usize::MAX]) {
-                    let to = end.min(prior.frames);
+                while next < prior.frames {
+                    let to = flow_call_end(next, prior.frames, model.flow().look_ahead());
                     let z = prior.columns(next, to - next);
                     latents.push(if to == prior.frames {
                         flow.finish(cpu, &z, to - next)?
@@ -53,9 +53,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         flow.push(cpu, &z, to - next)?
                     });
                     next = to;
-                    if to == prior.frames {
-                        break;
-                    }
                 }
                 let generator_start = Instant::now();
                 let mut generator = model.generator().stream();
