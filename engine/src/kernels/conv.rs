@@ -148,9 +148,11 @@ pub struct Conv1d<'w, W> {
 }
 
 /// The method chosen for a convolution whose owner keeps its weights, with the weights
-/// packed once for it when it is [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]); the default
-/// is the method the shape picks. Owning layers store one and build their [`Conv1d`]
-/// through [`MethodChoice::apply`].
+/// packed once for it when it is [`ConvMethod::DirectBf16`] (see [`Bf16Pairs`]) or
+/// transformed once when it is [`ConvMethod::Winograd`] (see [`WinogradWeights`]; the owner
+/// may then drop its own copy); the default is the method the shape picks. Owning layers
+/// store one and build their [`Conv1d`] through [`MethodChoice::apply`] or
+/// [`MethodChoice::conv`].
 #[derive(Clone, Debug, Default)]
 pub struct MethodChoice {
     method: Option<ConvMethod>,
