@@ -51,7 +51,8 @@ pub const WINDOWS: [usize; 2] = [24, 64];
 /// transformed weights stream from memory, and its 16 layers' small products and
 /// transforms), against about 0.07 ms a frame: a 12-frame third call cost as much as the
 /// 40-frame second. 128 frames make the joined call at most 15 ms, a tenth of the 151 ms
-/// of audio the first step brings.
+/// of audio the first step brings; with 256, two 324-frame sentences underran at a 10 ms
+/// period while two busy loops held both cores (128: none).
 pub const JOINED_REST: usize = 128;
 
 /// Where the flow's call that starts at prior frame `next` ends, for a sentence of `frames`
