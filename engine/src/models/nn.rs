@@ -101,6 +101,16 @@ impl Conv {
         Ok(())
     }
 
+    /// This convolution computing by [`ConvMethod::Winograd`] where its shape allows (one
+    /// group, stride 1, no dilation, kernel 2 to 5), else as before: f32 like the direct
+    /// method, with 2 to 2.5 times fewer multiply-adds.
+    pub fn winograd_where_supported(mut self) -> Conv {
+        if ConvMethod::Winograd.supports(self.shape) {
+            self.set_method(ConvMethod::Winograd).expect("supported");
+        }
+        self
+    }
+
     /// Places this convolution's Winograd tiles (see [`Conv1d::with_winograd_phase`]); an
     /// error unless `phase` is below 4.
     pub fn set_winograd_phase(&mut self, phase: usize) -> Result<(), ConvError> {

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::activation;
-use crate::kernels::conv::{ConvMethod, ConvShape};
+use crate::kernels::conv::ConvShape;
 use crate::kernels::gemm::{gemm, View, ViewMut};
 use crate::kernels::Cpu;
 use crate::models::nn::{ChannelNorm, Conv};
@@ -80,8 +80,11 @@ impl TextEncoder {
             };
             let i = layers.len();
             let f = format!("enc_p.encoder.ffn_layers.{i}");
-            let ffn_1 = winograd(Conv::same(t, &format!("{f}.conv_1"), ConvShape::new(hidden, filter, ffn_kernel))?);
-            let ffn_2 = winograd(Conv::same(t, &format!("{f}.conv_2"), ConvShape::new(filter, hidden, ffn_kernel))?);
+            // Every Piper voice's FFN has kernel 3: Winograd does half the multiply-adds.
+            let ffn_1 = Conv::same(t, &format!("{f}.conv_1"), ConvShape::new(hidden, filter, ffn_kernel))?
+                .winograd_where_supported();
+            let ffn_2 = Conv::same(t, &format!("{f}.conv_2"), ConvShape::new(filter, hidden, ffn_kernel))?
+                .winograd_where_supported();
             layers.push(Layer {
                 attention,
                 norm_1: ChannelNorm::load(t, &format!("enc_p.encoder.norm_layers_1.{i}"), hidden, NORM_EPS)?,
@@ -180,15 +183,6 @@ impl Attention {
         out.par_chunks_mut(d * len).enumerate().for_each(head);
         Ok(self.o.forward(cpu, &out, len)?)
     }
-}
-
-/// `conv` computing by Winograd's method where its shape allows (every Piper voice's FFN:
-/// kernel 3): f32 like the rest, half the multiply-adds.
-fn winograd(mut conv: Conv) -> Conv {
-    if ConvMethod::Winograd.supports(conv.shape()) {
-        conv.set_method(ConvMethod::Winograd).expect("supported");
-    }
-    conv
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
