@@ -34,6 +34,7 @@ use thiserror::Error;
 use super::bf16;
 use super::cpu::{Cpu, Isa};
 use super::scratch::{Plain, Scratch};
+use super::shared::Shared;
 
 /// A matrix element the packing reads: f32, or bf16 bit patterns held in a `u16` (as in
 /// every kernel here).
@@ -635,6 +636,8 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     let a_region = a_panels_max * mr * kc_max;
     let regions = if by_rows || single { threads } else { 1 };
     let packed_b = b_buf.get::<K::P>(blocking.nc.min(n).next_multiple_of(nr) * kc_max);
+    // The threads fill disjoint parts of it and read them only after the region that filled
+    // them has ended (A's own rows, shared the same way, are only read).
     let packed_a = Shared(a_buf.get::<K::P>(a_region * regions).as_mut_ptr());
     // Runs `f(t)` for each share t of `parts`, across the pool when there are several.
     let each = |parts: usize, f: &(dyn Fn(usize) + Sync)| {
@@ -820,20 +823,6 @@ fn pack_shared<T: Element, C: Convert, L: Layout>(
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.get().add(mine.start * panel), mine.len() * panel) };
         pack::<_, _, L>(view, r0 + first, count, k0, kc, kc_pad, convert, dst);
     });
-}
-
-/// A buffer shared by the threads of a product: a packed one, whose disjoint parts they fill
-/// and which they read only after the region that filled it has ended; or A's own rows,
-/// which they only read.
-#[derive(Clone, Copy)]
-struct Shared<P>(*mut P);
-// SAFETY: as its users promise above.
-unsafe impl<P> Send for Shared<P> {}
-unsafe impl<P> Sync for Shared<P> {}
-impl<P> Shared<P> {
-    fn get(self) -> *mut P {
-        self.0
-    }
 }
 
 /// The largest K slice a blocking may ask for (the packer keeps a table of its offsets).

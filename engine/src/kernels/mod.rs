@@ -19,6 +19,7 @@ mod q8;
 pub mod quant;
 pub mod rows;
 mod scratch;
+mod shared;
 pub mod vector;
 
 #[cfg(test)]

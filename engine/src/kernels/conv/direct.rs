@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::kernels::cpu::{Cpu, Isa};
 use crate::kernels::gemm::Element;
+use crate::kernels::shared::Shared;
 
 /// A direct convolution over an already padded signal.
 pub(super) struct Direct<'a, W> {
@@ -98,7 +99,8 @@ pub(super) fn schedule(w: Work, macs: usize, out: &mut [f32], block: impl Fn(&Bl
         chunk = w.t_out.div_ceil(chunks).div_ceil(TILE_T).max(1) * TILE_T;
     }
     let chunks = w.t_out.div_ceil(chunk);
-    let ptr = OutPtr(out.as_mut_ptr());
+    // Each block writes only its own rows × times (see `schedule`).
+    let ptr = Shared(out.as_mut_ptr());
     let one = |b: usize| {
         // Chunk-major, so consecutive blocks on one thread reuse the chunk's input from L2.
         let (c, r) = (b / row_blocks, b % row_blocks);
@@ -112,20 +114,6 @@ pub(super) fn schedule(w: Work, macs: usize, out: &mut [f32], block: impl Fn(&Bl
         (0..chunks * row_blocks).into_par_iter().for_each(one);
     } else {
         (0..chunks * row_blocks).for_each(one);
-    }
-}
-
-/// The output, shared by the blocks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each block writes only its own rows × times (see `schedule`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the `Sync` wrapper rather than the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

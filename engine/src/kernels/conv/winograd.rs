@@ -40,6 +40,7 @@ use super::direct::{Direct, PARALLEL_MACS};
 use crate::kernels::cpu::{Cpu, Isa};
 use crate::kernels::gemm::Element;
 use crate::kernels::scratch::Scratch;
+use crate::kernels::shared::Shared;
 
 /// Outputs per tile.
 pub(super) const TILE: usize = 4;
@@ -226,19 +227,6 @@ thread_local! {
     static SCRATCH: RefCell<(Scratch, Scratch)> = RefCell::default();
 }
 
-/// `V`, written by tasks that each own a disjoint set of its rows.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint rows (see `run`).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Work run by [`widest`]: `run` is inlined into a `target_feature` function, so its plain
 /// loops vectorize to that level's width. (A closure would not be: it is compiled on its
 /// own, for the baseline's 2-lane SSE2, which is how the transforms first ran, at half the
@@ -305,7 +293,7 @@ impl Job for WeightPanel<'_> {
 struct Input<'a> {
     call: &'a Call<'a>,
     channels: std::ops::Range<usize>,
-    v: Shared,
+    v: Shared<f32>,
 }
 
 impl Job for Input<'_> {
