@@ -222,6 +222,15 @@ impl MethodChoice {
     }
 }
 
+/// Weights prepared ahead (`what`, for `made`) are for the convolution `used`, or an error.
+fn made_for(what: &str, made: ConvShape, used: ConvShape) -> Result<(), ConvError> {
+    if made == used {
+        Ok(())
+    } else {
+        Err(ConvError::Shape(format!("{what} for {made:?} used for {used:?}")))
+    }
+}
+
 fn check_phase(phase: usize) -> Result<(), ConvError> {
     if phase < winograd::TILE {
         Ok(())
@@ -384,12 +393,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// weights by [`Conv1d::bf16_pairs`]) instead of packing them at every call; an error if
     /// they are for another shape.
     pub fn with_bf16_pairs(self, pairs: &'w Bf16Pairs) -> Result<Self, ConvError> {
-        if pairs.shape != self.shape {
-            return Err(ConvError::Shape(format!(
-                "bf16 weight pairs packed for {:?} used for {:?}",
-                pairs.shape, self.shape
-            )));
-        }
+        made_for("bf16 weight pairs packed", pairs.shape, self.shape)?;
         Ok(Conv1d { pairs: Some(pairs), ..self })
     }
 
@@ -406,12 +410,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// [`Conv1d::winograd_weights`]) instead of transforming them at every call; an error if
     /// they are for another shape.
     pub fn with_winograd_weights(self, u: &'w WinogradWeights) -> Result<Self, ConvError> {
-        if u.shape != self.shape {
-            return Err(ConvError::Shape(format!(
-                "Winograd weights transformed for {:?} used for {:?}",
-                u.shape, self.shape
-            )));
-        }
+        made_for("Winograd weights transformed", u.shape, self.shape)?;
         Ok(Conv1d { winograd: Some(u), ..self })
     }
 
