@@ -73,6 +73,11 @@ impl ConvShape {
         (self.kernel - 1) * self.dilation + 1
     }
 
+    /// Values of a convolution's weights, `[out, in/groups, kernel]`.
+    fn weight_len(&self) -> usize {
+        self.out_channels * (self.in_channels / self.groups) * self.kernel
+    }
+
     fn check(&self) -> Result<(), ConvError> {
         let ConvShape { in_channels, out_channels, kernel, stride, dilation, groups } = *self;
         if kernel == 0 || stride == 0 || dilation == 0 || groups == 0 {
@@ -329,8 +334,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// Weights `[out, in/groups, kernel]` and an optional bias `[out]`, checked against `shape`.
     pub fn new(shape: ConvShape, weight: &'w [W], bias: Option<&'w [f32]>) -> Result<Self, ConvError> {
         shape.check()?;
-        let per_out = shape.in_channels / shape.groups * shape.kernel;
-        expect_len("the weight", weight.len(), shape.out_channels * per_out, shape)?;
+        expect_len("the weight", weight.len(), shape.weight_len(), shape)?;
         if let Some(b) = bias {
             expect_len("the bias", b.len(), shape.out_channels, shape)?;
         }
@@ -351,7 +355,7 @@ impl<'w, W: Element> Conv1d<'w, W> {
     /// Whether it has the weights it was built from (not so when [`Conv1d::transformed`]).
     fn has_weights(&self) -> Result<(), ConvError> {
         let s = self.shape;
-        if self.weight.len() == s.out_channels * (s.in_channels / s.groups) * s.kernel {
+        if self.weight.len() == s.weight_len() {
             Ok(())
         } else {
             Err(ConvError::Shape(format!(
