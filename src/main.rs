@@ -68,6 +68,26 @@ enum BenchCommand {
     /// Matrix × vector for each weight format, every pass read against the read bandwidth
     /// measured just before and after it: prints one line per format with gbs=, roof_gbs=, ratio=.
     Gemv(GemvBenchArgs),
+    /// A Piper voice on the given sentences in one warm process, as scripts/bench_vits.py
+    /// measures piper-tts: each sentence once untimed, then --repeats timed runs; prints one
+    /// line per sentence with audio_s=, synth_ms=, rtf=, ttfa_ms= (medians).
+    Vits(VitsBenchArgs),
+}
+
+#[derive(clap::Args)]
+struct VitsBenchArgs {
+    /// The sentences (each one text, spoken whole).
+    #[arg(required = true)]
+    texts: Vec<String>,
+    /// A Piper voice (.onnx, with its .onnx.json beside it); default: en_US-joe-medium.
+    #[arg(long, value_name = "PATH")]
+    voice: Option<PathBuf>,
+    /// Timed runs per sentence, after one untimed.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Decode every frame (as `spiral speak --no-skip`).
+    #[arg(long)]
+    no_skip: bool,
 }
 
 #[derive(clap::Args)]
@@ -269,6 +289,7 @@ fn main() -> ExitCode {
         Command::Voices(args) => run_voices(args),
         Command::Bench(BenchCommand::Qwen3(args)) => run_bench_qwen3(args),
         Command::Bench(BenchCommand::Gemv(args)) => run_bench_gemv(args),
+        Command::Bench(BenchCommand::Vits(args)) => run_bench_vits(args),
         Command::Compress(args) => run_compress(args),
     };
     match result {
@@ -329,6 +350,18 @@ fn run_bench_gemv(args: GemvBenchArgs) -> Result<ExitCode, String> {
         args.passes
     );
     spiral::bench::run_gemv(cpu, args.mib, args.passes, |r| println!("{}", r.line()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_vits(args: VitsBenchArgs) -> Result<ExitCode, String> {
+    if args.repeats == 0 {
+        return Err("--repeats 0: give at least one timed run per sentence".into());
+    }
+    let cpu = spiral::engine::kernels::Cpu::from_env().map_err(|e| e.to_string())?;
+    let voice = load_voice(args.voice.as_deref(), None, None, cpu)?;
+    let channels = voice.model().latent_channels();
+    let router = || scheduler(args.no_skip, 0.0, channels);
+    spiral::bench::run_vits(&voice, cpu, &args.texts, args.repeats, router, |r| println!("{}", r.line()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -465,6 +498,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     use spiral::engine::models::qwen3::{Options, Qwen3Source, Qwen3Tts, Request};
     use std::sync::{Arc, Mutex};
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
+    check_reuse_max(args.reuse_max)?;
     let text = args.text.clone().ok_or("give the text to speak (reading lines from stdin is for Piper voices)")?;
     let model = Qwen3Tts::load_with(dir, parse_codec(args.codec.as_deref())?).map_err(|e| e.to_string())?;
     let model = Arc::new(model.with_precision(precision(args.precision, Precision::F32)));
@@ -487,7 +521,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     let source = Qwen3Source::new(model, request, options)
         .with_cpu(cpu)
         .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
-        .with_router(scheduler(args, dims)?);
+        .with_router(scheduler(args.no_skip, args.reuse_max, dims));
     let code = run_output(Box::new(source), &args.output, start)?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
@@ -503,21 +537,12 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         return run_speak_qwen3(&args, dir);
     }
     use spiral::engine::kernels::Cpu;
-    use spiral::engine::models::vits::{PiperVoice, SpeechSource};
-    use spiral::engine::voices::{default_voice, Voice};
+    use spiral::engine::models::vits::SpeechSource;
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
-    let voice = match &args.voice {
-        Some(path) => Voice::from_path(path),
-        None => default_voice(),
-    }
-    .map_err(|e| e.to_string())?;
-    let precision = precision(args.precision, Precision::for_cpu(cpu));
+    check_reuse_max(args.reuse_max)?;
     let codec = parse_codec(args.codec.as_deref())?;
-    let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
-    spiral::engine::allocator::release_free_memory();
-    voice.warm_up(cpu).map_err(|e| e.to_string())?;
-    let voice = std::sync::Arc::new(voice);
+    let voice = load_voice(args.voice.as_deref(), codec, args.precision, cpu)?;
     let channels = voice.model().latent_channels();
     let mut scales = voice.scales();
     scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);
@@ -539,23 +564,49 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             SpeechSource::lines(voice, rx)
         }
     };
-    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(scheduler(&args, channels)?);
+    let router = scheduler(args.no_skip, args.reuse_max, channels);
+    let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(router);
     run_output(Box::new(source), &args.output, start)
 }
 
-/// The frame graph's scheduler as `--no-skip` and `--reuse-max` ask, for a decoder whose
-/// input frames have `dims` values.
-fn scheduler(args: &SpeakArgs, dims: usize) -> Result<spiral::graph::Scheduler, String> {
-    use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
-    if !(args.reuse_max.is_finite() && args.reuse_max >= 0.0) {
-        return Err(format!("--reuse-max {} must be a distance of 0 or more (0: never reuse)", args.reuse_max));
+/// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic
+/// `--precision` asks for, loaded and warmed up as `spiral speak` speaks with it.
+fn load_voice(
+    path: Option<&Path>,
+    codec: Option<spiral::engine::codec::Codec>,
+    precision_arg: Option<PrecisionArg>,
+    cpu: spiral::engine::kernels::Cpu,
+) -> Result<std::sync::Arc<spiral::engine::models::vits::PiperVoice>, String> {
+    use spiral::engine::models::vits::PiperVoice;
+    use spiral::engine::voices::{default_voice, Voice};
+    let voice = path.map_or_else(default_voice, Voice::from_path).map_err(|e| e.to_string())?;
+    let precision = precision(precision_arg, Precision::for_cpu(cpu));
+    let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
+    spiral::engine::allocator::release_free_memory();
+    let voice = std::sync::Arc::new(voice);
+    voice.warm_up(cpu).map_err(|e| e.to_string())?;
+    Ok(voice)
+}
+
+/// `--reuse-max` is a distance of 0 or more.
+fn check_reuse_max(reuse_max: f32) -> Result<(), String> {
+    if reuse_max.is_finite() && reuse_max >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("--reuse-max {reuse_max} must be a distance of 0 or more (0: never reuse)"))
     }
-    Ok(Scheduler::new(SchedulerConfig {
-        enabled: !args.no_skip,
-        reuse_max: args.reuse_max,
+}
+
+/// The frame graph's scheduler as `--no-skip` and `--reuse-max` (checked by
+/// [`check_reuse_max`]) ask, for a decoder whose input frames have `dims` values.
+fn scheduler(no_skip: bool, reuse_max: f32, dims: usize) -> spiral::graph::Scheduler {
+    use spiral::graph::{CascadeConfig, Scheduler, SchedulerConfig};
+    Scheduler::new(SchedulerConfig {
+        enabled: !no_skip,
+        reuse_max,
         cascade: CascadeConfig { dims, ..CascadeConfig::default() },
         ..SchedulerConfig::default()
-    }))
+    })
 }
 
 fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {

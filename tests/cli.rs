@@ -190,6 +190,30 @@ fn bench_gemv_reads_every_format_against_the_roof_beside_it() {
 }
 
 #[test]
+fn bench_vits_times_each_sentence_in_one_warm_process() {
+    let out = spiral(&["bench", "vits", "--repeats", "2", "Good morning.", "How are you today?"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (index, line) in lines.iter().enumerate() {
+        let field = |name: &str| -> f64 {
+            let v = line.split(' ').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {line}"));
+            v.parse().unwrap_or_else(|_| panic!("{name}{v} is not a number"))
+        };
+        assert_eq!(field("index=") as usize, index, "{line}");
+        assert_eq!(field("repeats="), 2.0, "{line}");
+        let (audio, synth, rtf, ttfa) = (field("audio_s="), field("synth_ms="), field("rtf="), field("ttfa_ms="));
+        assert!(audio > 0.5, "{line}");
+        assert!(0.0 < ttfa && ttfa <= synth, "{line}");
+        assert!((rtf - synth / 1e3 / audio).abs() < 1e-3, "{line}");
+    }
+    let none = spiral(&["bench", "vits", "--repeats", "0", "Hi."], &[]);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && stderr.contains("at least one timed run"), "{stderr}");
+}
+
+#[test]
 fn devices_lists_outputs() {
     let out = spiral(&["devices"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     spiral_engine::allocator::keep_freed_memory();
     let repeats: usize = std::env::args().nth(1).map_or(Ok(7), |r| r.parse())?;
     let cpu = Cpu::from_env()?;
-    let voice = PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?;
+    let voice = std::sync::Arc::new(PiperVoice::load(&VoiceCache::from_env()?.fetch_default()?.voice)?);
     spiral_engine::allocator::release_free_memory();
     voice.warm_up(cpu)?;
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fixtures/sentences.txt"))?;

@@ -378,6 +378,15 @@ impl SpeechSource {
         Ok(Some(audio))
     }
 
+    /// Speaks everything queued, dropping the audio (on a pool thread, as
+    /// [`next_frame`](Source::next_frame) runs).
+    pub(super) fn run_to_end(mut self) -> Result<(), SpeechError> {
+        rayon::scope(|_| {
+            while self.produce()?.is_some() {}
+            Ok(())
+        })
+    }
+
     fn produce(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
         loop {
             if self.utterance.is_some() {

@@ -1,6 +1,8 @@
 //! A Piper voice ready to speak: its model, its config and the text front end that turns
 //! text into the model's phoneme ids.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::checkpoint::CheckpointError;
@@ -11,6 +13,7 @@ use crate::units::SampleRate;
 use crate::voices::Voice;
 
 use super::config::{ConfigError, VoiceConfig};
+use super::speech::SpeechSource;
 use super::{weights, Precision, Scales, Vits, VitsError};
 use crate::kernels::Cpu;
 
@@ -79,16 +82,15 @@ impl PiperVoice {
         &self.model
     }
 
-    /// Runs one short sentence through every stage and drops the audio, so the first real
-    /// sentence does not pay for the thread pool's start, first-touch page faults and the
-    /// kernels' scratch buffers (about 5-10 ms of first-audio time on this machine).
-    pub fn warm_up(&self, cpu: Cpu) -> Result<(), SpeechError> {
-        let mut ids = Vec::new();
-        self.sentences("Hello.", |s| ids = s.ids)?;
+    /// Speaks one short sentence into nothing, through the streaming path every real
+    /// sentence takes ([`SpeechSource`]), so the first real sentence does not pay for the
+    /// thread pool's start, first-touch page faults and the kernels' and streams' scratch
+    /// buffers. Warming the whole-signal path instead (as before 2026-11-26) left the
+    /// streaming buffers cold: a first sentence of 3.8 s then took 103 ms to produce instead
+    /// of 98, and its first audio 23 ms instead of 21 (docs/BENCHMARKS.md).
+    pub fn warm_up(self: &Arc<Self>, cpu: Cpu) -> Result<(), SpeechError> {
         let scales = Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 };
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        self.model.synthesize(cpu, &ids, scales, &mut rng)?;
-        Ok(())
+        SpeechSource::new(self.clone(), "Hello.").with_scales(scales).with_cpu(cpu).run_to_end()
     }
 
     /// Overrides the arithmetic chosen for this CPU (see [`Precision`]).
