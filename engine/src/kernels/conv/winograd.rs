@@ -13,7 +13,8 @@
 //!   tile of up to 12 tiles × 32 output channels, every value one chain of fused
 //!   multiply-adds over the channels in order;
 //!
-//! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`. The matrices come from the
+//! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`, by the same task that made the
+//! panel's M_ξ (one parallel region for the inputs, one for the panels). The matrices come from the
 //! Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
 //! transforms run in f64 on the f32 values and round once: in f32 they left the VITS flow's
 //! latent at four times the direct method's distance from the reference, in f64 at about
@@ -191,33 +192,26 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, u: Option<&[f32]>, lead: 
             (0..cin.div_ceil(CHANNELS)).for_each(transform);
         }
     }
-    // M_ξ = V_ξᵀ · U_ξ, `[n][panels][tiles][PANEL]`: one task per point and panel.
-    let m = m_buf.get::<f32>(n * panels * tiles * PANEL);
+    // Per panel of output channels, one task: M_ξ = V_ξᵀ · U_ξ for every point ξ
+    // (`[panels][n][tiles][PANEL]`), then the panel's outputs from its M while it is in
+    // cache, with no barrier between the two (a task per point and panel, and a second
+    // parallel region for the outputs, cost a pool hand-off per convolution).
+    let m = m_buf.get::<f32>(panels * n * tiles * PANEL);
     let v = &*v;
-    let product = |(task, m): (usize, &mut [f32])| {
-        let (xi, p) = (task / panels, task % panels);
-        let v = &v[xi * cin * tiles..][..cin * tiles];
-        let u = &u[(p * n + xi) * cin * PANEL..][..cin * PANEL];
-        panel_product(cpu, v, u, tiles, cin, m);
-    };
-    if parallel {
-        m.par_chunks_mut(tiles * PANEL).enumerate().for_each(product);
-    } else {
-        m.chunks_mut(tiles * PANEL).enumerate().for_each(product);
-    }
-    // y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o], a panel of output channels per task.
-    let m = &*m;
-    let output = |p: usize, block: &mut [f32]| {
+    let panel = |(p, (m, block)): (usize, (&mut [f32], &mut [f32]))| {
+        for (xi, m) in m.chunks_exact_mut(tiles * PANEL).enumerate() {
+            let v = &v[xi * cin * tiles..][..cin * tiles];
+            let u = &u[(p * n + xi) * cin * PANEL..][..cin * PANEL];
+            panel_product(cpu, v, u, tiles, cin, m);
+        }
         let bias = d.bias.map(|b| &b[p * PANEL..][..block.len() / t_out]);
-        widest(
-            cpu,
-            Output { call: &call, m: &m[p * tiles * PANEL..], stride: panels * tiles * PANEL, bias, out: block },
-        )
+        widest(cpu, Output { call: &call, m, stride: tiles * PANEL, bias, out: block })
     };
+    let m_panels = n * tiles * PANEL;
     if parallel {
-        out.par_chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+        m.par_chunks_mut(m_panels).zip(out.par_chunks_mut(PANEL * t_out)).enumerate().for_each(panel);
     } else {
-        out.chunks_mut(PANEL * t_out).enumerate().for_each(|(p, b)| output(p, b));
+        m.chunks_mut(m_panels).zip(out.chunks_mut(PANEL * t_out)).enumerate().for_each(panel);
     }
     SCRATCH.set((v_buf, m_buf));
 }
