@@ -32,8 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // [encoder + durations + prior, flow, generator] per audio second, one entry per repeat.
     let mut stages: [Vec<f64>; 3] = Default::default();
-    // Like the speech source, on a pool thread (see `SpeechSource::next_frame`).
-    rayon::scope(|_| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Like the speech source: on a pool thread, the pool kept awake (see `pool::busy`).
+    spiral_engine::pool::busy(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for _ in 0..repeats {
             let (mut spent, mut audio) = ([0.0; 3], 0usize);
             for ids in &sentences {

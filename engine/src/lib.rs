@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod models;
 pub mod onnx;
+pub mod pool;
 pub mod route;
 pub mod source;
 pub mod tensors;

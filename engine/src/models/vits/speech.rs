@@ -381,7 +381,7 @@ impl SpeechSource {
     /// Speaks everything queued, dropping the audio (on a pool thread, as
     /// [`next_frame`](Source::next_frame) runs).
     pub(super) fn run_to_end(mut self) -> Result<(), SpeechError> {
-        rayon::scope(|_| {
+        crate::pool::busy(|| {
             while self.produce()?.is_some() {}
             Ok(())
         })
@@ -428,7 +428,7 @@ impl Source for SpeechSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         // Run on a pool thread: the kernels' parallel calls then join as a worker would,
         // instead of each handing its job to the pool and sleeping until it is done.
-        let produced = rayon::scope(|_| self.produce());
+        let produced = crate::pool::busy(|| self.produce());
         let Some(samples) = produced.map_err(|e| SourceError::Model(Box::new(e)))? else {
             return Ok(None);
         };
