@@ -101,6 +101,29 @@ enum GeneratorState {
     Finished,
 }
 
+/// A frame played and not yet told to the router: what [`Router::played`] takes, owned.
+struct Heard {
+    position: u64,
+    features: Vec<f32>,
+    pause: bool,
+    route: Route,
+    audio: Vec<f32>,
+}
+
+/// Tells `router` how each of `heard` played, in order.
+fn tell(router: Option<&mut (dyn Router + 'static)>, heard: Vec<Heard>, rate: SampleRate) {
+    if let Some(router) = router {
+        for h in heard {
+            router.played(
+                &Pending { position: h.position, features: &h.features, pause: h.pause },
+                h.route,
+                &h.audio,
+                rate,
+            );
+        }
+    }
+}
+
 /// One sentence being decoded.
 struct Utterance {
     prior: Latent,
@@ -145,6 +168,20 @@ impl Utterance {
             }
         }
         out
+    }
+
+    /// The frames whose audio is whole in `partial` and not yet told to the router, in
+    /// order, taken out for [`tell`] (none without a router).
+    fn heard(&mut self, hop: usize, routed: bool) -> Vec<Heard> {
+        let mut heard = Vec::new();
+        while routed && self.partial.len() >= hop && self.reported < self.frames() {
+            let frame = self.reported;
+            let Pending { position, features, pause } = self.pending(frame);
+            let (features, route) = (features.to_vec(), self.plan.route(&self.hints, frame));
+            heard.push(Heard { position, features, pause, route, audio: self.partial.drain(..hop).collect() });
+            self.reported += 1;
+        }
+        heard
     }
 
     fn pending(&self, frame: usize) -> Pending<'_> {
@@ -292,8 +329,10 @@ impl SpeechSource {
     /// flow); `None` once it has all been returned.
     fn step(&mut self) -> Result<Option<Vec<f32>>, SpeechError> {
         let (cpu, look_ahead, hop) = (self.cpu, self.voice.model().flow().look_ahead(), self.voice.model().hop());
+        let rate = self.voice.sample_rate();
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
-        let counts = &mut self.counts;
+        let (counts, mut router) = (&mut self.counts, self.router.as_deref_mut());
+        let routed = router.is_some();
         let audio = if u.pos < u.plan.decided {
             if let Some(cut) = u.plan.fill_at(u.pos).cloned() {
                 for frame in cut.fill.clone() {
@@ -309,18 +348,30 @@ impl SpeechSource {
                 let last = u.plan.fill_at(to).is_some() || (to == u.frames() && u.complete());
                 let z = u.columns(u.pos, to);
                 let n = to - u.pos;
-                let started = Instant::now();
                 let finished = u.generator == GeneratorState::Finished;
-                let mut audio = u.decoder.with_dependent_mut(|voice, s| {
-                    if finished {
-                        s.generator = voice.model().generator().stream();
-                    }
-                    match last {
-                        false => s.generator.push(cpu, &z, n),
-                        true => s.generator.finish(cpu, &z, n),
-                    }
-                })?;
-                counts.add(Route::Decode, n as u64, started.elapsed().as_secs_f64() * 1e3);
+                // The router hears the frames played so far while the generator decodes
+                // these: its analysis is serial, and nothing it learns is asked before the
+                // flow's next call, which waits for it (see `heard`).
+                let heard = u.heard(hop, routed);
+                let (audio, spent) = rayon::join(
+                    || {
+                        let started = Instant::now();
+                        let audio = u.decoder.with_dependent_mut(|voice, s| {
+                            if finished {
+                                s.generator = voice.model().generator().stream();
+                            }
+                            match last {
+                                false => s.generator.push(cpu, &z, n),
+                                true => s.generator.finish(cpu, &z, n),
+                            }
+                        });
+                        (audio, started.elapsed())
+                    },
+                    || tell(router.as_deref_mut(), heard, rate),
+                )
+                .0;
+                let mut audio = audio?;
+                counts.add(Route::Decode, n as u64, spent.as_secs_f64() * 1e3);
                 u.generator = if last { GeneratorState::Finished } else { GeneratorState::Open };
                 u.pos = to;
                 u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
@@ -341,7 +392,9 @@ impl SpeechSource {
                     .flat_map(|t| (0..latent.channels).map(move |c| (c, t)))
                     .map(|(c, t)| latent.z[c * latent.frames + t]),
             );
-            let mut hints = match &mut self.router {
+            // Everything played so far is heard before the router hints the new frames.
+            tell(router.as_deref_mut(), u.heard(hop, routed), rate);
+            let mut hints = match router {
                 Some(router) => {
                     let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
                     router.assign_route_hints(&frames)
@@ -362,18 +415,12 @@ impl SpeechSource {
             u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
             audio
         } else {
+            tell(router, u.heard(hop, routed), rate);
             return Ok(None);
         };
         u.emitted += audio.len();
-        if let Some(router) = &mut self.router {
+        if routed {
             u.partial.extend_from_slice(&audio);
-            let rate = self.voice.sample_rate();
-            while u.partial.len() >= hop && u.reported < u.frames() {
-                let frame = u.reported;
-                router.played(&u.pending(frame), u.plan.route(&u.hints, frame), &u.partial[..hop], rate);
-                u.partial.drain(..hop);
-                u.reported += 1;
-            }
         }
         Ok(Some(audio))
     }
