@@ -28,7 +28,6 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use rayon::prelude::*;
 use thiserror::Error;
 
 use super::bf16;
@@ -639,12 +638,22 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     // The threads fill disjoint parts of it and read them only after the region that filled
     // them has ended (A's own rows, shared the same way, are only read).
     let packed_a = Shared(a_buf.get::<K::P>(a_region * regions).as_mut_ptr());
-    // Runs `f(t)` for each share t of `parts`, across the pool when there are several.
+    // Runs `f(t)` for each share t of `parts`: share 0 on the calling thread, the others on
+    // the pool. A caller outside the pool (an app's thread, a benchmark) then works instead
+    // of handing the whole product to the pool and sleeping until it is done, which cost two
+    // wake-ups per product: 256³ on two threads, 400 products per run, six alternating runs,
+    // took 158-161 µs at the tenth percentile and 173-183 on average before, 153-156 and
+    // 167-174 after (BENCHMARKS.md).
     let each = |parts: usize, f: &(dyn Fn(usize) + Sync)| {
         if parts == 1 {
             f(0)
         } else {
-            (0..parts).into_par_iter().for_each(|t| kernel.enter(|| f(t)))
+            rayon::in_place_scope(|s| {
+                for t in 1..parts {
+                    s.spawn(move |_| kernel.enter(|| f(t)));
+                }
+                f(0)
+            })
         }
     };
     // Multiplies rows `rows` (panels of the packed A at `a`) of block `ic` by columns `cols`
