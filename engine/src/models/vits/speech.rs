@@ -473,8 +473,9 @@ impl Source for SpeechSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        // Run on a pool thread: the kernels' parallel calls then join as a worker would,
-        // instead of each handing its job to the pool and sleeping until it is done.
+        // Run on a pool thread, so the kernels' parallel calls join as a worker would instead
+        // of each handing its job to the pool and sleeping until it is done, with the other
+        // workers kept awake for the step (see `pool::busy`).
         let produced = crate::pool::busy(|| self.produce());
         let Some(samples) = produced.map_err(|e| SourceError::Model(Box::new(e)))? else {
             return Ok(None);
