@@ -14,8 +14,8 @@
 //!   multiply-adds over the channels in order;
 //!
 //! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`, by the same task that made the
-//! panel's M_ξ (one parallel region for the inputs, one for the panels). The matrices come from the
-//! Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
+//! panel's M_ξ (one parallel region for the inputs, one for the panels). The matrices come
+//! from the Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
 //! transforms run in f64 on the f32 values and round once: in f32 they left the VITS flow's
 //! latent at four times the direct method's distance from the reference, in f64 at about
 //! three, for 1-2 % of the time (docs/KERNELS.md).
