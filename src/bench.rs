@@ -147,8 +147,13 @@ fn read_bandwidth() -> f64 {
             (buffer.len() * 4) as f64 / t.elapsed().as_secs_f64()
         })
         .collect();
-    passes.sort_by(f64::total_cmp);
-    passes[passes.len() / 2]
+    median(&mut passes)
+}
+
+/// The middle value of `v` (the upper one of an even count), sorting it.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Streams each thread reads at once in [`read_all`].

@@ -16,6 +16,8 @@ use spiral_engine::kernels::gemv::{gemv, Matrix, Weights};
 use spiral_engine::kernels::quant::Quant;
 use spiral_engine::kernels::{bf16, Cpu};
 
+use super::median;
+
 const COLS: usize = 2048;
 
 /// One format's result.
@@ -44,11 +46,6 @@ impl GemvBench {
 
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Measures f32, bf16 and every block format in turn on `cpu`, each over about `mib` MiB of

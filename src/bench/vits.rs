@@ -14,6 +14,8 @@ use spiral_engine::models::vits::{PiperVoice, SpeechSource};
 use spiral_engine::route::Router;
 use spiral_engine::Source;
 
+use super::median;
+
 /// One sentence's medians.
 #[derive(Clone, Debug)]
 pub struct VitsBench {
@@ -57,11 +59,6 @@ fn speak(
     Ok((first, start.elapsed(), samples))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Speaks each of `texts` once untimed and then `repeats` times (at least once) timed, each
 /// run with a fresh router from `router`, on the voice's own scales and seed 0 (what
 /// `spiral speak` does); `report` gets each sentence's medians as they are done.
@@ -82,11 +79,11 @@ pub fn run_vits<R: Router + 'static>(
             runs.push(speak(voice, cpu, text, router())?);
         }
         let audio_seconds = runs[0].2 as f64 / rate;
-        let synth = median(runs.iter().map(|r| r.1.as_secs_f64()).collect());
+        let synth = median(&mut runs.iter().map(|r| r.1.as_secs_f64()).collect::<Vec<_>>());
         let result = VitsBench {
             index,
             audio_seconds,
-            ttfa_ms: median(runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect()),
+            ttfa_ms: median(&mut runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect::<Vec<_>>()),
             synth_ms: synth * 1e3,
             rtf: synth / audio_seconds,
             repeats: runs.len(),
