@@ -171,10 +171,10 @@ impl Utterance {
     }
 
     /// The frames whose audio is whole in `partial` and not yet told to the router, in
-    /// order, taken out for [`tell`] (none without a router).
-    fn heard(&mut self, hop: usize, routed: bool) -> Vec<Heard> {
+    /// order, taken out for [`tell`] (none without a router: `partial` fills only with one).
+    fn heard(&mut self, hop: usize) -> Vec<Heard> {
         let mut heard = Vec::new();
-        while routed && self.partial.len() >= hop && self.reported < self.frames() {
+        while self.partial.len() >= hop && self.reported < self.frames() {
             let frame = self.reported;
             let Pending { position, features, pause } = self.pending(frame);
             let (features, route) = (features.to_vec(), self.plan.route(&self.hints, frame));
@@ -332,7 +332,6 @@ impl SpeechSource {
         let rate = self.voice.sample_rate();
         let Some(u) = self.utterance.as_mut() else { return Ok(None) };
         let (counts, mut router) = (&mut self.counts, self.router.as_deref_mut());
-        let routed = router.is_some();
         let audio = if u.pos < u.plan.decided {
             if let Some(cut) = u.plan.fill_at(u.pos).cloned() {
                 for frame in cut.fill.clone() {
@@ -352,7 +351,7 @@ impl SpeechSource {
                 // The router hears the frames played so far while the generator decodes
                 // these: its analysis is serial, and nothing it learns is asked before the
                 // flow's next call, which waits for it (see `heard`).
-                let heard = u.heard(hop, routed);
+                let heard = u.heard(hop);
                 let (audio, spent) = rayon::join(
                     || {
                         let started = Instant::now();
@@ -393,7 +392,7 @@ impl SpeechSource {
                     .map(|(c, t)| latent.z[c * latent.frames + t]),
             );
             // Everything played so far is heard before the router hints the new frames.
-            tell(router.as_deref_mut(), u.heard(hop, routed), rate);
+            tell(router.as_deref_mut(), u.heard(hop), rate);
             let mut hints = match router {
                 Some(router) => {
                     let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
@@ -415,11 +414,11 @@ impl SpeechSource {
             u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
             audio
         } else {
-            tell(router, u.heard(hop, routed), rate);
+            tell(router, u.heard(hop), rate);
             return Ok(None);
         };
         u.emitted += audio.len();
-        if routed {
+        if router.is_some() {
             u.partial.extend_from_slice(&audio);
         }
         Ok(Some(audio))
