@@ -30,6 +30,55 @@ pub fn dot_f32(cpu: Cpu, w: &[u16], x: &[f32]) -> f32 {
     }
 }
 
+/// Values per block of [`pair_order`]: 8 bf16 pairs, one 256-bit load.
+pub const PAIR_BLOCK: usize = 16;
+
+/// Whether [`dot_f32_paired`] is this level's faster bf16 × f32 product, so a matrix
+/// product should put its activations in [`pair_order`] once and use it (AVX2; from
+/// AVX-512 on, [`dot_f32`] widens 16 weights per zero-extension and already reads at the
+/// memory's speed).
+pub fn pairs_pay(cpu: Cpu) -> bool {
+    cpu.isa() == Isa::Avx2
+}
+
+/// `x` in the order [`dot_f32_paired`] reads it: each whole block of [`PAIR_BLOCK`]
+/// values as its 8 even-indexed values, then its 8 odd-indexed ones; the tail as it is.
+///
+/// ```
+/// use spiral_engine::kernels::bf16;
+/// let x: Vec<f32> = (0..18).map(|i| i as f32).collect();
+/// let mut p = vec![0.0; 18];
+/// bf16::pair_order(&x, &mut p);
+/// assert_eq!(p[..9], [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 1.0]);
+/// assert_eq!(p[16..], [16.0, 17.0]);
+/// ```
+pub fn pair_order(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    let whole = x.len() / PAIR_BLOCK * PAIR_BLOCK;
+    for (o, b) in out.chunks_exact_mut(PAIR_BLOCK).zip(x.chunks_exact(PAIR_BLOCK)) {
+        let (even, odd) = o.split_at_mut(PAIR_BLOCK / 2);
+        for (j, pair) in b.chunks_exact(2).enumerate() {
+            (even[j], odd[j]) = (pair[0], pair[1]);
+        }
+    }
+    out[whole..].copy_from_slice(&x[whole..]);
+}
+
+/// Σ w·x as [`dot_f32`] computes it, with the activations given in [`pair_order`] (`xp`),
+/// for matrix products that reorder them once for many rows. On AVX2 a 32-bit pair of
+/// weights widens into two f32 vectors with an AND (the odd weight, already the top half)
+/// and a shift (the even one), where [`dot_f32`] spends a zero-extension and a shift per 8
+/// weights: half the shuffle and shift work, which is what bounds it on a core with
+/// 128-bit vector units.
+pub fn dot_f32_paired(cpu: Cpu, w: &[u16], xp: &[f32]) -> f32 {
+    assert_eq!(w.len(), xp.len(), "bf16 dot of slices of different lengths");
+    match cpu.isa() {
+        Isa::Scalar => scalar::dot_f32_paired(w, xp),
+        // SAFETY: every level above scalar has AVX2 and FMA (the `Cpu` token proves it).
+        _ => unsafe { avx2::dot_f32_paired(w, xp) },
+    }
+}
+
 /// Σ w·x with both sides bf16 (products exact in f32), with `VDPBF16PS` from
 /// [`Isa::Avx512Bf16`] on. The path for compute-bound work whose activations are bf16.
 pub fn dot_bf16(cpu: Cpu, w: &[u16], x: &[u16]) -> f32 {
@@ -67,6 +116,20 @@ pub(crate) mod scalar {
     pub fn dot_bf16(w: &[u16], x: &[u16]) -> f32 {
         w.iter().zip(x).map(|(&w, &x)| widen(w) * widen(x)).sum()
     }
+
+    /// [`super::dot_f32_paired`]: weight 2j of a block meets activation j, weight 2j + 1
+    /// activation 8 + j.
+    pub fn dot_f32_paired(w: &[u16], xp: &[f32]) -> f32 {
+        let block = super::PAIR_BLOCK;
+        let whole = w.len() / block * block;
+        let blocks = w[..whole].chunks_exact(block).zip(xp.chunks_exact(block));
+        let paired: f32 = blocks
+            .flat_map(|(w, x)| {
+                (0..block / 2).map(move |j| widen(w[2 * j]) * x[j] + widen(w[2 * j + 1]) * x[block / 2 + j])
+            })
+            .sum();
+        paired + dot_f32(&w[whole..], &xp[whole..])
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,6 +152,36 @@ mod avx2 {
             |acc, i| _mm256_fmadd_ps(widen8(pw.add(i)), _mm256_loadu_ps(px.add(i)), acc),
             |i| super::scalar::widen(w[i]) * x[i],
         )
+    }
+
+    /// Four chains; each 256-bit load of weights feeds two of them (even and odd weights).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32_paired(w: &[u16], xp: &[f32]) -> f32 {
+        let n = w.len();
+        let (pw, px) = (w.as_ptr(), xp.as_ptr());
+        let top = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
+        // Block i: its even weights times xp[i..i + 8], its odd ones times xp[i + 8..i + 16].
+        let block = |i: usize, even: &mut __m256, odd: &mut __m256| {
+            let pairs = _mm256_loadu_si256(pw.add(i) as *const __m256i);
+            let (e, o) = (_mm256_slli_epi32(pairs, 16), _mm256_and_si256(pairs, top));
+            *even = _mm256_fmadd_ps(_mm256_castsi256_ps(e), _mm256_loadu_ps(px.add(i)), *even);
+            *odd = _mm256_fmadd_ps(_mm256_castsi256_ps(o), _mm256_loadu_ps(px.add(i + 8)), *odd);
+        };
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            let [a0, a1, a2, a3] = &mut acc;
+            block(i, a0, a1);
+            block(i + 16, a2, a3);
+            i += 32;
+        }
+        if i + 16 <= n {
+            let [a0, a1, ..] = &mut acc;
+            block(i, a0, a1);
+            i += 16;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        crate::kernels::vector::avx2::hsum(sum) + super::scalar::dot_f32(&w[i..], &xp[i..])
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -206,6 +299,10 @@ mod tests {
                     let tol = 4.0 * f64::from(f32::EPSILON) * ((n + 1) as f64).sqrt() * magnitude + 1e-30;
                     let got = dot_f32(cpu, w, x) as f64;
                     assert!((got - exact).abs() <= tol, "{} bf16*f32 n={n}: {got} vs {exact}", cpu.isa());
+                    let mut xp = vec![0.0; n];
+                    pair_order(x, &mut xp);
+                    let got = dot_f32_paired(cpu, w, &xp) as f64;
+                    assert!((got - exact).abs() <= tol, "{} bf16*f32 paired n={n}: {got} vs {exact}", cpu.isa());
 
                     // Against the bf16-rounded reference: the activations are rounded first.
                     let xb = bits(x);

@@ -107,30 +107,32 @@ impl<'a> Matrix<'a> {
     }
 
     /// Rows `first..` against each vector, as many rows as `out` has room for: `out` holds
-    /// each row's outputs one after another, output `b` of a row for `x`'s vector `b` (f32
-    /// and bf16 rows) or for its quantized form `xq[b]` (block-format rows). Palette rows
-    /// multiply a table instead, per vector, so they never come here.
-    fn row_dots(&self, cpu: Cpu, first: usize, x: &[f32], xq: &[Vector], out: &mut [f32]) {
+    /// each row's outputs one after another, output `b` of a row for the operands' vector
+    /// `b`. Palette rows multiply a table instead, per vector, so they never come here.
+    fn row_dots(&self, cpu: Cpu, first: usize, x: &Operands, out: &mut [f32]) {
         let cols = self.cols;
         let batch = match self.weights {
-            Weights::Quant(..) => xq.len(),
-            _ => x.len() / cols.max(1),
+            Weights::Quant(..) => x.quantized.len(),
+            _ => x.values.len() / cols.max(1),
         };
         let count = out.len() / batch.max(1);
-        let each = |out: &mut [f32], dot: &dyn Fn(usize, &[f32]) -> f32| {
+        let each = |out: &mut [f32], values: &[f32], dot: &dyn Fn(usize, &[f32]) -> f32| {
             for (r, out) in (first..first + count).zip(out.chunks_exact_mut(batch)) {
-                out.iter_mut().zip(x.chunks_exact(cols)).for_each(|(v, x)| *v = dot(r, x))
+                out.iter_mut().zip(values.chunks_exact(cols)).for_each(|(v, x)| *v = dot(r, x))
             }
         };
         match self.weights {
-            Weights::F32(w) => each(out, &|r, x| vector::dot(cpu, &w[r * cols..][..cols], x)),
-            Weights::Bf16(w) => each(out, &|r, x| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
+            Weights::F32(w) => each(out, x.values, &|r, x| vector::dot(cpu, &w[r * cols..][..cols], x)),
+            Weights::Bf16(w) if bf16::pairs_pay(cpu) => {
+                each(out, x.paired, &|r, x| bf16::dot_f32_paired(cpu, &w[r * cols..][..cols], x))
+            }
+            Weights::Bf16(w) => each(out, x.values, &|r, x| bf16::dot_f32(cpu, &w[r * cols..][..cols], x)),
             Weights::Quant(q, w) => {
                 let row_bytes = q.row_bytes(cols);
                 let rows = &w[first * row_bytes..][..count * row_bytes];
-                match xq {
+                match x.quantized {
                     [x] => q.dot_rows(cpu, rows, *x, out),
-                    _ => rows
+                    xq => rows
                         .chunks_exact(row_bytes)
                         .zip(out.chunks_exact_mut(batch))
                         .for_each(|(row, out)| q.dot_many(cpu, row, xq, out)),
@@ -155,6 +157,29 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// The vectors a product multiplies, in each form its rows read: as given (f32 rows, and
+/// bf16 rows where [`bf16::pairs_pay`] does not), in [`bf16::pair_order`] (bf16 rows
+/// where it does), quantized to 8-bit blocks (block-format rows). Each form is made once
+/// per call, only when some matrix reads it.
+struct Operands<'a> {
+    values: &'a [f32],
+    paired: &'a [f32],
+    quantized: &'a [Vector<'a>],
+}
+
+/// `x` (vectors of `cols`) in [`bf16::pair_order`], into `paired`, when bf16 rows will
+/// read that order (`bf16_rows`, and the level is one where it pays); else nothing.
+fn pair_if_read<'p>(cpu: Cpu, x: &[f32], cols: usize, bf16_rows: bool, paired: &'p mut Vec<f32>) -> &'p [f32] {
+    if !bf16_rows || !bf16::pairs_pay(cpu) {
+        return &[];
+    }
+    paired.resize(x.len(), 0.0);
+    for (p, x) in paired.chunks_exact_mut(cols.max(1)).zip(x.chunks_exact(cols.max(1))) {
+        bf16::pair_order(x, p);
+    }
+    paired
+}
+
 /// Below this many bytes of weights one thread is faster than waking the pool.
 const PARALLEL_BYTES: usize = 256 * 1024;
 
@@ -162,6 +187,8 @@ thread_local! {
     /// Quantized activations for block-format products, reused so steady-state calls do not
     /// allocate.
     static QUANT_X: RefCell<Activations> = RefCell::new(Activations::default());
+    /// Activations in [`bf16::pair_order`] for bf16 products, reused likewise.
+    static PAIRED_X: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The lookup table of palette products, reused likewise.
     static PALETTE_TABLE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -202,14 +229,25 @@ pub fn gemv_batch(cpu: Cpu, m: &Matrix, x: &[f32], batch: usize, y: &mut [f32]) 
     assert_eq!(y.len(), batch * m.rows, "gemv: y has {} values for {batch} × {} rows", y.len(), m.rows);
     let xs = |b: usize| &x[b * cols..][..cols];
     match m.weights {
-        Weights::F32(_) | Weights::Bf16(_) => by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, x, &[], out)),
-        Weights::Quant(..) => {
+        Weights::F32(_) | Weights::Bf16(_) => {
             // Taken out, not borrowed: while this thread waits on the pool it may run another
-            // product that wants the buffers too (it then allocates its own).
+            // product that wants the buffer too (it then allocates its own).
+            let mut paired = PAIRED_X.take();
+            let x = Operands {
+                values: x,
+                paired: pair_if_read(cpu, x, cols, matches!(m.weights, Weights::Bf16(_)), &mut paired),
+                quantized: &[],
+            };
+            by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, &x, out));
+            PAIRED_X.set(paired);
+        }
+        Weights::Quant(..) => {
+            // Taken out, as above.
             let mut ax = QUANT_X.take();
             ax.quantize(x);
             let xq: Vec<_> = (0..batch).map(|b| ax.vector(b, cols)).collect();
-            by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, x, &xq, out));
+            let x = Operands { values: x, paired: &[], quantized: &xq };
+            by_rows(m, batch, y, |first, out| m.row_dots(cpu, first, &x, out));
             drop(xq);
             QUANT_X.set(ax);
         }
@@ -261,7 +299,7 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
         products.iter_mut().for_each(|(m, y)| gemv(cpu, m, x, y));
         return;
     }
-    let mut ax = QUANT_X.take();
+    let (mut ax, mut paired) = (QUANT_X.take(), PAIRED_X.take());
     let quantized;
     let xq: &[Vector] = if products.iter().any(|(m, _)| matches!(m.weights, Weights::Quant(..))) {
         ax.quantize(x);
@@ -270,10 +308,12 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
     } else {
         &[]
     };
+    let bf16_rows = products.iter().any(|(m, _)| matches!(m.weights, Weights::Bf16(_)));
+    let operands = Operands { values: x, paired: pair_if_read(cpu, x, x.len(), bf16_rows, &mut paired), quantized: xq };
     let bytes: usize = products.iter().map(|(m, _)| m.bytes()).sum();
     if bytes < PARALLEL_BYTES {
         for (m, y) in products.iter_mut() {
-            m.row_dots(cpu, 0, x, xq, y);
+            m.row_dots(cpu, 0, &operands, y);
         }
     } else {
         let rows: usize = products.iter().map(|(m, _)| m.rows).sum();
@@ -282,9 +322,10 @@ pub fn gemv_many(cpu: Cpu, x: &[f32], products: &mut [(&Matrix, &mut [f32])]) {
         for (m, y) in products.iter_mut() {
             jobs.extend(y.chunks_mut(chunk).enumerate().map(|(c, ys)| (&**m, c * chunk, ys)));
         }
-        jobs.into_par_iter().for_each(|(m, first, ys)| m.row_dots(cpu, first, x, xq, ys));
+        jobs.into_par_iter().for_each(|(m, first, ys)| m.row_dots(cpu, first, &operands, ys));
     }
     QUANT_X.set(ax);
+    PAIRED_X.set(paired);
 }
 
 thread_local! {
