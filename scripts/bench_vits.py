@@ -135,6 +135,27 @@ def paced_underruns(binary: Path, text: str, scratch: Path) -> int:
     return json.loads(report.read_text())["underruns"]
 
 
+def cpu_model() -> dict:
+    """The CPU's model name and the vector extensions that decide spiral's kernels: results
+    from different machines of the same kind differ by these (a Zen 1 without AVX-512 runs
+    both runtimes at half a Zen 4's speed)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+
+    def field(name: str) -> str:
+        return next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(name)), "")
+
+    flags = set(field("flags").split())
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
+    return {
+        "model_name": field("model name"),
+        "family_model": f"{field('cpu family')}/{field('model')}",
+        "vector_extensions": [f for f in wanted if f in flags],
+    }
+
+
 def summarize(runs: list[tuple[float, float, float]]) -> dict:
     """Medians of (first audio, synthesis, audio) runs."""
     ttfa = statistics.median(r[0] for r in runs)
@@ -219,6 +240,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
+            **cpu_model(),
         },
         "onnxruntime_intra_op_threads": args.threads or "default",
         "repeats": args.repeats,
