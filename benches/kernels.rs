@@ -118,7 +118,8 @@ fn memory_bound(c: &mut Criterion) {
 }
 
 /// 8 independent chains of FMAs on registers, at the widest vectors this CPU has: the
-/// single-core compute roof, in the group's flops (`peak_flops_per_iter` per iteration).
+/// single-core compute roof, as `fma_peak_flops` in `group` (throughput in flops: two per
+/// lane of each FMA).
 #[cfg(target_arch = "x86_64")]
 fn fma_peak(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
     use std::arch::x86_64::*;
@@ -152,7 +153,6 @@ fn fma_peak(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTi
         }
         sum.iter().sum()
     }
-    // Each FMA is two flops on every lane.
     if Isa::Avx512.is_available() {
         group.throughput(Throughput::Elements((ITERS * 8 * 16 * 2) as u64));
         // SAFETY: AVX-512F was checked just above.
