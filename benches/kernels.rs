@@ -124,35 +124,24 @@ fn memory_bound(c: &mut Criterion) {
 fn fma_peak(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
     use std::arch::x86_64::*;
     const ITERS: usize = 4096;
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(iters: usize) -> f32 {
-        let mut acc = [_mm512_set1_ps(1.0); 8];
-        let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, m, a);
+    // One body per vector width; `black_box` keeps the chains from being optimized away.
+    macro_rules! chains {
+        ($name:ident, $features:literal, $splat:ident, $fma:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name(iters: usize) {
+                let mut acc = [$splat(1.0); 8];
+                let (m, a) = ($splat(0.999_999), $splat(1e-7));
+                for _ in 0..iters {
+                    for v in acc.iter_mut() {
+                        *v = $fma(*v, m, a);
+                    }
+                }
+                black_box(&acc);
             }
-        }
-        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+        };
     }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(iters: usize) -> f32 {
-        let mut acc = [_mm256_set1_ps(1.0); 8];
-        let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, m, a);
-            }
-        }
-        let mut sum = [0.0f32; 8];
-        for v in acc {
-            let mut lanes = [0.0f32; 8];
-            // SAFETY: `lanes` holds one vector.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-            sum.iter_mut().zip(lanes).for_each(|(s, l)| *s += l);
-        }
-        sum.iter().sum()
-    }
+    chains!(avx512, "avx512f", _mm512_set1_ps, _mm512_fmadd_ps);
+    chains!(avx2, "avx2,fma", _mm256_set1_ps, _mm256_fmadd_ps);
     if Isa::Avx512.is_available() {
         group.throughput(Throughput::Elements((ITERS * 8 * 16 * 2) as u64));
         // SAFETY: AVX-512F was checked just above.
