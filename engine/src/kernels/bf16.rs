@@ -64,8 +64,8 @@ pub fn pair_order(x: &[f32], out: &mut [f32]) {
     out[whole..].copy_from_slice(&x[whole..]);
 }
 
-/// Σ w·x as [`dot_f32`] computes it, with the activations given in [`pair_order`] (`xp`),
-/// for matrix products that reorder them once for many rows. On AVX2 a 32-bit pair of
+/// Σ w·x, the sum [`dot_f32`] computes (in another order), with the activations given in
+/// [`pair_order`] (`xp`), for matrix products that reorder them once for many rows. On AVX2 a 32-bit pair of
 /// weights widens into two f32 vectors with an AND (the odd weight, already the top half)
 /// and a shift (the even one), where [`dot_f32`] spends a zero-extension and a shift per 8
 /// weights: half the shuffle and shift work, which is what bounds it on a core with
