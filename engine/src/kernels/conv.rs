@@ -915,7 +915,7 @@ mod tests {
                     if fma_chains && cpu.isa() >= Isa::Avx2 {
                         assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from AVX2");
                     }
-                    // Winograd: FMA chains and f64 transforms on every level, scalar included.
+                    // Winograd: FMA chains, transforms included, on every level, scalar included.
                     if method == ConvMethod::Winograd {
                         assert_eq!(simd.get_or_insert_with(|| out.clone()), &out, "{what}: differs from scalar");
                     }

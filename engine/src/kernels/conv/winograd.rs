@@ -15,10 +15,11 @@
 //!
 //! then `y[o][4t + i] = Σ_ξ Aᵀ[i][ξ] M_ξ[t][o] + bias[o]`, by the same task that made the
 //! panel's M_ξ (one parallel region for the inputs, one for the panels). The matrices come
-//! from the Toom-Cook construction (evaluate at the points, interpolate), built in f64. Both
-//! transforms run in f64 on the f32 values and round once: in f32 they left the VITS flow's
-//! latent at four times the direct method's distance from the reference, in f64 at about
-//! three, for 1-2 % of the time (docs/KERNELS.md).
+//! from the Toom-Cook construction (evaluate at the points, interpolate), built in f64; the
+//! weights are transformed in f64, once. The per-call transforms run in f32, a tile's n values
+//! held in registers (the point count is a constant of each instance) and every sum one chain
+//! of fused multiply-adds. Against the reference the VITS flow's latent came out at least as
+//! close as with the f64 transforms they replaced, in less time (docs/KERNELS.md).
 //!
 //! Rounding is the same whatever the call: every output depends only on its tile's inputs,
 //! the transformed weights and a fixed order of operations, and tiles start at multiples of
@@ -26,8 +27,8 @@
 //! tiles (and the rest at its end, zeros standing in past the input as in the whole-signal
 //! call) gives the whole-signal call's output bit for bit, as the other methods do
 //! ([`StreamingConv1d`] holds back the outputs of a partial tile until its input is
-//! complete). Every level computes the same values: the products are FMA chains on each
-//! (`f32::mul_add` in the scalar reference) and the transforms plain f64 arithmetic.
+//! complete). Every level computes the same values: the products and the transforms are FMA
+//! chains on each (`f32::mul_add` in the scalar reference).
 //!
 //! [`StreamingConv1d`]: super::StreamingConv1d
 
@@ -58,11 +59,11 @@ struct Transforms {
     /// Points: r + TILE − 1.
     n: usize,
     /// `Aᵀ`, `[TILE, n]`: the output transform.
-    at: Vec<f64>,
+    at: Vec<f32>,
     /// `G`, `[n, r]`: the weight transform, kept in f64 (weights are transformed once).
     g: Vec<f64>,
     /// `Bᵀ`, `[n, n]`: the input transform.
-    bt: Vec<f64>,
+    bt: Vec<f32>,
 }
 
 impl Transforms {
@@ -83,9 +84,9 @@ impl Transforms {
         let outputs = evaluate(TILE);
         // The correlation is the transpose of the product's Toom-Cook algorithm:
         // Aᵀ = E_TILEᵀ, G = E_r, Bᵀ = (E_n⁻¹)ᵀ.
-        let at = (0..TILE * n).map(|i| outputs[(i % n) * TILE + i / n]).collect();
+        let at = (0..TILE * n).map(|i| outputs[(i % n) * TILE + i / n] as f32).collect();
         let inverse = invert(evaluate(n), n);
-        let bt = (0..n * n).map(|i| inverse[(i % n) * n + i / n]).collect();
+        let bt = (0..n * n).map(|i| inverse[(i % n) * n + i / n] as f32).collect();
         Transforms { n, at, g: evaluate(r), bt }
     }
 
@@ -316,8 +317,8 @@ impl Job for Output<'_> {
     }
 }
 
-/// One call's geometry and its transforms: plain f64 loops over contiguous values (see
-/// [`widest`]), no fused multiply-adds, so every level rounds them alike.
+/// One call's geometry and its transforms: plain f32 loops (see [`widest`]) whose sums are
+/// chains of fused multiply-adds in a fixed order, so every level rounds them alike.
 #[derive(Clone, Copy)]
 struct Call<'a> {
     t: &'static Transforms,
@@ -331,6 +332,20 @@ struct Call<'a> {
     tiles: usize,
 }
 
+/// Calls `$f::<N>($args)` for the call's number of points N (r + 3 for r in [`KERNELS`]): a
+/// fixed N lets the compiler keep a tile's N values in registers.
+macro_rules! with_points {
+    ($n:expr, $f:ident($($arg:expr),*)) => {
+        match $n {
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            _ => unreachable!("r + 3 points for r in KERNELS"),
+        }
+    };
+}
+
 impl Call<'_> {
     /// `V[ξ][c][t] = Σ_k Bᵀ[ξ][k] x[c][4t + k − lead]` (`[n][in][tiles]` at `v`) for the
     /// input channels `channels`, zeros standing in outside the input.
@@ -341,42 +356,15 @@ impl Call<'_> {
     #[inline(always)]
     unsafe fn input(&self, channels: std::ops::Range<usize>, v: *mut f32) {
         let (n, tiles) = (self.t.n, self.tiles);
-        // The input as four phases (`x[c][4t + j − lead]`), so tap k reads phase k % 4
-        // from t + k / 4: contiguous values for every tap.
+        // The input as four phases (`x[c][4t + j − lead]`), so tap k reads phase k % 4 from
+        // tile t + k / 4: contiguous values for every tap.
         let width = tiles + (n - 1) / TILE;
-        let (mut phases, mut sum) = (vec![0.0f64; TILE * width], vec![0.0f64; tiles]);
-        // Plain loops, no closures: a closure is compiled on its own, without the level's
-        // target features (as a closure these loops ran on 2-lane SSE2, half the flow's
-        // Winograd time went to its transforms).
-        let (lead, len) = (self.lead, self.len);
+        let mut phases = vec![0.0f32; TILE * width];
         for c in channels {
-            let row = &self.x[c * len..][..len];
-            for (j, phase) in phases.chunks_exact_mut(width).enumerate() {
-                // The t for which lead ≤ 4t + j < lead + len: the rest are zeros.
-                let from = lead.saturating_sub(j).div_ceil(TILE).min(width);
-                let to = (lead + len).saturating_sub(j).div_ceil(TILE).clamp(from, width);
-                phase[..from].fill(0.0);
-                for (t, p) in (from..to).zip(&mut phase[from..to]) {
-                    *p = f64::from(row[t * TILE + j - lead]);
-                }
-                phase[to..].fill(0.0);
-            }
-            for (xi, b) in self.t.bt.chunks_exact(n).enumerate() {
-                sum.fill(0.0);
-                for (k, &b) in b.iter().enumerate() {
-                    if b == 0.0 {
-                        continue;
-                    }
-                    let src = &phases[(k % TILE) * width + k / TILE..][..tiles];
-                    for (d, &s) in sum.iter_mut().zip(src) {
-                        *d += b * s;
-                    }
-                }
-                // SAFETY: row (ξ, c) of V, which only this task writes.
-                let dst = unsafe { std::slice::from_raw_parts_mut(v.add((xi * self.cin + c) * tiles), tiles) };
-                for (d, &s) in dst.iter_mut().zip(&sum) {
-                    *d = s as f32;
-                }
+            split(&self.x[c * self.len..][..self.len], self.lead, &mut phases, width);
+            // SAFETY: the rows (ξ, c) of V, which only this task writes.
+            unsafe {
+                with_points!(n, input_rows(&self.t.bt, &phases, width, tiles, self.cin * tiles, v.add(c * tiles)))
             }
         }
     }
@@ -385,35 +373,84 @@ impl Call<'_> {
     /// products `m` (point ξ's `[tiles][PANEL]` at `ξ · stride`) and `bias`.
     #[inline(always)]
     fn output(&self, m: &[f32], stride: usize, bias: Option<&[f32]>, out: &mut [f32]) {
-        let (n, t_out) = (self.t.n, self.t_out);
-        let width = out.len() / t_out;
-        for tile in 0..self.tiles {
-            let mut y = [[0.0f64; PANEL]; TILE];
-            for xi in 0..n {
-                let mt = &m[xi * stride + tile * PANEL..][..PANEL];
-                for (i, yi) in y.iter_mut().enumerate() {
-                    let a = self.t.at[i * n + xi];
-                    if a != 0.0 {
-                        for (y, &m) in yi.iter_mut().zip(mt) {
-                            *y += a * f64::from(m);
-                        }
-                    }
-                }
-            }
-            // Outputs tile·4 + i − lead that lie in this call.
-            let first = tile * TILE;
-            let from = self.lead.saturating_sub(first).min(TILE);
-            let to = (t_out + self.lead).saturating_sub(first).clamp(from, TILE);
-            for (l, row) in out.chunks_exact_mut(t_out).enumerate().take(width) {
-                let b = match bias {
-                    Some(b) => f64::from(b[l]),
-                    None => 0.0,
-                };
-                for (i, y) in y.iter().enumerate().take(to).skip(from) {
-                    row[first + i - self.lead] = (y[l] + b) as f32;
-                }
+        with_points!(self.t.n, output_tiles(self, m, stride, bias, out))
+    }
+}
+
+/// One channel's rows of V (row ξ at `v + ξ · rows`, `tiles` values) from its `phases`
+/// (`[TILE][width]`): a tile's N taps loaded once, each row's value one chain of fused
+/// multiply-adds over the taps in order from zero (Bᵀ's zeros included: they add nothing).
+///
+/// # Safety
+/// The N rows at `v` hold `tiles` values each, and nothing else touches them meanwhile.
+#[inline(always)]
+unsafe fn input_rows<const N: usize>(bt: &[f32], phases: &[f32], width: usize, tiles: usize, rows: usize, v: *mut f32) {
+    let bt: [[f32; N]; N] = std::array::from_fn(|xi| std::array::from_fn(|k| bt[xi * N + k]));
+    let taps: [&[f32]; N] = std::array::from_fn(|k| &phases[(k % TILE) * width + k / TILE..][..tiles]);
+    #[allow(clippy::needless_range_loop)] // t indexes N slices and N rows at once
+    for t in 0..tiles {
+        let x: [f32; N] = std::array::from_fn(|k| taps[k][t]);
+        for (xi, b) in bt.iter().enumerate() {
+            let sum = b.iter().zip(&x).fold(0.0f32, |sum, (&b, &x)| b.mul_add(x, sum));
+            // SAFETY: value t of row ξ.
+            unsafe { *v.add(xi * rows + t) = sum };
+        }
+    }
+}
+
+/// [`Call::output`] for N points: per tile, `y[i][o] = bias[o] + Σ_ξ Aᵀ[i][ξ] M_ξ[t][o]`
+/// along the panel's channels, each value one chain of fused multiply-adds over the points
+/// in order from the bias; then the outputs that lie in the call.
+#[inline(always)]
+fn output_tiles<const N: usize>(call: &Call<'_>, m: &[f32], stride: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    let t_out = call.t_out;
+    let rows = out.len() / t_out;
+    let at: [[f32; N]; TILE] = std::array::from_fn(|i| std::array::from_fn(|xi| call.t.at[i * N + xi]));
+    let mut b = [0.0f32; PANEL];
+    if let Some(bias) = bias {
+        b[..rows].copy_from_slice(&bias[..rows]);
+    }
+    for tile in 0..call.tiles {
+        let mt: [&[f32]; N] = std::array::from_fn(|xi| &m[xi * stride + tile * PANEL..][..PANEL]);
+        let mut y = [[0.0f32; PANEL]; TILE];
+        for (y, a) in y.iter_mut().zip(&at) {
+            for (l, y) in y.iter_mut().enumerate() {
+                *y = a.iter().zip(&mt).fold(b[l], |sum, (&a, m)| a.mul_add(m[l], sum));
             }
         }
+        // Outputs tile·4 + i − lead that lie in this call.
+        let first = tile * TILE;
+        let from = call.lead.saturating_sub(first).min(TILE);
+        let to = (t_out + call.lead).saturating_sub(first).clamp(from, TILE);
+        for (l, row) in out.chunks_exact_mut(t_out).enumerate() {
+            for (i, y) in y.iter().enumerate().take(to).skip(from) {
+                row[first + i - call.lead] = y[l];
+            }
+        }
+    }
+}
+
+/// `phases[j][t] = row[4t + j − lead]` (`phases` is `[TILE][width]`), zeros where the row has
+/// no value.
+#[inline(always)]
+fn split(row: &[f32], lead: usize, phases: &mut [f32], width: usize) {
+    // The tiles whose four inputs all lie in the row.
+    let first = lead.div_ceil(TILE).min(width);
+    let last = ((row.len() + lead) / TILE).clamp(first, width);
+    for t in (0..first).chain(last..width) {
+        for j in 0..TILE {
+            let at = (TILE * t + j).wrapping_sub(lead);
+            phases[j * width + t] = if at < row.len() { row[at] } else { 0.0 };
+        }
+    }
+    let (p0, rest) = phases.split_at_mut(width);
+    let (p1, rest) = rest.split_at_mut(width);
+    let (p2, p3) = rest.split_at_mut(width);
+    let (p0, p1, p2, p3) = (&mut p0[first..last], &mut p1[first..last], &mut p2[first..last], &mut p3[first..last]);
+    let src = row[TILE * first - lead..][..TILE * (last - first)].chunks_exact(TILE);
+    // An interleaved group of four, which the compiler turns into shuffles.
+    for ((((s, p0), p1), p2), p3) in src.zip(p0).zip(p1).zip(p2).zip(p3) {
+        (*p0, *p1, *p2, *p3) = (s[0], s[1], s[2], s[3]);
     }
 }
 
