@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use spiral_engine::kernels::Cpu;
-use spiral_engine::models::vits::speech::{flow_call_end, CHUNK, WINDOWS};
+use spiral_engine::models::vits::speech::{flow_call_end, joined_rest, CHUNK, JOINED_REST, WINDOWS};
 use spiral_engine::models::vits::PiperVoice;
 use spiral_engine::voices::VoiceCache;
 
@@ -44,14 +44,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let prior = model.prior(&encoded, &durations, scales, &mut rng)?;
                 let flow_start = Instant::now();
                 let (mut flow, mut latents, mut next) = (model.flow().stream(), Vec::new(), 0);
+                let mut joined = JOINED_REST;
                 while next < prior.frames {
-                    let to = flow_call_end(next, prior.frames, model.flow().look_ahead());
+                    let to = flow_call_end(next, prior.frames, model.flow().look_ahead(), joined);
                     let z = prior.columns(next, to - next);
+                    let call = Instant::now();
                     latents.push(if to == prior.frames {
                         flow.finish(cpu, &z, to - next)?
                     } else {
                         flow.push(cpu, &z, to - next)?
                     });
+                    // As the speech source: the first call's rate sets how much rest joins.
+                    if next == 0 {
+                        joined = joined_rest(call.elapsed(), to);
+                    }
                     next = to;
                 }
                 let generator_start = Instant::now();

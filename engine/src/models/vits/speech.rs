@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -47,22 +47,40 @@ use super::{Latent, Scales};
 /// long sentence there, a loaded machine underran.
 pub const WINDOWS: [usize; 2] = [24, 64];
 /// After the first call, a rest of the sentence up to this many prior frames joins the call
-/// before it. Every flow call costs about 3.5 ms however few frames it brings (its 38 MB of
-/// transformed weights stream from memory, and its 16 layers' small products and
-/// transforms), against about 0.07 ms a frame: a 12-frame third call cost as much as the
-/// 40-frame second. 128 frames make the joined call at most 15 ms, a tenth of the 151 ms
-/// of audio the first step brings; with 256, two 324-frame sentences underran at a 10 ms
-/// period while two busy loops held both cores (128: none).
+/// before it, at most (see [`joined_rest`] for how many on a given machine). Every flow call
+/// costs about 3.5 ms however few frames it brings (its 38 MB of transformed weights stream
+/// from memory, and its 16 layers' small products and transforms), against about 0.07 ms a
+/// frame: a 12-frame third call cost as much as the 40-frame second. 128 frames make the
+/// joined call at most 15 ms on Zen 4, a tenth of the 151 ms of audio the first step brings;
+/// with 256, two 324-frame sentences underran at a 10 ms period while two busy loops held
+/// both cores (128: none).
 pub const JOINED_REST: usize = 128;
+
+/// What the joined call may take, by the first call's rate: a fifth of the first step's
+/// audio. On a Zen 1 under two busy loops, a fixed [`JOINED_REST`] of 128 underran up to 16
+/// times a sentence there (docs/BENCHMARKS.md); unloaded, a Zen 4's first call (56 frames in
+/// about 7 ms) leaves all 128 to join and a Zen 1's (10-11 ms) about 120.
+pub const JOIN_BUDGET: Duration = Duration::from_millis(30);
+
+/// How many prior frames of rest may join the flow's second call, from what the sentence's
+/// first call cost (`first` for `frames` prior frames): the joined call, the second window's
+/// frames and the rest, costs at most [`JOIN_BUDGET`] at the first call's time per frame
+/// (which counts the call's fixed cost in, so it overestimates a longer call), and never more
+/// than [`JOINED_REST`] frames join.
+pub fn joined_rest(first: Duration, frames: usize) -> usize {
+    let per_frame = first.as_secs_f64() / frames.max(1) as f64;
+    let fit = (JOIN_BUDGET.as_secs_f64() / per_frame.max(f64::MIN_POSITIVE)).min(usize::MAX as f64) as usize;
+    fit.saturating_sub(WINDOWS[1] - WINDOWS[0]).min(JOINED_REST)
+}
 
 /// Where the flow's call that starts at prior frame `next` ends, for a sentence of `frames`
 /// prior frames and a flow of `look_ahead` frames: at the next of the [`WINDOWS`] plus the
 /// look-ahead (so the window comes out), or at the sentence's end when the rest after that
-/// is short (see [`JOINED_REST`]).
-pub fn flow_call_end(next: usize, frames: usize, look_ahead: usize) -> usize {
+/// is at most `joined` frames (see [`joined_rest`]).
+pub fn flow_call_end(next: usize, frames: usize, look_ahead: usize, joined: usize) -> usize {
     let window = WINDOWS.iter().map(|w| w + look_ahead).find(|&w| w > next).unwrap_or(usize::MAX);
     let end = window.min(frames);
-    if next > 0 && frames - end <= JOINED_REST {
+    if next > 0 && frames - end <= joined {
         frames
     } else {
         end
@@ -147,6 +165,9 @@ struct Utterance {
     /// The decoder-input position of the sentence's first frame.
     base: u64,
     decoder: Decoder,
+    /// Prior frames of rest that may join the flow's second call, once its first call is
+    /// timed ([`joined_rest`]).
+    joined: usize,
 }
 
 impl Utterance {
@@ -322,6 +343,7 @@ impl SpeechSource {
             reported: 0,
             base: self.position,
             decoder,
+            joined: JOINED_REST,
         })
     }
 
@@ -377,14 +399,18 @@ impl SpeechSource {
                 audio
             }
         } else if u.next < u.prior.frames {
-            let to = flow_call_end(u.next, u.prior.frames, look_ahead);
-            let (n, end) = (to - u.next, to == u.prior.frames);
+            let to = flow_call_end(u.next, u.prior.frames, look_ahead, u.joined);
+            let (n, end, first) = (to - u.next, to == u.prior.frames, u.next == 0);
             let z = u.prior.columns(u.next, n);
             u.next += n;
+            let started = Instant::now();
             let latent = u.decoder.with_dependent_mut(|_, s| match end {
                 false => s.flow.push(cpu, &z, n),
                 true => s.flow.finish(cpu, &z, n),
             })?;
+            if first {
+                u.joined = joined_rest(started.elapsed(), n);
+            }
             let known = u.frames();
             u.z.extend(
                 (0..latent.frames)
@@ -492,16 +518,37 @@ impl Source for SpeechSource {
 
 #[cfg(test)]
 mod tests {
-    use super::{flow_call_end, JOINED_REST, WINDOWS};
+    use std::time::Duration;
+
+    use super::{flow_call_end, joined_rest, JOINED_REST, JOIN_BUDGET, WINDOWS};
 
     /// The calls a sentence of `frames` prior frames is fed in.
     fn calls(frames: usize, look_ahead: usize) -> Vec<usize> {
         let (mut ends, mut next) = (Vec::new(), 0);
         while next < frames {
-            next = flow_call_end(next, frames, look_ahead);
+            next = flow_call_end(next, frames, look_ahead, JOINED_REST);
             ends.push(next);
         }
         ends
+    }
+
+    /// A first call as fast as the budget allows for the whole rest lets it all join; a
+    /// slower one lets less join, and one too slow for the second window alone lets none.
+    #[test]
+    fn the_rest_that_joins_shrinks_with_the_first_call_s_rate() {
+        let second = WINDOWS[1] - WINDOWS[0];
+        let at = |frames: usize| JOIN_BUDGET * 56 / frames as u32;
+        assert_eq!(joined_rest(at(second + JOINED_REST), 56), JOINED_REST);
+        assert_eq!(joined_rest(at(second + JOINED_REST) / 2, 56), JOINED_REST);
+        let some = joined_rest(at(second + 50), 56);
+        assert!((49..=50).contains(&some), "{some}");
+        assert_eq!(joined_rest(JOIN_BUDGET * 2, 56), 0);
+        assert_eq!(joined_rest(Duration::ZERO, 56), JOINED_REST);
+        // How many join decides the calls: up to the limit, the rest joins the second call.
+        let la = 32;
+        let end = WINDOWS[1] + la;
+        assert_eq!(flow_call_end(WINDOWS[0] + la, end + 10, la, 10), end + 10);
+        assert_eq!(flow_call_end(WINDOWS[0] + la, end + 11, la, 10), end);
     }
 
     #[test]
