@@ -90,6 +90,19 @@ pub fn flow_call_end(next: usize, frames: usize, look_ahead: usize, joined: usiz
 /// Latent frames fed to the generator per step after the first (16 × 256 samples at
 /// 22.05 kHz: 186 ms of audio); the first step takes the flow's first window.
 pub const CHUNK: usize = 16;
+
+/// Where a generator step from latent frame `pos` ends, given that the next cut or the end of
+/// the flow's frames is at `end`: a window ([`WINDOWS`]`[0]` frames) for a sentence's `first`
+/// step, [`CHUNK`] frames for the others. The first step's size does not depend on where it
+/// starts: when a cut of leading silence moved its start to frame 3, a step of [`CHUNK`]
+/// frames let out 69 ms of audio instead of 151, and the next audio waited for a second step,
+/// the flow's second call and a third (7 of the 10 benchmark sentences start with such a cut;
+/// on a Zen 1 under two busy loops they underran 17 times in 20 runs, and none with the
+/// window; unloaded, first audio came 5 ms later: docs/BENCHMARKS.md).
+fn decode_end(pos: usize, first: bool, end: usize) -> usize {
+    (pos + if first { WINDOWS[0] } else { CHUNK }).min(end)
+}
+
 /// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
 /// so the first sentence of a long text does not wait for the whole text to be read.
 const TEXT_PIECE: usize = 4096;
@@ -366,7 +379,7 @@ impl SpeechSource {
                 u.plan.fill(&u.hints, hop, cut.fill)
             } else {
                 let end = u.plan.next_fill(u.pos).unwrap_or(u.plan.decided);
-                let to = (u.pos + if u.pos == 0 { WINDOWS[0] } else { CHUNK }).min(end);
+                let to = decode_end(u.pos, u.generator == GeneratorState::Fresh, end);
                 let last = u.plan.fill_at(to).is_some() || (to == u.frames() && u.complete());
                 let z = u.columns(u.pos, to);
                 let n = to - u.pos;
@@ -521,7 +534,20 @@ impl Source for SpeechSource {
 mod tests {
     use std::time::Duration;
 
-    use super::{flow_call_end, joined_rest, JOINED_REST, JOIN_BUDGET, WINDOWS};
+    use super::{decode_end, flow_call_end, joined_rest, CHUNK, JOINED_REST, JOIN_BUDGET, WINDOWS};
+
+    /// A sentence's first step decodes the flow's first window whole, also after a cut of
+    /// leading frames; later steps take a chunk.
+    #[test]
+    fn the_first_step_reaches_the_end_of_the_first_window_wherever_it_starts() {
+        let end = WINDOWS[0];
+        assert_eq!(decode_end(0, true, end), end);
+        assert_eq!(decode_end(3, true, end), end);
+        assert_eq!(decode_end(3, false, end), 3 + CHUNK);
+        assert_eq!(decode_end(30, true, 100), 30 + WINDOWS[0]);
+        assert_eq!(decode_end(30, false, 100), 30 + CHUNK);
+        assert_eq!(decode_end(90, false, 100), 100);
+    }
 
     /// The calls a sentence of `frames` prior frames is fed in.
     fn calls(frames: usize, look_ahead: usize) -> Vec<usize> {
