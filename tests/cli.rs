@@ -59,6 +59,7 @@ fn null_sink_report_and_plot() {
     assert!((0.0..500.0).contains(&num("time_to_first_audio_ms")), "{r}");
     assert_eq!(r["frames"], 50, "one second in 20 ms frames");
     assert_eq!(r["underruns"], 0);
+    assert_eq!(r["underruns_at"], serde_json::json!([]), "no underrun, none placed");
     assert!(num("callback_us_p50") > 0.0 && num("callback_us_p50") <= num("callback_us_p99"));
     assert!(num("callback_us_p99") <= num("callback_us_max") && num("callback_us_max") < 10_000.0);
     assert!(num("queue_latency_ms_p50") >= 0.0 && num("queue_latency_ms_p99") < 2_000.0);

@@ -41,7 +41,24 @@ pub struct LatencyReport {
     /// What the output was and what happened to it (keys at the top level in JSON).
     #[serde(flatten)]
     pub run: Run,
+    /// Each callback counted in `underruns`, in order: when and where the stream ran dry.
+    pub underruns_at: Vec<Underrun>,
     pub per_frame: Vec<FrameLatency>,
+}
+
+/// A callback that found the ring short while the source was still producing.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Underrun {
+    /// When the callback ran, from start.
+    pub at_ms: f64,
+    /// Output handed over before the gap (the stream's position), in ms of audio.
+    pub stream_ms: f64,
+    /// Silence the callback handed over instead of audio.
+    pub missing_ms: f64,
+    /// The frame the first missing sample belongs to; `None` past the last frame. Its first
+    /// sample may already be queued: a resampler holds back a few ms of a frame's end until
+    /// the next frame pushes it through.
+    pub awaiting_frame: Option<u64>,
 }
 
 /// Facts about a playback that its time stamps do not carry.
@@ -142,6 +159,21 @@ impl LatencyReport {
             .collect();
         let jitter = sorted(intervals.iter().map(|i| i.1).collect());
         let delays = sorted(callbacks.iter().filter_map(|c| c.device_delay).map(ms).collect());
+        let underruns_at = callbacks
+            .iter()
+            .filter(|c| c.underrun)
+            .map(|c| {
+                let position = c.position + u64::from(c.flushed + c.played);
+                Underrun {
+                    at_ms: ms(c.started.saturating_duration_since(start)),
+                    stream_ms: position as f64 / rate * 1e3,
+                    missing_ms: f64::from(c.requested - c.played) / rate * 1e3,
+                    awaiting_frame: frames
+                        .get(frames.partition_point(|f| f.output_start + f.output_len <= position))
+                        .map(|f| f.index.0),
+                }
+            })
+            .collect();
         let audio_seconds = source_frames as f64 / f64::from(run.source_sample_rate.max(1));
         let production_seconds = production.as_secs_f64();
         Self {
@@ -164,6 +196,7 @@ impl LatencyReport {
             audio_seconds,
             production_seconds,
             run,
+            underruns_at,
             per_frame,
         }
     }
@@ -194,6 +227,10 @@ impl LatencyReport {
         row("time to first audio", f(self.time_to_first_audio_ms, "ms"));
         row("frames (dropped)", format!("{} ({})", self.frames, self.frames_dropped));
         row("underruns (device xruns)", format!("{} ({})", self.run.underruns, self.run.device_xruns));
+        if let Some(u) = self.underruns_at.first() {
+            let frame = u.awaiting_frame.map_or_else(String::new, |f| format!(", awaiting frame #{f}"));
+            row("first underrun", format!("at {:.1} ms (stream at {:.1} ms{frame})", u.at_ms, u.stream_ms));
+        }
         row(
             "queue latency p50 / p99",
             format!("{} / {}", f(self.queue_latency_ms_p50, "ms"), f(self.queue_latency_ms_p99, "ms")),

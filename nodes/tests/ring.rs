@@ -83,6 +83,18 @@ fn slow_producer_underruns_are_counted_and_never_block() {
     let report = playback.wait().unwrap();
     assert!(underruns >= 5, "expected an underrun per late frame, counted {underruns}");
     assert_eq!(report.run.underruns, underruns);
+    // Each is placed: in order, inside the 100 ms stream, waiting for one of the late frames
+    // after the first (the output starts on the first), with silence where audio should be.
+    assert_eq!(report.underruns_at.len() as u64, underruns);
+    for (u, next) in report.underruns_at.iter().zip(report.underruns_at.iter().skip(1)) {
+        assert!(u.at_ms < next.at_ms && u.stream_ms <= next.stream_ms, "{u:?} then {next:?}");
+    }
+    for u in &report.underruns_at {
+        assert!(u.stream_ms >= 10.0 && u.stream_ms < 100.0, "{u:?}");
+        assert!(u.missing_ms > 0.0 && u.missing_ms <= 10.0, "{u:?}");
+        let frame = u.awaiting_frame.expect("an underrun inside the stream awaits a frame");
+        assert!((1..10).contains(&frame) && frame == (u.stream_ms / 10.0) as u64, "{u:?}");
+    }
     expect_ramp(&out, total);
 }
 
