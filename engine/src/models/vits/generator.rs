@@ -141,24 +141,32 @@ impl Generator {
         // The last stage (upsampler, residual blocks, output convolution) is the back.
         let back = Chain(chain.split_off(chain.len().saturating_sub(3)));
         let channels = self.pre.shape().in_channels;
-        GeneratorStream { front: Chain(chain), back, pending: None, started: false, channels }
+        GeneratorStream { front: Chain(chain), back, pending: None, pushes: 0, channels }
     }
 }
 
+/// Pushes of a stream that go straight through before the pipeline fills. The first is the
+/// first audio. The second is the audio that must come before the first push's has played
+/// (in the speech source, after the flow's second call): filling the pipeline there made it
+/// wait for two pushes, and a Zen 1 with four busy loops on its two cores underran 99 times
+/// in 36 sentences, against 29 with the second push straight (docs/BENCHMARKS.md).
+/// One push of a sentence's dozen loses the overlap, which gains about 7 % a push.
+const STRAIGHT: usize = 2;
+
 /// The generator run incrementally; see [`Generator::stream`].
 ///
-/// It runs as two pipelined halves: after the first push, the last stage works on the
-/// previous push's frames while the earlier stages work on this push's, both at once on the
-/// pool, which fills the gaps each leaves between its parallel kernels. So a push after the
-/// first returns the audio of the push before it (the first returns its own, for the first
-/// audio's sake, and the second none); the concatenated output is the same.
+/// It runs as two pipelined halves: after the first [`STRAIGHT`] pushes, the last stage works
+/// on the previous push's frames while the earlier stages work on this push's, both at once
+/// on the pool, which fills the gaps each leaves between its parallel kernels. So a later push
+/// returns the audio of the push before it (the straight ones return their own, and the one
+/// after them none); the concatenated output is the same.
 pub struct GeneratorStream<'g> {
     front: Chain<Box<dyn Stream + Send + 'g>>,
     back: Chain<Box<dyn Stream + Send + 'g>>,
     /// The front's output of the last push, not yet through the back.
     pending: Option<Block>,
-    /// Whether a push has gone through.
-    started: bool,
+    /// Pushes that have gone through.
+    pushes: usize,
     channels: usize,
 }
 
@@ -179,11 +187,11 @@ impl GeneratorStream<'_> {
     fn feed(&mut self, cpu: Cpu, z: &[f32], frames: usize, end: bool) -> Result<Vec<f32>, VitsError> {
         let block = Block::new(z.to_vec(), self.channels, frames);
         let (front, back) = (&mut self.front, &mut self.back);
-        let started = std::mem::replace(&mut self.started, true);
+        self.pushes += 1;
         let mut audio = match self.pending.take() {
-            // Nothing in flight: the very first push goes straight through, so the first
-            // audio waits for nothing; a later one (the second) fills the pipeline.
-            None if started && !end => {
+            // Nothing in flight: the first pushes go straight through, so their audio waits
+            // for nothing; the one after them fills the pipeline.
+            None if self.pushes > STRAIGHT && !end => {
                 self.pending = Some(front.push(cpu, &block, false)?);
                 Vec::new()
             }

@@ -7,8 +7,8 @@
 //! [`WINDOWS`] ends plus its look-ahead, then the rest in one call (its per-call costs are
 //! high next to its arithmetic); the generator gets the first window, then the latent
 //! [`CHUNK`] frames at a time, each step returning the audio completed so far (after a
-//! sentence's first step, the generator's last stage runs one step behind its others; see
-//! [`GeneratorStream`]).
+//! sentence's first two steps, the generator's last stage runs one step behind its others;
+//! see [`GeneratorStream`]).
 //! Sentences follow one another; with [`SpeechSource::lines`], text keeps arriving while
 //! earlier lines play.
 //!
