@@ -151,7 +151,7 @@ impl Generator {
 /// wait for two pushes, and a Zen 1 with four busy loops on its two cores underran 99 times
 /// in 36 sentences, against 29 with the second push straight (docs/BENCHMARKS.md).
 /// One push of a sentence's dozen loses the overlap, which gains about 7 % a push.
-const STRAIGHT: usize = 2;
+pub const STRAIGHT: usize = 2;
 
 /// The generator run incrementally; see [`Generator::stream`].
 ///
