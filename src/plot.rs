@@ -78,11 +78,13 @@ where
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
     }
-    let underruns = report.underruns_at.iter().filter_map(|u| u.awaiting_frame.map(|f| (f, u.at_ms)));
-    chart
-        .draw_series(underruns.map(|p| Cross::new(p, 5, MAGENTA.stroke_width(2))))?
-        .label("underrun (awaited frame)")
-        .legend(|(x, y)| Cross::new((x + 10, y), 5, MAGENTA.stroke_width(2)));
+    let underruns: Vec<_> = report.underruns_at.iter().filter_map(|u| u.awaiting_frame.map(|f| (f, u.at_ms))).collect();
+    if !underruns.is_empty() {
+        chart
+            .draw_series(underruns.into_iter().map(|p| Cross::new(p, 5, MAGENTA.stroke_width(2))))?
+            .label("underrun (awaited frame)")
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, MAGENTA.stroke_width(2)));
+    }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     Ok(())
 }

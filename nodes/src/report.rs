@@ -167,7 +167,7 @@ impl LatencyReport {
                 Underrun {
                     at_ms: ms(c.started.saturating_duration_since(start)),
                     stream_ms: position as f64 / rate * 1e3,
-                    missing_ms: f64::from(c.requested - c.played) / rate * 1e3,
+                    missing_ms: f64::from(c.requested.saturating_sub(c.played)) / rate * 1e3,
                     awaiting_frame: frames
                         .get(frames.partition_point(|f| f.output_start + f.output_len <= position))
                         .map(|f| f.index.0),
