@@ -98,7 +98,7 @@ pub const CHUNK: usize = 16;
 /// frames let out 69 ms of audio instead of 151, and the next audio waited for a second step,
 /// the flow's second call and a third (7 of the 10 benchmark sentences start with such a cut;
 /// on a Zen 1 under two busy loops they underran 17 times in 20 runs, and none with the
-/// window; unloaded, first audio came 5 ms later: docs/BENCHMARKS.md).
+/// window in the same hour; unloaded, first audio came 5 ms later: docs/BENCHMARKS.md).
 fn decode_end(pos: usize, first: bool, end: usize) -> usize {
     (pos + if first { WINDOWS[0] } else { CHUNK }).min(end)
 }
