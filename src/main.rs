@@ -273,6 +273,10 @@ struct OutputArgs {
     /// Fail instead of continuing on the null sink when the device errors.
     #[arg(long)]
     no_fallback: bool,
+    /// Start the output at 60 ms queued even when the source has not kept pace so far:
+    /// sooner first audio on a loaded machine, at the risk of underruns.
+    #[arg(long)]
+    early_start: bool,
     /// Do not print the summary table.
     #[arg(long, short)]
     quiet: bool,
@@ -634,6 +638,7 @@ fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Res
         limiter: !args.no_limiter,
         volume: args.volume,
         fallback_to_null: !args.no_fallback,
+        paced_start: !args.early_start,
         start: Some(start),
         ..PlayOptions::default()
     };

@@ -54,6 +54,12 @@ pub struct PlayOptions {
     pub buffer_seconds: f64,
     /// On a device error, keep playing on the null sink instead of failing.
     pub fallback_to_null: bool,
+    /// Start the output only once the audio queued also covers the time since `start`, so
+    /// a source that has not kept pace so far (a loaded machine) gets a longer lead instead
+    /// of running the device dry; `false` starts at the minimum queued however slowly it
+    /// came. A full ring or the source's end starts it either way. A source that keeps up
+    /// starts as soon either way.
+    pub paced_start: bool,
     /// When the input (text, file) became available; time to first audio counts from here.
     /// `None`: when `play` is called.
     pub start: Option<Instant>,
@@ -68,6 +74,7 @@ impl Default for PlayOptions {
             volume: 1.0,
             buffer_seconds: 0.5,
             fallback_to_null: true,
+            paced_start: true,
             start: None,
         }
     }
@@ -221,6 +228,10 @@ struct Parts {
     /// Sample frames queued before an output starts: [`Self::START_AUDIO`], or what the
     /// ring holds if that is less (the producer waits on a full ring).
     start_frames: u64,
+    /// What the ring holds, in sample frames.
+    ring_frames: u64,
+    /// See [`PlayOptions::paced_start`].
+    paced_start: bool,
     status: Arc<Status>,
     controller: Controller,
     slot: Arc<RendererSlot>,
@@ -278,6 +289,8 @@ impl Parts {
             },
             records_wav: options.wav.is_some(),
             start_frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()).min(ring_frames as u64),
+            ring_frames: ring_frames as u64,
+            paced_start: options.paced_start,
             status,
             controller,
             slot: RendererSlot::new(renderer),
@@ -320,15 +333,23 @@ impl Parts {
         None
     }
 
-    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio (or a full
-    /// ring), or has ended, or a stop was asked for. An output started before its first audio is ready hands
+    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio and, with a paced
+    /// start, at least the time since `start` (or a full ring), or has ended, or a stop was
+    /// asked for. An output started before its first audio is ready hands
     /// silence to its first callbacks, and PulseAudio's ALSA plugin asks for a burst at the
     /// start and then waits: the first real samples then waited up to 50 ms for a callback
     /// (first audio of `spiral speak` through cpal was 29-65 ms for 10-12 ms of synthesis).
-    /// Started on less than that burst, the device runs short at once.
-    fn wait_for_audio(&self) {
+    /// Started on less than that burst, the device runs short at once. A source whose audio
+    /// came slower than real time so far would run the device dry after the start: the
+    /// default voice on a Zen 1 with two or four busy loops on its two cores underran 10-14
+    /// times in 12-20 sentences started at 60 ms, never with the paced start, which left the
+    /// unloaded first audio as it was (docs/BENCHMARKS.md).
+    fn wait_for_audio(&self, start: Instant) {
         let ready = || {
-            self.status.queued_frames.load(Ordering::Acquire) >= self.start_frames
+            let queued = self.status.queued_frames.load(Ordering::Acquire);
+            let paced = !self.paced_start || self.format.sample_rate.duration_of(queued) >= start.elapsed();
+            (queued >= self.start_frames && paced)
+                || queued >= self.ring_frames
                 || self.status.source_done.load(Ordering::Acquire)
                 || self.status.stop_requested.load(Ordering::Acquire)
         };
@@ -348,7 +369,7 @@ impl Parts {
         let mut fell_back = false;
         let file_only = matches!(pending, PendingOutput::FileOnly);
         if !matches!(pending, PendingOutput::FileOnly | PendingOutput::Pull) {
-            self.wait_for_audio();
+            self.wait_for_audio(start);
         }
         let (mut live, sink, device) = match pending {
             PendingOutput::Device(dev) => {

@@ -186,3 +186,25 @@ fn an_output_starts_on_a_full_ring_smaller_than_its_start() {
     assert_eq!(report.frames_dropped, 0);
     assert_eq!(report.run.underruns, 0);
 }
+
+/// A source slower than real time (10 ms frames every 15 ms, 300 ms in all): started at
+/// 60 ms queued it runs the device dry; the paced start waits until the audio queued covers
+/// the time taken, which this source never does, so it starts at the end and never underruns.
+#[test]
+fn a_paced_start_waits_for_a_source_that_has_not_kept_pace() {
+    let run = |paced_start: bool| {
+        let source = Ramp { next: 0, total: 14_400, frame: 480, delay: Duration::from_millis(15) };
+        let sink =
+            Sink::Null { format: OutputFormat { sample_rate: RATE, channels: 1 }, period: Duration::from_millis(10) };
+        play(source, PlayOptions { sink, paced_start, ..exact_options(0.5) }).unwrap().wait().unwrap()
+    };
+    let early = run(false);
+    assert!(early.run.underruns > 0, "started at 60 ms queued, a source at 2/3 of real time ran dry");
+    let paced = run(true);
+    assert_eq!(paced.run.underruns, 0);
+    assert_eq!(paced.frames_dropped, 0);
+    // All 30 frames took at least 450 ms to make; the paced start waited for them.
+    let first = paced.time_to_first_audio_ms.unwrap();
+    assert!(first >= 450.0, "first audio at {first} ms");
+    assert!(early.time_to_first_audio_ms.unwrap() < first);
+}
