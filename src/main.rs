@@ -494,7 +494,7 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give a WAV file or --tone HZ".into()),
     };
-    run_output(source, &args.output, start)
+    run_output(source, &args.output, start, true)
 }
 
 fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
@@ -526,7 +526,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
         .with_cpu(cpu)
         .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
         .with_router(scheduler(args.no_skip, args.reuse_max, dims));
-    let code = run_output(Box::new(source), &args.output, start)?;
+    let code = run_output(Box::new(source), &args.output, start, true)?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
         spiral::nodes::sink::create_parent_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -570,7 +570,8 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     };
     let router = scheduler(args.no_skip, args.reuse_max, channels);
     let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(router);
-    run_output(Box::new(source), &args.output, start)
+    // Lines from stdin arrive when they arrive: nothing tells the output when the first did.
+    run_output(Box::new(source), &args.output, start, args.text.is_some())
 }
 
 /// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic
@@ -613,7 +614,10 @@ fn scheduler(no_skip: bool, reuse_max: f32, dims: usize) -> spiral::graph::Sched
     })
 }
 
-fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {
+/// Plays `source` as `args` ask; its input was available at `start`, and a paced start
+/// (unless `--early-start`) needs that to be when the source began on its first audio
+/// (`arrived`), not only when reading began.
+fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant, arrived: bool) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.volume) {
         return Err(format!("--volume {} is outside 0..=1", args.volume));
     }
@@ -638,7 +642,7 @@ fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Res
         limiter: !args.no_limiter,
         volume: args.volume,
         fallback_to_null: !args.no_fallback,
-        paced_start: !args.early_start,
+        paced_start: arrived && !args.early_start,
         start: Some(start),
         ..PlayOptions::default()
     };
