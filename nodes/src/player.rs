@@ -58,7 +58,8 @@ pub struct PlayOptions {
     /// a source that has not kept pace so far (a loaded machine) gets a longer lead instead
     /// of running the device dry; `false` starts at the minimum queued however slowly it
     /// came. A full ring or the source's end starts it either way. A source that keeps up
-    /// starts as soon either way.
+    /// starts as soon either way. It needs `start` to be when the source began on its first
+    /// audio: for a source that first waits for input (lines typed later), turn it off.
     pub paced_start: bool,
     /// When the input (text, file) became available; time to first audio counts from here.
     /// `None`: when `play` is called.
