@@ -226,10 +226,10 @@ struct Parts {
     /// The device asked for (name, fixed period), to reopen it after an error.
     device_request: Option<(Option<String>, Option<u32>)>,
     records_wav: bool,
-    /// Sample frames queued before an output starts: [`Self::START_AUDIO`], or what the
-    /// ring holds if that is less (the producer waits on a full ring).
+    /// Sample frames queued before an output starts: [`Self::START_AUDIO`].
     start_frames: u64,
-    /// What the ring holds, in sample frames.
+    /// What the ring holds, in sample frames: a full ring starts the output whatever else
+    /// it waits for (the producer waits on a full ring).
     ring_frames: u64,
     /// See [`PlayOptions::paced_start`].
     paced_start: bool,
@@ -289,7 +289,7 @@ impl Parts {
                 _ => None,
             },
             records_wav: options.wav.is_some(),
-            start_frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()).min(ring_frames as u64),
+            start_frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()),
             ring_frames: ring_frames as u64,
             paced_start: options.paced_start,
             status,
