@@ -494,7 +494,7 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give a WAV file or --tone HZ".into()),
     };
-    run_output(source, &args.output, start, true)
+    run_output(source, &args.output, start)
 }
 
 fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
@@ -526,7 +526,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
         .with_cpu(cpu)
         .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
         .with_router(scheduler(args.no_skip, args.reuse_max, dims));
-    let code = run_output(Box::new(source), &args.output, start, true)?;
+    let code = run_output(Box::new(source), &args.output, start)?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
         spiral::nodes::sink::create_parent_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -541,7 +541,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         return run_speak_qwen3(&args, dir);
     }
     use spiral::engine::kernels::Cpu;
-    use spiral::engine::models::vits::SpeechSource;
+    use spiral::engine::models::vits::{Line, SpeechSource};
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     check_reuse_max(args.reuse_max)?;
@@ -560,7 +560,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
             let (lines, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 for line in std::io::stdin().lines().map_while(Result::ok) {
-                    if lines.send(line).is_err() {
+                    if lines.send(Line::now(line)).is_err() {
                         break;
                     }
                 }
@@ -570,8 +570,8 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     };
     let router = scheduler(args.no_skip, args.reuse_max, channels);
     let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(router);
-    // Lines from stdin arrive when they arrive: nothing tells the output when the first did.
-    run_output(Box::new(source), &args.output, start, args.text.is_some())
+    // Each line from stdin carries its arrival: its first audio counts from there.
+    run_output(Box::new(source), &args.output, start)
 }
 
 /// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic
@@ -614,10 +614,9 @@ fn scheduler(no_skip: bool, reuse_max: f32, dims: usize) -> spiral::graph::Sched
     })
 }
 
-/// Plays `source` as `args` ask; its input was available at `start`, and a paced start
-/// (unless `--early-start`) needs that to be when the source began on its first audio
-/// (`arrived`), not only when reading began.
-fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant, arrived: bool) -> Result<ExitCode, String> {
+/// Plays `source` as `args` ask; its input was available at `start` (or, for lines read
+/// one by one, when each arrived).
+fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.volume) {
         return Err(format!("--volume {} is outside 0..=1", args.volume));
     }
@@ -642,7 +641,7 @@ fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant, arrive
         limiter: !args.no_limiter,
         volume: args.volume,
         fallback_to_null: !args.no_fallback,
-        paced_start: arrived && !args.early_start,
+        paced_start: !args.early_start,
         start: Some(start),
         ..PlayOptions::default()
     };

@@ -42,7 +42,8 @@ where
     Ok(())
 }
 
-/// Each frame's produced, enqueued and handed times against its index.
+/// Each frame's produced, enqueued and handed times against its index, with the underruns
+/// and, for a source fed over time, each input's arrival.
 fn timeline<DB: DrawingBackend>(report: &LatencyReport, area: &DrawingArea<DB, Shift>) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -84,6 +85,13 @@ where
             .draw_series(underruns.into_iter().map(|p| Cross::new(p, 5, MAGENTA.stroke_width(2))))?
             .label("underrun (awaited frame)")
             .legend(|(x, y)| Cross::new((x + 10, y), 5, MAGENTA.stroke_width(2)));
+    }
+    if !report.inputs.is_empty() {
+        let green = RGBColor(0, 140, 60);
+        chart
+            .draw_series(report.inputs.iter().map(|i| TriangleMarker::new((i.frame, i.arrived_ms), 6, green.filled())))?
+            .label("input arrived (its first frame)")
+            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, green.filled()));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     Ok(())

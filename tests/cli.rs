@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn spiral(args: &[&str], files: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spiral")).args(args).args(files).output().unwrap()
@@ -363,24 +364,49 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     let r = common::read_report(&paced);
     assert!(r["underruns"].is_u64() && r["audio_seconds"].as_f64().unwrap() > 1.0, "{r}");
 
-    // Lines from stdin, each spoken as it arrives.
+    // Lines from stdin, each spoken as it arrives: to a file, then live, with a pause
+    // between them that the output sits out without counting underruns.
     let lines_wav = dir.join("lines.wav");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
-        .args(["speak", "--wav", lines_wav.to_str().unwrap(), "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "First line.").unwrap();
-        writeln!(stdin, "And a second one!").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let speak_lines = |args: &[&str], pause: Duration| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+            .args(["speak", "-q"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "First line.").unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(pause);
+            writeln!(stdin, "And a second one!").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    speak_lines(&["--wav", lines_wav.to_str().unwrap()], Duration::ZERO);
     let frames = hound::WavReader::open(&lines_wav).unwrap().duration();
     assert!(frames > 22_050, "{frames} samples for two lines");
+    let live = dir.join("lines.json");
+    let pause = Duration::from_secs(4);
+    speak_lines(&["--sink", "null", "--period-ms", "10", "--latency-report", live.to_str().unwrap()], pause);
+    let r = common::read_report(&live);
+    let inputs = r["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 2, "{r}");
+    let ms = |v: &serde_json::Value| v.as_f64().unwrap();
+    let (first, second) = (&inputs[0], &inputs[1]);
+    assert!(inputs.iter().all(|i| i["first_audio_ms"].is_f64()), "{r}");
+    assert_eq!(r["time_to_first_audio_ms"], first["first_audio_ms"]);
+    // The first line (under a second of speech) played out well before the second came,
+    // after the voice loaded: nothing the output did in between is an underrun.
+    let lull = (ms(&first["arrived_ms"]) + 2_000.0)..ms(&second["arrived_ms"]);
+    assert!(lull.end - lull.start > 500.0, "the pause was taken by loading: {r}");
+    let inside = r["underruns_at"].as_array().unwrap().iter().filter(|u| lull.contains(&ms(&u["at_ms"]))).count();
+    assert_eq!(inside, 0, "underruns while waiting for the second line: {r}");
+    // Production time is the synthesis, not the wait.
+    assert!(ms(&r["production_seconds"]) < ms(&second["arrived_ms"]) / 1e3 - 1.0, "{r}");
 
     // Any Piper voice by its path (here the default one, wherever the cache put it).
     let by_path = dir.join("by_path.wav");

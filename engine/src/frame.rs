@@ -47,6 +47,10 @@ impl Frame {
 /// call that returned the frame. The spine sets the rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameStamps {
+    /// The input whose first audio this frame is (a line of text) became available: set by
+    /// a source fed over time (see [`Source::input`](crate::Source::input)), so that each
+    /// input's time to first audio counts from its own arrival.
+    pub input: Option<Instant>,
     /// The consumer asked the source for this frame.
     pub requested: Option<Instant>,
     /// The source returned it.

@@ -33,5 +33,5 @@ pub mod units;
 pub mod voices;
 
 pub use frame::{Frame, FrameStamps};
-pub use source::{Source, SourceError, Tone, ToneSource, WavSource};
+pub use source::{Input, Source, SourceError, Tone, ToneSource, WavSource};
 pub use units::{FrameIndex, SampleRate};

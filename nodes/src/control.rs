@@ -30,7 +30,7 @@ pub enum ControlError {
 
 /// Counters and flags shared by the producer, the renderer and the supervisor. Everything is
 /// an atomic, so the real-time side never waits on anyone.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     /// Callbacks that found the ring short after playback began and before the source ended.
     pub underruns: AtomicU64,
@@ -46,6 +46,25 @@ pub struct Status {
     pub source_done: AtomicBool,
     /// The renderer found the ring empty after `source_done`: everything was handed out.
     pub drained: AtomicBool,
+    /// The renderer plays the ring up to this output position (sample frames) and holds
+    /// what follows: audio gathered for a start, after the output opens or a source pauses
+    /// for input ([`spiral_engine::Source::input`]). `u64::MAX`: all of it.
+    pub release: AtomicU64,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            underruns: AtomicU64::new(0),
+            device_xruns: AtomicU64::new(0),
+            telemetry_dropped: AtomicU64::new(0),
+            stop_requested: AtomicBool::new(false),
+            queued_frames: AtomicU64::new(0),
+            source_done: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
+            release: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// A cloneable, thread-safe remote control for one playback.

@@ -13,6 +13,7 @@
 
 pub mod channels;
 pub mod control;
+mod gate;
 pub mod limiter;
 pub mod player;
 mod producer;
@@ -27,7 +28,7 @@ pub use control::{Control, ControlError, Controller, Status};
 pub use limiter::Limiter;
 pub use player::{play, pull, PlayError, PlayOptions, Playback, PullReader, Sink};
 pub use render::{Renderer, RendererSlot};
-pub use report::{FrameLatency, LatencyReport, Run, Underrun};
+pub use report::{FrameLatency, InputLatency, LatencyReport, Run, Underrun};
 pub use resample::{ResampleError, StreamResampler};
 pub use sink::device::{list_outputs, DeviceInfo};
 pub use sink::{OutputFormat, SinkError};

@@ -14,6 +14,7 @@ use spiral_engine::{Source, SourceError};
 use thiserror::Error;
 
 use crate::control::{Controller, Status};
+use crate::gate::{Gate, StartRule};
 use crate::producer::{self, Outputs, Pipeline, ProducerOutcome, RingWriter};
 use crate::render::{Renderer, RendererSlot};
 use crate::report::{LatencyReport, Run};
@@ -54,12 +55,13 @@ pub struct PlayOptions {
     pub buffer_seconds: f64,
     /// On a device error, keep playing on the null sink instead of failing.
     pub fallback_to_null: bool,
-    /// Start the output only once the audio queued also covers the time since `start`, so
-    /// a source that has not kept pace so far (a loaded machine) gets a longer lead instead
-    /// of running the device dry; `false` starts at the minimum queued however slowly it
-    /// came. A full ring or the source's end starts it either way. A source that keeps up
-    /// starts as soon either way. It needs `start` to be when the source began on its first
-    /// audio: for a source that first waits for input (lines typed later), turn it off.
+    /// Start the output only once the audio queued also covers the time since its input
+    /// arrived (`start`, or the arrival a source fed over time stamps on an input's first
+    /// frame), so a source that has not kept pace so far (a loaded machine) gets a longer
+    /// lead instead of running the device dry; `false` starts at the minimum queued however
+    /// slowly it came. A full ring or the source's end or pause starts it either way. A
+    /// source that keeps up starts as soon either way. The same rule starts the audio of
+    /// each input after a pause ([`spiral_engine::Source::input`]).
     pub paced_start: bool,
     /// When the input (text, file) became available; time to first audio counts from here.
     /// `None`: when `play` is called.
@@ -178,7 +180,8 @@ pub fn play<S: Source + 'static>(source: S, options: PlayOptions) -> Result<Play
             (PendingOutput::FileOnly, source_format)
         }
     };
-    Parts::new(source, format, &options)?.spawn(output, start)
+    let held = matches!(output, PendingOutput::Device(_) | PendingOutput::Fallback(_) | PendingOutput::Null(_));
+    Parts::new(source, format, &options, start, held)?.spawn(output, start)
 }
 
 /// Plays `source` into buffers the app pulls at `format` (pull mode). The producer runs on
@@ -189,7 +192,7 @@ pub fn pull<S: Source + 'static>(
     options: PlayOptions,
 ) -> Result<(PullReader, Playback), PlayError> {
     let start = options.start.unwrap_or_else(Instant::now);
-    let parts = Parts::new(source, format, &options)?;
+    let parts = Parts::new(source, format, &options, start, false)?;
     let reader = PullReader { slot: parts.slot.clone(), status: parts.status.clone() };
     Ok((reader, parts.spawn(PendingOutput::Pull, start)?))
 }
@@ -226,13 +229,6 @@ struct Parts {
     /// The device asked for (name, fixed period), to reopen it after an error.
     device_request: Option<(Option<String>, Option<u32>)>,
     records_wav: bool,
-    /// Sample frames queued before an output starts: [`Self::START_AUDIO`].
-    start_frames: u64,
-    /// What the ring holds, in sample frames: a full ring starts the output whatever else
-    /// it waits for (the producer waits on a full ring).
-    ring_frames: u64,
-    /// See [`PlayOptions::paced_start`].
-    paced_start: bool,
     status: Arc<Status>,
     controller: Controller,
     slot: Arc<RendererSlot>,
@@ -258,8 +254,23 @@ impl Parts {
     /// Longest wait for the device to play out what it was handed before it is closed.
     const MAX_TAIL: Duration = Duration::from_secs(1);
 
-    fn new<S: Source + 'static>(source: S, format: OutputFormat, options: &PlayOptions) -> Result<Self, PlayError> {
+    /// The parts for `source`, whose input arrived at `start`; a `held` output starts on the
+    /// [`StartRule`] (a live device), the others play whatever is queued from the first
+    /// callback (a file, or an app pulling).
+    fn new<S: Source + 'static>(
+        source: S,
+        format: OutputFormat,
+        options: &PlayOptions,
+        start: Instant,
+        held: bool,
+    ) -> Result<Self, PlayError> {
         let status = Arc::new(Status::default());
+        let rule = StartRule {
+            frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()),
+            paced: options.paced_start,
+            rate: format.sample_rate,
+        };
+        let gate = if held { Gate::held(rule, &status, start) } else { Gate::open(rule) };
         let source_rate = source.sample_rate().hz();
         let pipeline = Pipeline::new(source.sample_rate(), source.channels(), format, options.limiter)?;
         let wav = options.wav.as_deref().map(|p| WavTap::create(p, format)).transpose()?;
@@ -278,7 +289,7 @@ impl Parts {
         let producer_status = status.clone();
         let producer = std::thread::Builder::new()
             .name("spiral-producer".into())
-            .spawn(move || producer::run(Box::new(source), pipeline, outputs, &producer_status))
+            .spawn(move || producer::run(Box::new(source), pipeline, outputs, &producer_status, gate))
             .map_err(|e| PlayError::Thread(e.to_string()))?;
         Ok(Self {
             format,
@@ -289,9 +300,6 @@ impl Parts {
                 _ => None,
             },
             records_wav: options.wav.is_some(),
-            start_frames: format.sample_rate.frames_in(Self::START_AUDIO.as_secs_f64()),
-            ring_frames: ring_frames as u64,
-            paced_start: options.paced_start,
             status,
             controller,
             slot: RendererSlot::new(renderer),
@@ -334,9 +342,10 @@ impl Parts {
         None
     }
 
-    /// Returns once the producer has queued [`Self::START_AUDIO`] of audio and, with a paced
-    /// start, at least the time since `start` (or a full ring), or has ended, or a stop was
-    /// asked for. An output started before its first audio is ready hands
+    /// Returns once the producer has released audio to play: [`Self::START_AUDIO`] of it
+    /// and, with a paced start, at least the time since its input arrived (or a full ring,
+    /// or all the source said before it paused or ended; see [`crate::gate`]), or a stop
+    /// was asked for. An output started before its first audio is ready hands
     /// silence to its first callbacks, and PulseAudio's ALSA plugin asks for a burst at the
     /// start and then waits: the first real samples then waited up to 50 ms for a callback
     /// (first audio of `spiral speak` through cpal was 29-65 ms for 10-12 ms of synthesis).
@@ -345,12 +354,9 @@ impl Parts {
     /// default voice on a Zen 1 with two or four busy loops on its two cores underran 10-14
     /// times in 12-20 sentences started at 60 ms, never with the paced start, which left the
     /// unloaded first audio as it was (docs/BENCHMARKS.md).
-    fn wait_for_audio(&self, start: Instant) {
+    fn wait_for_audio(&self) {
         let ready = || {
-            let queued = self.status.queued_frames.load(Ordering::Acquire);
-            let paced = !self.paced_start || self.format.sample_rate.duration_of(queued) >= start.elapsed();
-            (queued >= self.start_frames && paced)
-                || queued >= self.ring_frames
+            self.status.release.load(Ordering::Acquire) > 0
                 || self.status.source_done.load(Ordering::Acquire)
                 || self.status.stop_requested.load(Ordering::Acquire)
         };
@@ -370,7 +376,7 @@ impl Parts {
         let mut fell_back = false;
         let file_only = matches!(pending, PendingOutput::FileOnly);
         if !matches!(pending, PendingOutput::FileOnly | PendingOutput::Pull) {
-            self.wait_for_audio(start);
+            self.wait_for_audio();
         }
         let (mut live, sink, device) = match pending {
             PendingOutput::Device(dev) => {

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use ringbuf::traits::{Observer, Producer};
 use ringbuf::HeapProd;
-use spiral_engine::{FrameStamps, SampleRate, Source};
+use spiral_engine::{FrameStamps, Input, SampleRate, Source};
 
 use crate::channels::ChannelMap;
 use crate::control::Status;
+use crate::gate::Gate;
 use crate::limiter::Limiter;
 use crate::resample::{ResampleError, StreamResampler};
 use crate::sink::wav::WavTap;
@@ -23,10 +24,17 @@ pub struct Pipeline {
     from: SampleRate,
     to: SampleRate,
     map: ChannelMap,
+    /// Interleaved channels of the source.
+    channels: usize,
     limiter: Option<Limiter>,
     out_channels: usize,
     resampled: Vec<f32>,
     mapped: Vec<f32>,
+    /// Source and output sample frames in all, and where the stretch since the last
+    /// [`Pipeline::finish`] began in each (the resampler starts afresh there).
+    source_frames: u64,
+    output_frames: u64,
+    stretch: (u64, u64),
 }
 
 impl Pipeline {
@@ -39,21 +47,28 @@ impl Pipeline {
             from,
             to: to.sample_rate,
             map: ChannelMap::new(channels, to.channels),
+            channels: usize::from(channels.max(1)),
             limiter: limit.then(|| Limiter::new(to.sample_rate)),
             out_channels: usize::from(to.channels),
             resampled: Vec::new(),
             mapped: Vec::new(),
+            source_frames: 0,
+            output_frames: 0,
+            stretch: (0, 0),
         })
     }
 
     /// Output position (output sample frames) of source sample frame `source_frame`.
     pub fn output_position(&self, source_frame: u64) -> u64 {
-        source_frame * u64::from(self.to.hz()) / u64::from(self.from.hz())
+        let (source, output) = self.stretch;
+        output + source_frame.saturating_sub(source) * u64::from(self.to.hz()) / u64::from(self.from.hz())
     }
 
     /// Converts a block of source samples; returns the output that is ready.
     pub fn process(&mut self, input: &[f32]) -> Result<&[f32], ResampleError> {
         self.resampled.clear();
+        let channels = self.channels;
+        self.source_frames += (input.len() / channels) as u64;
         let converted = match &mut self.resampler {
             Some(r) => {
                 r.process(input, &mut self.resampled)?;
@@ -61,15 +76,19 @@ impl Pipeline {
             }
             None => input,
         };
+        self.output_frames += (converted.len() / channels) as u64;
         Ok(Self::shape(&self.map, &mut self.limiter, self.out_channels, converted, &mut self.mapped))
     }
 
-    /// Flushes the resampler's tail.
+    /// Flushes the resampler's tail: the end of the stream, or a pause in it after which
+    /// the resampler starts afresh.
     pub fn finish(&mut self) -> Result<&[f32], ResampleError> {
         self.resampled.clear();
         if let Some(r) = &mut self.resampler {
             r.finish(&mut self.resampled)?;
         }
+        self.output_frames += (self.resampled.len() / self.channels) as u64;
+        self.stretch = (self.source_frames, self.output_frames);
         Ok(Self::shape(&self.map, &mut self.limiter, self.out_channels, &self.resampled, &mut self.mapped))
     }
 
@@ -121,6 +140,8 @@ impl RingWriter {
             } else if status.stop_requested.load(Ordering::Acquire) {
                 return false;
             } else {
+                // A full ring plays whatever it holds: nothing more can be gathered.
+                status.release.store(u64::MAX, Ordering::Release);
                 std::thread::sleep(Self::BACKOFF);
             }
         }
@@ -149,14 +170,36 @@ pub struct Outputs {
     pub channels: usize,
 }
 
+/// How long the producer waits for a paused source's input before it looks for a stop.
+const INPUT_POLL: Duration = Duration::from_millis(20);
+
 /// Runs `source` to its end (or a stop) through `pipeline` into `outputs`, then marks the
-/// stream done so the renderer can tell the end from an underrun.
-pub fn run(mut source: Box<dyn Source>, mut pipeline: Pipeline, outputs: Outputs, status: &Status) -> ProducerOutcome {
+/// stream done so the renderer can tell the end from an underrun. While the source awaits
+/// input, what it said plays out whole and `gate` holds the ring for the next start.
+pub fn run(
+    mut source: Box<dyn Source>,
+    mut pipeline: Pipeline,
+    outputs: Outputs,
+    status: &Status,
+    mut gate: Gate,
+) -> ProducerOutcome {
     let (rate, channels) = (source.sample_rate(), source.channels());
     let mut sink = Delivery { outputs, status, frames: Vec::new(), unqueued: 0, written: 0, error: None };
     let mut source_frames = 0u64;
     let mut production = Duration::ZERO;
+    let mut paused = false;
     while !status.stop_requested.load(Ordering::Acquire) {
+        if source.input(if paused { INPUT_POLL } else { Duration::ZERO }) == Input::Awaiting {
+            if !paused {
+                paused = true;
+                if !sink.flush(&mut pipeline) {
+                    break;
+                }
+                gate.hold(status, status.queued_frames.load(Ordering::Acquire));
+            }
+            continue;
+        }
+        paused = false;
         let requested = Instant::now();
         let frame = match source.next_frame() {
             Ok(Some(f)) => f,
@@ -168,6 +211,9 @@ pub fn run(mut source: Box<dyn Source>, mut pipeline: Pipeline, outputs: Outputs
         };
         let produced = Instant::now();
         production += produced - requested;
+        if frame.samples.is_empty() {
+            continue;
+        }
         if frame.sample_rate != rate || frame.channels != channels {
             sink.fail(format!(
                 "frame {} is {} with {} channels but the source declared {rate} with {channels}",
@@ -180,8 +226,10 @@ pub fn run(mut source: Box<dyn Source>, mut pipeline: Pipeline, outputs: Outputs
         let stamps = FrameStamps {
             requested: frame.stamps.requested.or(Some(requested)),
             produced: frame.stamps.produced.or(Some(produced)),
+            input: frame.stamps.input,
             ..FrameStamps::default()
         };
+        gate.frame(stamps.input, requested);
         let output_len = pipeline.output_position(source_frames) - start;
         sink.frames.push(FrameRecord { index: frame.index, output_start: start, output_len, stamps });
         match pipeline.process(&frame.samples) {
@@ -195,20 +243,17 @@ pub fn run(mut source: Box<dyn Source>, mut pipeline: Pipeline, outputs: Outputs
                 break;
             }
         }
+        gate.queued(status, status.queued_frames.load(Ordering::Acquire));
     }
     if !status.stop_requested.load(Ordering::Acquire) {
-        match pipeline.finish() {
-            Ok(tail) => {
-                sink.deliver(tail);
-            }
-            Err(e) => sink.fail(e.to_string()),
-        }
+        sink.flush(&mut pipeline);
     }
     if let Some(wav) = sink.outputs.wav.take() {
         if let Err(e) = wav.finish() {
             sink.fail(e.to_string());
         }
     }
+    gate.release(status);
     status.source_done.store(true, Ordering::Release);
     ProducerOutcome { frames: sink.frames, source_frames, production, error: sink.error, routes: source.route_counts() }
 }
@@ -256,6 +301,17 @@ impl Delivery<'_> {
                 f.stamps.playback = Some(now);
             }
             self.unqueued += 1;
+        }
+    }
+
+    /// Delivers the pipeline's held-back tail; false if that failed or a stop cut it short.
+    fn flush(&mut self, pipeline: &mut Pipeline) -> bool {
+        match pipeline.finish() {
+            Ok(tail) => self.deliver(tail),
+            Err(e) => {
+                self.fail(e.to_string());
+                false
+            }
         }
     }
 

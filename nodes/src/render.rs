@@ -71,10 +71,17 @@ impl Renderer {
         // Read `source_done` before popping: if it was set, every sample was already in the
         // ring, so a short read is the end of the stream, not an underrun.
         let source_done = self.status.source_done.load(Ordering::Acquire);
-        let got = if self.stopped { 0 } else { self.ring.pop_slice(&mut out[..whole]) };
+        // Audio past the release is gathered for a start: stopping there is a pause.
+        let released = self.status.release.load(Ordering::Acquire).saturating_sub(self.position + u64::from(flushed));
+        let allowed = if self.stopped {
+            0
+        } else {
+            whole.min(usize::try_from(released).unwrap_or(usize::MAX).saturating_mul(self.channels))
+        };
+        let got = self.ring.pop_slice(&mut out[..allowed]);
         out[got..].fill(0.0);
         let short = got < whole;
-        let underrun = short && self.started && !source_done && !self.stopped;
+        let underrun = got < allowed && self.started && !source_done;
         if underrun {
             self.status.underruns.fetch_add(1, Ordering::Relaxed);
         }

@@ -13,7 +13,8 @@ use crate::telemetry::{CallbackRecord, FrameRecord};
 /// callback timings for a file-only render.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LatencyReport {
-    /// From start to the first sample handed to the sink.
+    /// From the input's arrival (start, or the arrival stamped on the first frame by a
+    /// source fed over time) to the first sample handed to the sink.
     pub time_to_first_audio_ms: Option<f64>,
     /// Frames the source produced.
     pub frames: usize,
@@ -43,7 +44,21 @@ pub struct LatencyReport {
     pub run: Run,
     /// Each callback counted in `underruns`, in order: when and where the stream ran dry.
     pub underruns_at: Vec<Underrun>,
+    /// Each input a source fed over time was given (lines read one by one), in order;
+    /// empty for a source given everything at start.
+    pub inputs: Vec<InputLatency>,
     pub per_frame: Vec<FrameLatency>,
+}
+
+/// One input's wait for its audio: from its arrival to its first sample handed to the sink.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InputLatency {
+    /// The first frame of its audio.
+    pub frame: u64,
+    /// When it arrived, from start.
+    pub arrived_ms: f64,
+    /// From its arrival to its first sample handed to the sink; `None` if none was.
+    pub first_audio_ms: Option<f64>,
 }
 
 /// A callback that found the ring short while the source was still producing.
@@ -174,10 +189,25 @@ impl LatencyReport {
                 }
             })
             .collect();
+        let inputs: Vec<InputLatency> = frames
+            .iter()
+            .filter_map(|f| {
+                let arrived = f.stamps.input?;
+                Some(InputLatency {
+                    frame: f.index.0,
+                    arrived_ms: ms(arrived.saturating_duration_since(start)),
+                    first_audio_ms: f.stamps.handed.map(|h| ms(h.saturating_duration_since(arrived))),
+                })
+            })
+            .collect();
+        let origin = frames.first().and_then(|f| f.stamps.input).unwrap_or(start);
         let audio_seconds = source_frames as f64 / f64::from(run.source_sample_rate.max(1));
         let production_seconds = production.as_secs_f64();
         Self {
-            time_to_first_audio_ms: per_frame.iter().find_map(|f| f.handed_ms),
+            time_to_first_audio_ms: frames
+                .iter()
+                .find_map(|f| f.stamps.handed)
+                .map(|h| ms(h.saturating_duration_since(origin))),
             frames: frames.len(),
             frames_dropped: per_frame.iter().filter(|f| f.handed_ms.is_none()).count(),
             callbacks: callbacks.len(),
@@ -197,6 +227,7 @@ impl LatencyReport {
             production_seconds,
             run,
             underruns_at,
+            inputs,
             per_frame,
         }
     }
@@ -225,6 +256,18 @@ impl LatencyReport {
             ),
         );
         row("time to first audio", f(self.time_to_first_audio_ms, "ms"));
+        if self.inputs.len() > 1 {
+            let waits = sorted(self.inputs.iter().filter_map(|i| i.first_audio_ms).collect());
+            row(
+                "first audio per input",
+                format!(
+                    "p50 {} / max {} ({} inputs)",
+                    f(percentile(&waits, 50.0), "ms"),
+                    f(waits.last().copied(), "ms"),
+                    self.inputs.len()
+                ),
+            );
+        }
         row("frames (dropped)", format!("{} ({})", self.frames, self.frames_dropped));
         row("underruns (device xruns)", format!("{} ({})", self.run.underruns, self.run.device_xruns));
         if let Some(u) = self.underruns_at.first() {

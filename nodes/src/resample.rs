@@ -20,7 +20,8 @@ pub struct ResampleError {
 /// downsampling, where the filter's delay is fractional): the FFT resampler's group delay is
 /// trimmed from the start and [`StreamResampler::finish`] flushes the tail so the output has
 /// exactly `ceil(input_frames * to / from)` sample frames. Blocks of any length go in; output
-/// appears whenever a whole internal chunk (about 6 ms) is available.
+/// appears whenever a whole internal chunk (about 6 ms) is available. After a `finish` the
+/// resampler starts afresh, so a stream that pauses can be flushed whole at each pause.
 pub struct StreamResampler {
     inner: Fft<f32>,
     from: SampleRate,
@@ -59,7 +60,7 @@ impl StreamResampler {
     }
 
     /// Flushes the remaining input and the resampler's tail, so the total output has exactly
-    /// the length the input implies.
+    /// the length the input implies, then starts a new stream.
     pub fn finish(&mut self, out: &mut Vec<f32>) -> Result<(), ResampleError> {
         let expected = (self.frames_in * u64::from(self.to.hz())).div_ceil(u64::from(self.from.hz()));
         while self.frames_out < expected {
@@ -68,7 +69,10 @@ impl StreamResampler {
         }
         let excess = (self.frames_out - expected) as usize * self.channels;
         out.truncate(out.len() - excess);
-        self.frames_out = expected;
+        self.inner.reset();
+        self.pending.clear();
+        self.delay_left = self.inner.output_delay();
+        (self.frames_in, self.frames_out) = (0, 0);
         Ok(())
     }
 

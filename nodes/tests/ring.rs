@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use spiral_engine::{Frame, FrameIndex, SampleRate, Source, SourceError};
+use spiral_engine::{Frame, FrameIndex, Input, SampleRate, Source, SourceError};
 use spiral_nodes::{play, pull, OutputFormat, PlayOptions, Sink};
 
 const RATE: SampleRate = SampleRate(48_000);
@@ -207,4 +207,113 @@ fn a_paced_start_waits_for_a_source_that_has_not_kept_pace() {
     let first = paced.time_to_first_audio_ms.unwrap();
     assert!(first >= 450.0, "first audio at {first} ms");
     assert!(early.time_to_first_audio_ms.unwrap() < first);
+}
+
+/// A source fed over time, like lines typed one by one: each input arrives at its time after
+/// the source is made and says `frames` 10 ms frames of a constant `level` at once, the
+/// first stamped with its arrival.
+struct Typed {
+    rate: SampleRate,
+    made: Instant,
+    arrivals: Vec<Duration>,
+    frames: usize,
+    level: f32,
+    said: usize,
+    queued: std::collections::VecDeque<Frame>,
+    index: u64,
+}
+
+impl Typed {
+    fn new(rate: SampleRate, arrivals: &[u64], frames: usize, level: f32) -> Typed {
+        let arrivals = arrivals.iter().map(|&ms| Duration::from_millis(ms)).collect();
+        Typed { rate, made: Instant::now(), arrivals, frames, level, said: 0, queued: Default::default(), index: 0 }
+    }
+}
+
+impl Source for Typed {
+    fn sample_rate(&self) -> SampleRate {
+        self.rate
+    }
+    fn channels(&self) -> u16 {
+        1
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        Ok(match self.queued.pop_front() {
+            Some(frame) => Some(frame),
+            None if self.said < self.arrivals.len() => {
+                Some(Frame::new(FrameIndex(self.index), self.rate, 1, Vec::new()))
+            }
+            None => None,
+        })
+    }
+    fn input(&mut self, wait: Duration) -> Input {
+        let Some(&at) = self.arrivals.get(self.said).filter(|_| self.queued.is_empty()) else { return Input::Ready };
+        let at = self.made + at;
+        if Instant::now() + wait < at {
+            std::thread::sleep(wait);
+            return Input::Awaiting;
+        }
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let samples = self.rate.frames_in(0.01) as usize;
+        for i in 0..self.frames {
+            let mut frame = Frame::new(FrameIndex(self.index), self.rate, 1, vec![self.level; samples]);
+            frame.stamps.input = (i == 0).then_some(at);
+            self.index += 1;
+            self.queued.push_back(frame);
+        }
+        self.said += 1;
+        Input::Ready
+    }
+}
+
+/// Lines that arrive while the output is running dry: what was said plays out, the pause
+/// between inputs is silence but not an underrun, and each input starts again on 60 ms of
+/// its own audio, its first audio timed from its arrival.
+#[test]
+fn a_source_that_pauses_for_input_starts_each_input_without_underruns() {
+    let source = Typed::new(SampleRate(24_000), &[50, 450, 900], 10, 0.5);
+    let sink =
+        Sink::Null { format: OutputFormat { sample_rate: RATE, channels: 1 }, period: Duration::from_millis(10) };
+    let report = play(source, PlayOptions { sink, ..exact_options(0.5) }).unwrap().wait().unwrap();
+    assert_eq!(report.run.underruns, 0, "{:?}", report.underruns_at);
+    assert_eq!(report.frames_dropped, 0);
+    assert_eq!(report.inputs.iter().map(|i| i.frame).collect::<Vec<_>>(), [0, 10, 20]);
+    for (input, at) in report.inputs.iter().zip([50.0, 450.0, 900.0]) {
+        assert!((input.arrived_ms - at).abs() < 5.0, "{input:?}");
+        // Made at once, 60 ms of it are queued on arrival: the next callback hands it over.
+        let first = input.first_audio_ms.unwrap();
+        assert!(first < 30.0, "{input:?}");
+    }
+    assert_eq!(report.time_to_first_audio_ms, report.inputs[0].first_audio_ms);
+    // Production time is the frames' making, not the waits for input.
+    assert!(report.production_seconds < 0.2, "{} s", report.production_seconds);
+}
+
+/// When a source pauses for input, what it said plays out whole before the next input
+/// arrives, including the end the resampler holds back until more audio pushes it through.
+#[test]
+fn a_pause_flushes_the_resampled_tail() {
+    let (level, frames) = (0.5, 10);
+    let source = Typed::new(SampleRate(24_000), &[0, 400], frames, level);
+    let format = OutputFormat { sample_rate: RATE, channels: 1 };
+    let (mut reader, playback) = pull(source, format, exact_options(0.5)).unwrap();
+    let start = Instant::now();
+    let mut block = [0.0f32; 480];
+    let (mut before_second, mut all) = (0, 0);
+    let deadline = start + Duration::from_secs(10);
+    while !reader.is_finished() && Instant::now() < deadline {
+        reader.fill(&mut block);
+        let loud = block.iter().filter(|s| s.abs() > level / 2.0).count();
+        all += loud;
+        if start.elapsed() < Duration::from_millis(380) {
+            before_second += loud;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(reader);
+    playback.wait().unwrap();
+    let per_input = frames * 480; // 100 ms at the output's 48 kHz
+                                  // The resampler's 256-frame chunks would hold back up to 10 ms (480 samples here).
+    assert!(before_second + 24 >= per_input, "{before_second} of {per_input} samples played before the pause ended");
+    assert!(all.abs_diff(2 * per_input) <= 48, "{all} samples for two inputs of {per_input}");
 }

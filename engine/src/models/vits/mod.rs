@@ -27,7 +27,7 @@ pub use crate::models::nn::Precision;
 pub use duration::DurationPredictor;
 pub use flow::{Flow, FlowStream};
 pub use generator::Generator;
-pub use speech::SpeechSource;
+pub use speech::{Line, SpeechSource};
 pub use text_encoder::{Encoded, TextEncoder};
 pub use voice::{PiperVoice, Sentence, SpeechError};
 

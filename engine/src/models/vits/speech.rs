@@ -17,7 +17,7 @@
 //! of the generator's stream ([`crate::models::cuts`]).
 
 use std::collections::VecDeque;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::frame::Frame;
 use crate::kernels::Cpu;
 use crate::models::cuts::Plan;
 use crate::route::{Hint, Pending, Route, RouteCounts, Router};
-use crate::source::{Source, SourceError};
+use crate::source::{Input, Source, SourceError};
 use crate::units::{FrameIndex, SampleRate};
 
 use super::flow::FlowStream;
@@ -182,11 +182,18 @@ struct Utterance {
     /// Prior frames of rest that may join the flow's second call, once its first call is
     /// timed ([`joined_rest`]).
     joined: usize,
+    /// When the line this sentence begins arrived, until its first audio carries it.
+    arrived: Option<Instant>,
 }
 
 impl Utterance {
     fn frames(&self) -> usize {
         self.z.len() / self.channels.max(1)
+    }
+
+    /// Every step has run: the last one only tells the router and returns `None`.
+    fn exhausted(&self) -> bool {
+        self.pos >= self.plan.decided && self.next == self.prior.frames && self.generator != GeneratorState::Open
     }
 
     fn complete(&self) -> bool {
@@ -232,9 +239,11 @@ pub struct SpeechSource {
     cpu: Cpu,
     scales: Scales,
     rng: StdRng,
-    text: VecDeque<String>,
-    lines: Option<Receiver<String>>,
-    sentences: VecDeque<Vec<i64>>,
+    /// Text not yet read into sentences, each piece with when its line arrived (its first
+    /// piece only).
+    text: VecDeque<(String, Option<Instant>)>,
+    lines: Option<Receiver<Line>>,
+    sentences: VecDeque<(Vec<i64>, Option<Instant>)>,
     utterance: Option<Utterance>,
     router: Option<Box<dyn Router>>,
     counts: RouteCounts,
@@ -248,17 +257,21 @@ impl SpeechSource {
     /// Speaks `text`, then ends.
     pub fn new(voice: Arc<PiperVoice>, text: &str) -> SpeechSource {
         let mut source = SpeechSource::with_input(voice, None);
-        source.queue(text);
+        source.queue(text, None);
         source
     }
 
     /// Speaks each text received on `lines` as it arrives; ends when the sender is dropped
-    /// and everything received has been spoken.
-    pub fn lines(voice: Arc<PiperVoice>, lines: Receiver<String>) -> SpeechSource {
+    /// and everything received has been spoken. Each line's first frame carries its
+    /// arrival ([`FrameStamps::input`](crate::FrameStamps::input)).
+    ///
+    /// [`next_frame`](Source::next_frame) never waits for a line: with everything received
+    /// said, it returns an empty frame, and [`input`](Source::input) waits for the next.
+    pub fn lines(voice: Arc<PiperVoice>, lines: Receiver<Line>) -> SpeechSource {
         SpeechSource::with_input(voice, Some(lines))
     }
 
-    fn with_input(voice: Arc<PiperVoice>, lines: Option<Receiver<String>>) -> SpeechSource {
+    fn with_input(voice: Arc<PiperVoice>, lines: Option<Receiver<Line>>) -> SpeechSource {
         SpeechSource {
             scales: voice.scales(),
             voice,
@@ -308,32 +321,38 @@ impl SpeechSource {
         self
     }
 
-    /// Cuts `text` into pieces at line ends, each under [`TEXT_PIECE`] bytes where it can.
-    fn queue(&mut self, text: &str) {
+    /// Cuts `text` into pieces at line ends, each under [`TEXT_PIECE`] bytes where it can;
+    /// the first carries when the text `arrived`.
+    fn queue(&mut self, text: &str, mut arrived: Option<Instant>) {
         let mut piece = String::new();
         for line in text.split_inclusive('\n') {
             if !piece.is_empty() && piece.len() + line.len() > TEXT_PIECE {
-                self.text.push_back(std::mem::take(&mut piece));
+                self.text.push_back((std::mem::take(&mut piece), arrived.take()));
             }
             piece.push_str(line);
         }
         if !piece.trim().is_empty() {
-            self.text.push_back(piece);
+            self.text.push_back((piece, arrived));
         }
     }
 
-    fn read(&mut self, text: &str) -> Result<(), SpeechError> {
+    fn read(&mut self, text: &str, mut arrived: Option<Instant>) -> Result<(), SpeechError> {
         let (sentences, warn) = (&mut self.sentences, &mut self.warn);
         self.voice.sentences(text, |s| {
             if !s.dropped.is_empty() {
                 let symbols: String = s.dropped.iter().collect();
                 warn(format!("dropped phonemes the voice has no id for: {symbols:?}"));
             }
-            sentences.push_back(s.ids);
+            sentences.push_back((s.ids, arrived.take()));
         })
     }
 
-    fn start(&mut self, ids: &[i64]) -> Result<Utterance, SpeechError> {
+    /// Something queued may still give audio.
+    fn has_work(&self) -> bool {
+        self.utterance.as_ref().is_some_and(|u| !u.exhausted()) || !self.sentences.is_empty() || !self.text.is_empty()
+    }
+
+    fn start(&mut self, ids: &[i64], arrived: Option<Instant>) -> Result<Utterance, SpeechError> {
         let model = self.voice.model();
         let encoded = model.encoder().forward(self.cpu, ids)?;
         let durations = model.durations(self.cpu, &encoded, self.scales, &mut self.rng)?;
@@ -358,6 +377,7 @@ impl SpeechSource {
             base: self.position,
             decoder,
             joined: JOINED_REST,
+            arrived,
         })
     }
 
@@ -454,6 +474,7 @@ impl SpeechSource {
             u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
             audio
         } else {
+            debug_assert!(u.exhausted());
             tell(router, u.heard(hop), rate);
             return Ok(None);
         };
@@ -485,20 +506,33 @@ impl SpeechSource {
                     }
                 }
             }
-            if let Some(ids) = self.sentences.pop_front() {
-                self.utterance = Some(self.start(&ids)?);
+            if let Some((ids, arrived)) = self.sentences.pop_front() {
+                self.utterance = Some(self.start(&ids, arrived)?);
                 continue;
             }
-            if let Some(text) = self.text.pop_front() {
-                self.read(&text)?;
+            if let Some((text, arrived)) = self.text.pop_front() {
+                self.read(&text, arrived)?;
                 continue;
             }
-            match self.lines.as_ref().map(Receiver::recv) {
-                Some(Ok(line)) => self.queue(&line),
-                Some(Err(_)) => self.lines = None,
-                None => return Ok(None),
-            }
+            // Lines may still come: nothing for now (`input` waits for them).
+            return Ok(self.lines.as_ref().map(|_| Vec::new()));
         }
+    }
+}
+
+/// A line of text given to [`SpeechSource::lines`], with when it became available.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// What to say.
+    pub text: String,
+    /// When it was typed or received: its time to first audio counts from here.
+    pub arrived: Instant,
+}
+
+impl Line {
+    /// `text`, available now.
+    pub fn now(text: impl Into<String>) -> Line {
+        Line { text: text.into(), arrived: Instant::now() }
     }
 }
 
@@ -519,9 +553,25 @@ impl Source for SpeechSource {
         let Some(samples) = produced.map_err(|e| SourceError::Model(Box::new(e)))? else {
             return Ok(None);
         };
-        let frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
-        self.index += 1;
+        let mut frame = Frame::new(FrameIndex(self.index), self.sample_rate(), 1, samples);
+        if !frame.samples.is_empty() {
+            frame.stamps.input = self.utterance.as_mut().and_then(|u| u.arrived.take());
+            self.index += 1;
+        }
         Ok(Some(frame))
+    }
+
+    fn input(&mut self, wait: Duration) -> Input {
+        let deadline = Instant::now() + wait;
+        while !self.has_work() {
+            let Some(lines) = &self.lines else { break };
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.queue(&line.text, Some(line.arrived)),
+                Err(RecvTimeoutError::Timeout) => return Input::Awaiting,
+                Err(RecvTimeoutError::Disconnected) => self.lines = None,
+            }
+        }
+        Input::Ready
     }
 
     /// Every frame is counted, with or without a router.
