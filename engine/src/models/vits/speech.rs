@@ -191,11 +191,6 @@ impl Utterance {
         self.z.len() / self.channels.max(1)
     }
 
-    /// Every step has run: the last one only tells the router and returns `None`.
-    fn exhausted(&self) -> bool {
-        self.pos >= self.plan.decided && self.next == self.prior.frames && self.generator != GeneratorState::Open
-    }
-
     fn complete(&self) -> bool {
         self.next == self.prior.frames
     }
@@ -347,9 +342,10 @@ impl SpeechSource {
         })
     }
 
-    /// Something queued may still give audio.
+    /// Something is queued: a sentence under way (its last step, which tells the router
+    /// the end of its audio, included), or text to read.
     fn has_work(&self) -> bool {
-        self.utterance.as_ref().is_some_and(|u| !u.exhausted()) || !self.sentences.is_empty() || !self.text.is_empty()
+        self.utterance.is_some() || !self.sentences.is_empty() || !self.text.is_empty()
     }
 
     fn start(&mut self, ids: &[i64], arrived: Option<Instant>) -> Result<Utterance, SpeechError> {
@@ -474,7 +470,6 @@ impl SpeechSource {
             u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
             audio
         } else {
-            debug_assert!(u.exhausted());
             tell(router, u.heard(hop), rate);
             return Ok(None);
         };
