@@ -21,10 +21,14 @@ For spiral (`--spiral target/release/spiral`), two ways:
 Piper and spiral runs alternate, so load on the machine hits both alike.
 `--paced` also plays each sentence once through `spiral speak --sink null --period-ms 10`
 (a device paced by the real clock with a 10 ms period) and records its underruns.
+`--typed` also feeds every sentence as a line to one `spiral speak` reading stdin (same
+sink), each line a second after the previous one's audio has played, as a user typing
+would: each line's own first audio (from when it was read) and the underruns.
 Prints JSON with both and the ratios.
 
 Usage: python3 scripts/bench_vits.py [--spiral target/release/spiral] [--sentences FILE]
                                      [--repeats 5] [--threads 0] [--model PATH.onnx]
+                                     [--paced] [--typed]
 """
 
 from __future__ import annotations
@@ -135,6 +139,35 @@ def paced_underruns(binary: Path, text: str, scratch: Path) -> int:
     return json.loads(report.read_text())["underruns"]
 
 
+def typed(binary: Path, rows: list[dict], scratch: Path) -> dict:
+    """One `spiral speak` reading the sentences from stdin, each written a second after the
+    previous one's audio (`audio_s` of `rows`) has played: per line, its first audio."""
+    import subprocess
+
+    report = scratch / "typed.json"
+    args = [str(binary), "speak", "--sink", "null", "--period-ms", "10", "-q", "--latency-report", str(report)]
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # the voice loads; a line written earlier would only wait in the pipe
+    for row in rows:
+        child.stdin.write(row["text"] + "\n")
+        child.stdin.flush()
+        time.sleep(row["audio_s"] + 1.0)
+    child.stdin.close()
+    if child.wait() != 0:
+        fail(f"spiral speak reading stdin failed: {child.stderr.read().strip()}")
+    result = json.loads(report.read_text())
+    waits = [i["first_audio_ms"] for i in result["inputs"]]
+    if len(waits) != len(rows) or None in waits:
+        fail(f"spiral speak reading stdin reported {len(waits)} inputs for {len(rows)} lines: {waits}")
+    return {
+        "first_audio_ms": [round(w, 2) for w in waits],
+        "first_audio_ms_median": round(statistics.median(waits), 2),
+        "first_audio_ms_max": round(max(waits), 2),
+        "underruns_10ms_period": result["underruns"],
+        "rtf": round(result["rtf"], 4),
+    }
+
+
 def cpu_model() -> dict:
     """The CPU's model name and the vector extensions that decide spiral's kernels: results
     from different machines of the same kind differ by these (a Zen 1 without AVX-512 runs
@@ -189,6 +222,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help=f"path of {MODEL_FILE} (default: the installed package)")
     parser.add_argument("--spiral", type=Path, help="the spiral binary to measure beside piper (cargo build --release)")
     parser.add_argument("--paced", action="store_true", help="also play each sentence in real time (10 ms period)")
+    parser.add_argument("--typed", action="store_true", help="also speak the sentences as lines typed one by one")
     args = parser.parse_args()
     if args.repeats < 1:
         fail("--repeats must be at least 1")
@@ -253,6 +287,8 @@ def main() -> None:
         if args.paced:
             report["spiral"]["summary"]["underruns_10ms_period"] = sum(r["underruns_10ms_period"] for r in ours)
         report["spiral_warm"] = {"binary": str(args.spiral), "sentences": warm, "summary": totals(warm)}
+        if args.typed:
+            report["spiral_typed"] = typed(args.spiral, ours, scratch)
         p, o, w = report["summary"], report["spiral"]["summary"], report["spiral_warm"]["summary"]
         report["speedup"] = {
             "rtf_aggregate": round(p["rtf_aggregate"] / o["rtf_aggregate"], 2),
