@@ -541,7 +541,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         return run_speak_qwen3(&args, dir);
     }
     use spiral::engine::kernels::Cpu;
-    use spiral::engine::models::vits::{Line, SpeechSource};
+    use spiral::engine::models::vits::SpeechSource;
     // SPIRAL_ISA, if set, picks the kernels' instruction set (an error if this CPU lacks it).
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     check_reuse_max(args.reuse_max)?;
@@ -559,8 +559,8 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
         None => {
             let (lines, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                for line in std::io::stdin().lines().map_while(Result::ok) {
-                    if lines.send(Line::now(line)).is_err() {
+                for line in read_lines(std::io::stdin().lock()) {
+                    if lines.send(line).is_err() {
                         break;
                     }
                 }
@@ -572,6 +572,36 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(router);
     // Each line from stdin carries its arrival: its first audio counts from there.
     run_output(Box::new(source), &args.output, start)
+}
+
+/// The lines of `input`, each stamped as it is read. Bytes that are not UTF-8 are dropped
+/// from their line with a warning rather than ending the input (the lines after it are
+/// still spoken); a read error ends it with a warning.
+fn read_lines(mut input: impl std::io::BufRead) -> impl Iterator<Item = spiral::engine::models::vits::Line> {
+    use spiral::engine::models::vits::Line;
+    let mut number = 0;
+    std::iter::from_fn(move || {
+        let mut bytes = Vec::new();
+        match input.read_until(b'\n', &mut bytes) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("warning: stdin: {e}; no more lines are read");
+                return None;
+            }
+        }
+        number += 1;
+        let end = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let end = end.strip_suffix(b"\r").unwrap_or(end);
+        let text = match String::from_utf8_lossy(end) {
+            std::borrow::Cow::Borrowed(text) => text.to_owned(),
+            std::borrow::Cow::Owned(text) => {
+                eprintln!("warning: stdin line {number}: bytes that are not UTF-8 were dropped");
+                text.replace(char::REPLACEMENT_CHARACTER, "")
+            }
+        };
+        Some(Line::now(text))
+    })
 }
 
 /// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic

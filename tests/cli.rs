@@ -389,6 +389,22 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     speak_lines(&["--wav", lines_wav.to_str().unwrap()], Duration::ZERO);
     let frames = hound::WavReader::open(&lines_wav).unwrap().duration();
     assert!(frames > 22_050, "{frames} samples for two lines");
+    // A line that is not UTF-8 loses its bad bytes, with a warning, not the lines after it.
+    let mangled = dir.join("mangled.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .args(["speak", "-q", "--wav", lines_wav.to_str().unwrap(), "--latency-report", mangled.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"Hello.\n\xff\xfe bad bytes\r\nWorld.\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("stdin line 2: bytes that are not UTF-8"), "{stderr}");
+    assert_eq!(common::read_report(&mangled)["inputs"].as_array().unwrap().len(), 3);
     let live = dir.join("lines.json");
     let pause = Duration::from_secs(4);
     speak_lines(&["--sink", "null", "--period-ms", "10", "--latency-report", live.to_str().unwrap()], pause);
