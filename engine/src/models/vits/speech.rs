@@ -262,6 +262,18 @@ impl SpeechSource {
     ///
     /// [`next_frame`](Source::next_frame) never waits for a line: with everything received
     /// said, it returns an empty frame, and [`input`](Source::input) waits for the next.
+    ///
+    /// ```no_run
+    /// # fn demo(voice: std::sync::Arc<spiral_engine::models::vits::PiperVoice>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use spiral_engine::models::vits::{Line, SpeechSource};
+    ///
+    /// let (lines, received) = std::sync::mpsc::channel();
+    /// let source = SpeechSource::lines(voice, received); // hand it to the output (`spiral_nodes::play`)
+    /// // From the app's input thread, whenever a line comes; stamped as it is sent.
+    /// lines.send(Line::now("Hello there."))?;
+    /// drop(lines); // no more lines: the source ends once everything is said
+    /// # Ok(()) }
+    /// ```
     pub fn lines(voice: Arc<PiperVoice>, lines: Receiver<Line>) -> SpeechSource {
         SpeechSource::with_input(voice, Some(lines))
     }
