@@ -406,7 +406,7 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert!(out.status.success() && stderr.contains("stdin line 2: bytes that are not UTF-8"), "{stderr}");
     assert_eq!(common::read_report(&mangled)["inputs"].as_array().unwrap().len(), 3);
     let live = dir.join("lines.json");
-    let pause = Duration::from_secs(4);
+    let pause = Duration::from_secs(5);
     speak_lines(&["--sink", "null", "--period-ms", "10", "--latency-report", live.to_str().unwrap()], pause);
     let r = common::read_report(&live);
     let inputs = r["inputs"].as_array().unwrap();

