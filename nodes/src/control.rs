@@ -32,7 +32,8 @@ pub enum ControlError {
 /// an atomic, so the real-time side never waits on anyone.
 #[derive(Debug)]
 pub struct Status {
-    /// Callbacks that found the ring short after playback began and before the source ended.
+    /// Callbacks that found the ring short of the audio released to play, after playback
+    /// began and before the source ended.
     pub underruns: AtomicU64,
     /// Underruns the device itself reported (xruns), beyond the ones counted above.
     pub device_xruns: AtomicU64,

@@ -61,7 +61,9 @@ pub struct InputLatency {
     pub first_audio_ms: Option<f64>,
 }
 
-/// A callback that found the ring short while the source was still producing.
+/// A callback that found the ring short of the audio released to play while the source was
+/// still producing (the silence of a source's pause for input, or of a start still being
+/// gathered, is not one).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Underrun {
     /// When the callback ran, from start.
