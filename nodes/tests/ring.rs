@@ -318,3 +318,26 @@ fn a_pause_flushes_the_resampled_tail() {
     assert!(before_second + 24 >= per_input, "{before_second} of {per_input} samples played before the pause ended");
     assert!(all.abs_diff(2 * per_input) <= 48, "{all} samples for two inputs of {per_input}");
 }
+
+/// A stop while the source waits for input that is long in coming ends the playback at
+/// once: the producer looks for a stop between its waits instead of waiting on the source.
+#[test]
+fn a_stop_during_a_pause_ends_playback() {
+    let source = Typed::new(SampleRate(24_000), &[0, 60_000], 5, 0.5);
+    let sink =
+        Sink::Null { format: OutputFormat { sample_rate: RATE, channels: 1 }, period: Duration::from_millis(10) };
+    let playback = play(source, PlayOptions { sink, ..exact_options(0.5) }).unwrap();
+    let controller = playback.controller();
+    std::thread::sleep(Duration::from_millis(300)); // the first input has played; the second is a minute away
+    let stopped = Instant::now();
+    controller.stop().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(playback.wait());
+    });
+    let report = rx.recv_timeout(Duration::from_secs(5)).expect("playback did not end on a stop").unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(2), "ended {:?} after the stop", stopped.elapsed());
+    assert_eq!(report.inputs.len(), 1);
+    assert!(report.inputs[0].first_audio_ms.is_some());
+    assert_eq!(report.run.underruns, 0);
+}
