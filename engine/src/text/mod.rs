@@ -34,6 +34,7 @@ use std::ops::ControlFlow;
 
 pub use clause::{ClauseEnd, Terminator};
 pub use phoneme_ids::{PhonemeIdMap, BOS, EOS, PAD, PAUSES};
+pub use sentence::MAX_SENTENCE;
 
 use sentence::{raw_block_phonemes, split_raw_blocks, ClauseGrouper, Piece, SentenceSink};
 

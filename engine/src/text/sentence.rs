@@ -5,12 +5,49 @@
 //! the sentence after `. ? !`. Raw `[[ phonemes ]]` blocks in the text are copied in as they are
 //! and glue the text around them into the same sentence. Sentences are handed on as soon as a
 //! later one begins, so long texts stream; empty ones are skipped, as piper's synthesis does.
+//! A sentence longer than [`MAX_SENTENCE`] is handed on in parts (piper would take it whole).
 
 use std::ops::ControlFlow;
 
 use unicode_normalization::UnicodeNormalization;
 
 use super::clause::ClauseEnd;
+
+/// The most phonemes handed on as one sentence; a longer one, such as a text that never ends
+/// a sentence, is cut into parts ([`parts`]). The text encoder's attention grows with the
+/// square of a sentence's length: 3,000 words without a full stop took 11 GB and had not
+/// spoken after five minutes. 400 is about 70 words, longer than ordinary sentences (the
+/// longest of the parity fixtures has 145).
+pub const MAX_SENTENCE: usize = 400;
+
+/// `sentence` in parts of at most `max` phonemes: each cut after the last clause mark
+/// (`,` `;` `:` and the space after it) in the second half of the allowed length, else at
+/// the last word break, else (one word longer than that) at `max`. The spaces at a cut are
+/// dropped.
+pub(crate) fn parts(sentence: &[char], max: usize) -> Vec<&[char]> {
+    let max = max.max(1);
+    let mut parts = Vec::new();
+    let mut rest = sentence;
+    while rest.len() > max {
+        let head = &rest[..max];
+        let after_mark = (max / 2..max).rev().find(|&i| head[i] == ' ' && matches!(head[i - 1], ',' | ';' | ':'));
+        let at_space = || head.iter().rposition(|&c| c == ' ').filter(|&i| i > 0);
+        let cut = after_mark.or_else(at_space).unwrap_or(max);
+        parts.push(trim(&rest[..cut]));
+        rest = trim(&rest[cut..]);
+    }
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+fn trim(phonemes: &[char]) -> &[char] {
+    let start = phonemes.iter().position(|&c| c != ' ').unwrap_or(phonemes.len());
+    let end = phonemes.iter().rposition(|&c| c != ' ').map_or(start, |e| e + 1);
+    &phonemes[start..end]
+}
 
 /// Collects sentences and hands each one on once it is known to be complete.
 pub(crate) struct SentenceSink<F: FnMut(Vec<char>) -> ControlFlow<()>> {
@@ -50,6 +87,16 @@ impl<F: FnMut(Vec<char>) -> ControlFlow<()>> SentenceSink<F> {
     }
 
     fn hand_on(&mut self, sentence: Vec<char>) {
+        if sentence.len() <= MAX_SENTENCE {
+            self.emit_one(sentence);
+            return;
+        }
+        for part in parts(&sentence, MAX_SENTENCE) {
+            self.emit_one(part.to_vec());
+        }
+    }
+
+    fn emit_one(&mut self, sentence: Vec<char>) {
         if !self.stopped && !sentence.is_empty() && (self.emit)(sentence).is_break() {
             self.stopped = true;
         }
@@ -195,6 +242,32 @@ mod tests {
     }
 
     type Emit<'a> = Box<dyn FnMut(Vec<char>) -> ControlFlow<()> + 'a>;
+
+    fn chars(s: &str) -> Vec<char> {
+        s.chars().collect()
+    }
+
+    fn strings(parts: Vec<&[char]>) -> Vec<String> {
+        parts.into_iter().map(|p| p.iter().collect()).collect()
+    }
+
+    #[test]
+    fn a_long_sentence_is_cut_after_a_clause_mark_else_at_a_word_break() {
+        // Within 12: a comma in the second half wins over the later word break.
+        assert_eq!(strings(parts(&chars("aaa bb, cc dd ee"), 12)), ["aaa bb,", "cc dd ee"]);
+        // A comma in the first half is too early: the last word break instead.
+        assert_eq!(strings(parts(&chars("a, bbb ccc dd eee"), 12)), ["a, bbb ccc", "dd eee"]);
+        // One word longer than the bound is cut inside; short sentences pass whole.
+        assert_eq!(strings(parts(&chars("abcdefghij"), 4)), ["abcd", "efgh", "ij"]);
+        assert_eq!(strings(parts(&chars("short one"), 12)), ["short one"]);
+        // Every part within the bound, nothing but the spaces at the cuts lost.
+        let long: String = (0..500).map(|i| format!("w{i}{} ", if i % 37 == 0 { "," } else { "" })).collect();
+        let long_chars = chars(long.trim_end());
+        let cut = parts(&long_chars, 100);
+        assert!(cut.iter().all(|p| !p.is_empty() && p.len() <= 100));
+        let joined: Vec<String> = cut.iter().map(|p| p.iter().collect()).collect();
+        assert_eq!(joined.join(" "), long.trim_end());
+    }
 
     /// Runs `f` on a sink and returns the sentences it handed on, as strings.
     fn collect(f: impl FnOnce(&mut SentenceSink<Emit<'_>>)) -> Vec<String> {

@@ -200,6 +200,25 @@ fn enormous_text_streams_sentence_by_sentence() {
     assert_eq!(count, 5000);
 }
 
+/// A text that never ends a sentence comes out in parts the encoder can take, with every
+/// word kept.
+#[test]
+fn a_sentence_without_end_is_handed_on_in_bounded_parts() {
+    let phonemizer = phonemizer();
+    let words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog"];
+    let text: Vec<&str> = (0..3000).map(|i| words[i % words.len()]).collect();
+    let sentences = phonemizer.phonemize(&text.join(" ")).unwrap();
+    assert!(sentences.len() > 10, "{} parts", sentences.len());
+    assert!(sentences.iter().all(|s| !s.is_empty() && s.len() <= super::MAX_SENTENCE));
+    let phonemes_of = |s: &[char]| s.iter().filter(|c| !c.is_whitespace()).count();
+    let whole: usize = sentences.iter().map(|s| phonemes_of(s)).sum();
+    let one_round = phonemizer.phonemize(&words.join(" ")).unwrap();
+    // 3000 words are 333⅓ rounds of nine: the parts hold all their phonemes, give or take
+    // the sentence-final intonation espeak puts on a text's last word.
+    let round = phonemes_of(&one_round[0]) as f64;
+    assert!((whole as f64 / round - 3000.0 / 9.0).abs() < 0.5, "{whole} phonemes for {round} a round");
+}
+
 #[test]
 fn phonemizers_on_many_threads_agree_with_one_thread() {
     let texts = ["Hello, world!", "How are you? Fine.", "Numbers: 1, 2, 3.", "Café au lait."];
