@@ -14,7 +14,7 @@ use unicode_normalization::UnicodeNormalization;
 use super::clause::ClauseEnd;
 
 /// The most phonemes handed on as one sentence; a longer one, such as a text that never ends
-/// a sentence, is cut into parts ([`parts`]). The text encoder's attention grows with the
+/// a sentence, is cut into parts (see `parts`). The text encoder's attention grows with the
 /// square of a sentence's length: 3,000 words without a full stop took 11 GB and had not
 /// spoken after five minutes. 400 is about 70 words, longer than ordinary sentences (the
 /// longest of the parity fixtures has 145).
