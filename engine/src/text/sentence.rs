@@ -30,7 +30,8 @@ pub(crate) fn parts(sentence: &[char], max: usize) -> Vec<&[char]> {
     let mut rest = sentence;
     while rest.len() > max {
         let head = &rest[..max];
-        let after_mark = (max / 2..max).rev().find(|&i| head[i] == ' ' && matches!(head[i - 1], ',' | ';' | ':'));
+        let after_mark =
+            ((max / 2).max(1)..max).rev().find(|&i| head[i] == ' ' && matches!(head[i - 1], ',' | ';' | ':'));
         let at_space = || head.iter().rposition(|&c| c == ' ').filter(|&i| i > 0);
         let cut = after_mark.or_else(at_space).unwrap_or(max);
         parts.push(trim(&rest[..cut]));
@@ -260,6 +261,7 @@ mod tests {
         // One word longer than the bound is cut inside; short sentences pass whole.
         assert_eq!(strings(parts(&chars("abcdefghij"), 4)), ["abcd", "efgh", "ij"]);
         assert_eq!(strings(parts(&chars("short one"), 12)), ["short one"]);
+        assert_eq!(strings(parts(&chars(" a b"), 1)), ["a", "b"]);
         // Every part within the bound, nothing but the spaces at the cuts lost.
         let long: String = (0..500).map(|i| format!("w{i}{} ", if i % 37 == 0 { "," } else { "" })).collect();
         let long_chars = chars(long.trim_end());
