@@ -37,9 +37,7 @@ pub(crate) fn parts(sentence: &[char], max: usize) -> Vec<&[char]> {
         parts.push(trim(&rest[..cut]));
         rest = trim(&rest[cut..]);
     }
-    if !rest.is_empty() {
-        parts.push(rest);
-    }
+    parts.push(rest);
     parts.retain(|p| !p.is_empty());
     parts
 }
