@@ -1,46 +1,87 @@
 #!/usr/bin/env bash
-# Runs the AMX path where it exists. This project's machines (Zen 4) have no AMX; a lent
-# machine with an AMX host (see docs/KERNELS.md) can run the binaries built here.
-#   scripts/amx_check.sh build   # here: test binaries and the kernels bench into .devbin/
-#   scripts/amx_check.sh run     # there, from the repository root, with .devbin carried;
-#                                # logs go to $OUT (or .devbin/out)
+# Runs the AVX-512 levels and the AMX path where they exist. This project's CI machines
+# may have neither; a lent machine with an AMX host (see docs/KERNELS.md) runs the
+# binaries built here. The voice and the other binaries do not fit one call's 64 MiB
+# together, so they travel in two folders, each run by its own step.
+#   scripts/amx_check.sh build       # here: test binaries and the kernels bench into .devbin/
+#   scripts/amx_check.sh voice       # here: the default voice and vits_parity, xz, into .devvoice/
+#   scripts/amx_check.sh run         # there, with .devbin carried: kernels, models, GEMM speed
+#   scripts/amx_check.sh run-voice   # there, with .devvoice carried: the voice on every level
+# Logs go to $OUT (or to the carried folder's out/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=.devbin
-case "${1:-}" in
-build)
-    set -e
-    mkdir -p "$bin"
-    grep -qx "/$bin/" .git/info/exclude 2>/dev/null || echo "/$bin/" >>.git/info/exclude
-    executables() {
+voice=.devvoice
+exclude() { grep -qx "/$1/" .git/info/exclude 2>/dev/null || echo "/$1/" >>.git/info/exclude; }
+# The engine's test and bench executables, as "name path" lines.
+executables() {
+    { cargo test -p spiral-engine --no-run --message-format=json; cargo bench --bench kernels --no-run --message-format=json; } 2>/dev/null |
         python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["target"]["name"], m["executable"])'
-    }
-    { cargo test -p spiral-engine --no-run --message-format=json; cargo bench --bench kernels --no-run --message-format=json; } 2>/dev/null |
-        executables | while read -r name path; do
-            case "$name" in spiral_engine | qwen3_parity | qwen3_speech | gguf | kernels) strip -o "$bin/$name" "$path" ;; esac
-        done
+}
+host() {
+    lscpu | grep -E "Model name|^CPU\(s\)|Core|L2|L3"
+    echo "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(amx|avx512_bf16|avx512_vnni|avx512f$)' | tr '\n' ' ')"
+}
+# The tests find their fixtures through the path they were built at.
+enter_built_at() {
+    local built
+    built=$(cat "$1/built_at")
+    [ -e "$built" ] || { mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"; }
+    cd "$built" || exit
+}
+case "${1:-}" in
+build)
+    set -e
+    mkdir -p "$bin"
+    exclude "$bin"
+    executables | while read -r name path; do
+        case "$name" in spiral_engine | qwen3_parity | qwen3_speech | gguf | kernels) strip -o "$bin/$name" "$path" ;; esac
+    done
     pwd >"$bin/built_at"
     ls -la "$bin"
+    ;;
+voice)
+    set -e
+    mkdir -p "$voice"
+    exclude "$voice"
+    cache="${SPIRAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/spiral}/voices/en_US-joe-medium"
+    [ -f "$cache/en_US-joe-medium.onnx" ] || { echo "no cached voice in $cache: run 'spiral voices' or a test first" >&2; exit 1; }
+    executables | while read -r name path; do
+        if [ "$name" = vits_parity ]; then strip -o "$voice/vits_parity" "$path"; fi
+    done
+    xz -9 -T0 -f "$voice/vits_parity"
+    xz -9 -T0 -c "$cache/en_US-joe-medium.onnx" >"$voice/en_US-joe-medium.onnx.xz"
+    cp "$cache/en_US-joe-medium.onnx.json" "$voice/"
+    # espeak-ng, which loading a voice starts: the library, the libraries it needs beyond a
+    # base system's, and the English data.
+    lib=$(ldconfig -p | awk '/libespeak-ng.so.1 .*x86-64/{print $NF; exit}')
+    data=$(dirname "$lib")/espeak-ng-data
+    stage=$(mktemp -d)
+    mkdir -p "$stage/lib" "$stage/espeak-ng-data"
+    cp -L "$lib" "$stage/lib/"
+    ldd "$lib" | awk '/=>/{print $1, $3}' | grep -vE '^lib(c|m|gcrypt|gpg-error|systemd|zstd|lzma|lz4|cap|bsd|md)\.so' |
+        while read -r name path; do cp -L "$path" "$stage/lib/$name"; done
+    cp -r "$data"/phon* "$data"/intonations "$data"/en_dict "$data"/lang "$data"/voices "$stage/espeak-ng-data/"
+    tar -C "$stage" -cJf "$voice/espeak.tar.xz" lib espeak-ng-data
+    rm -rf "$stage"
+    pwd >"$voice/built_at"
+    ls -la "$voice"
     ;;
 run)
     out="${OUT:-$bin/out}"
     mkdir -p "$out"
     root=$PWD
-    # The tests find their fixtures through the path they were built at.
-    built=$(cat "$bin/built_at")
-    [ -e "$built" ] || { mkdir -p "$(dirname "$built")" && ln -s "$root" "$built"; }
-    {
-        lscpu | grep -E "Model name|^CPU\(s\)|Core|L2|L3"
-        echo "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(amx|avx512_bf16|avx512_vnni)' | tr '\n' ' ')"
-    } | tee "$out/host.txt"
-    cd "$built" || exit
+    host | tee "$out/host.txt"
+    enter_built_at "$bin"
     "$root/$bin/spiral_engine" --exact kernels::gemm::tests::amx_kernel_on_every_edge --nocapture 2>&1 | grep -E "not run|test result" | tee "$out/amx_edge.txt"
-    "$root/$bin/spiral_engine" kernels:: codec:: --nocapture 2>&1 | grep -E "not run|test result|FAILED" | sort | uniq -c | tee "$out/kernels.txt"
+    # Everything but the phonemizer and the voice's files (espeak-ng and the voice are not there).
+    "$root/$bin/spiral_engine" --skip text:: --skip voices:: --skip onnx::tests::joe 2>&1 | tee "$out/engine.log" |
+        grep -E "not run|test result|FAILED|panicked" | sort | uniq -c
     for t in qwen3_parity qwen3_speech gguf; do "$root/$bin/$t" 2>&1 | grep -E "test result|FAILED"; done | tee "$out/models.txt"
     for threads in ${AMX_CHECK_THREADS:-2 16}; do
         echo "== RAYON_NUM_THREADS=$threads"
@@ -48,8 +89,25 @@ run)
             --warm-up-time 0.5 --measurement-time 1.5 --noplot 2>&1 | grep -E "^gemm/|thrpt:  \[[0-9]"
     done | tee "$out/gemm_bench.txt"
     ;;
+run-voice)
+    out="${OUT:-$voice/out}"
+    mkdir -p "$out"
+    root=$PWD
+    host | tee "$out/host.txt"
+    export SPIRAL_CACHE_DIR="${TMPDIR:-/tmp}/spiral-amx-check"
+    dir="$SPIRAL_CACHE_DIR/voices/en_US-joe-medium"
+    mkdir -p "$dir"
+    unxz() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; }
+    unxz "$voice/en_US-joe-medium.onnx.xz" "$dir/en_US-joe-medium.onnx"
+    cp "$voice/en_US-joe-medium.onnx.json" "$dir/"
+    unxz "$voice/vits_parity.xz" "$SPIRAL_CACHE_DIR/vits_parity" && chmod +x "$SPIRAL_CACHE_DIR/vits_parity"
+    tar -C "$SPIRAL_CACHE_DIR" -xJf "$voice/espeak.tar.xz"
+    export LD_LIBRARY_PATH="$SPIRAL_CACHE_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ESPEAK_DATA_PATH="$SPIRAL_CACHE_DIR"
+    enter_built_at "$voice"
+    "$SPIRAL_CACHE_DIR/vits_parity" --nocapture 2>&1 | tee "$out/vits_parity.log" | grep -E "^test |test result|panicked|FAILED"
+    ;;
 *)
-    echo "usage: scripts/amx_check.sh build|run" >&2
+    echo "usage: scripts/amx_check.sh build|voice|run|run-voice" >&2
     exit 2
     ;;
 esac
