@@ -88,6 +88,9 @@ struct VitsBenchArgs {
     /// Decode every frame (as `spiral speak --no-skip`).
     #[arg(long)]
     no_skip: bool,
+    /// The voice's arithmetic (as `spiral speak --precision`).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
 }
 
 #[derive(clap::Args)]
@@ -215,8 +218,8 @@ struct SpeakArgs {
     #[arg(long, value_name = "NAME")]
     codec: Option<String>,
     /// Arithmetic of the vocoder's convolutions. A Piper voice: `mixed` multiplies its last
-    /// stages in bf16 where the CPU does so natively (the default there), `f32` reproduces
-    /// the reference to ~90 dB. Qwen3-TTS: `f32` by default; `mixed` runs the speech
+    /// stages in bf16 (the default where that doubles the products per cycle: AMD with
+    /// AVX-512 BF16), `f32` reproduces the reference to ~90 dB. Qwen3-TTS: `f32` by default; `mixed` runs the speech
     /// decoder's upsampling and dilated convolutions in bf16 (about a fifth faster; how far
     /// a trained checkpoint's audio moves is unmeasured, see docs/QWEN3.md).
     #[arg(long, value_enum)]
@@ -362,7 +365,8 @@ fn run_bench_vits(args: VitsBenchArgs) -> Result<ExitCode, String> {
         return Err("--repeats 0: give at least one timed run per sentence".into());
     }
     let cpu = spiral::engine::kernels::Cpu::from_env().map_err(|e| e.to_string())?;
-    let voice = load_voice(args.voice.as_deref(), None, None, cpu)?;
+    let voice = load_voice(args.voice.as_deref(), None, args.precision, cpu)?;
+    eprintln!("spiral: bench vits on {}, precision {}", cpu.isa(), voice_precision(args.precision, cpu).name());
     let channels = voice.model().latent_channels();
     let router = || scheduler(args.no_skip, 0.0, channels);
     spiral::bench::run_vits(&voice, cpu, &args.texts, args.repeats, router, |r| println!("{}", r.line()))?;
@@ -604,6 +608,11 @@ fn read_lines(mut input: impl std::io::BufRead) -> impl Iterator<Item = spiral::
     })
 }
 
+/// A Piper voice's arithmetic: what `--precision` asks for, else what `cpu` runs fastest.
+fn voice_precision(arg: Option<PrecisionArg>, cpu: spiral::engine::kernels::Cpu) -> Precision {
+    precision(arg, Precision::for_cpu(cpu))
+}
+
 /// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic
 /// `--precision` asks for, loaded and warmed up as `spiral speak` speaks with it.
 fn load_voice(
@@ -615,7 +624,7 @@ fn load_voice(
     use spiral::engine::models::vits::PiperVoice;
     use spiral::engine::voices::{default_voice, Voice};
     let voice = path.map_or_else(default_voice, Voice::from_path).map_err(|e| e.to_string())?;
-    let precision = precision(precision_arg, Precision::for_cpu(cpu));
+    let precision = voice_precision(precision_arg, cpu);
     let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
     spiral::engine::allocator::release_free_memory();
     let voice = std::sync::Arc::new(voice);

@@ -193,8 +193,10 @@ fn bench_gemv_reads_every_format_against_the_roof_beside_it() {
 
 #[test]
 fn bench_vits_times_each_sentence_in_one_warm_process() {
-    let out = spiral(&["bench", "vits", "--repeats", "2", "Good morning.", "How are you today?"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        spiral(&["bench", "vits", "--repeats", "2", "--precision", "f32", "Good morning.", "How are you today?"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("precision f32"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");

@@ -119,6 +119,54 @@ impl Cpu {
     pub fn at_most(self, cap: Isa) -> Cpu {
         Cpu { isa: self.isa.min(cap) }
     }
+
+    /// Whether this level's bf16 products (`VDPBF16PS`, 32 per instruction) run at the
+    /// rate of its f32 FMAs (16 per instruction), so that bf16 doubles the products per
+    /// cycle and trading precision for it pays. AMD's cores (Zen 4 on) issue both at one a
+    /// cycle. Intel's issue FMAs on two ports and `VDPBF16PS` on one, so bf16 products
+    /// come no faster than f32's and the rounding and packing come on top: on a Xeon with
+    /// AMX the VITS voice ran 20-25 % slower in mixed precision than in f32 (KERNELS.md).
+    pub fn bf16_doubles_products(self) -> bool {
+        self.isa >= Isa::Avx512Bf16 && vendor() == Vendor::Amd
+    }
+}
+
+/// Who made the CPU, where two makers' cores run an instruction at different rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vendor {
+    Amd,
+    Intel,
+    Other,
+}
+
+impl Vendor {
+    /// The vendor a CPUID vendor string (as /proc/cpuinfo's `vendor_id`) names.
+    fn named(id: &[u8]) -> Vendor {
+        match id {
+            b"AuthenticAMD" => Vendor::Amd,
+            b"GenuineIntel" => Vendor::Intel,
+            _ => Vendor::Other,
+        }
+    }
+}
+
+/// The vendor string of CPUID leaf 0 (EBX, EDX, ECX), read once.
+#[cfg(target_arch = "x86_64")]
+fn vendor() -> Vendor {
+    static VENDOR: OnceLock<Vendor> = OnceLock::new();
+    *VENDOR.get_or_init(|| {
+        let leaf0 = std::arch::x86_64::__cpuid(0);
+        let mut name = [0u8; 12];
+        for (bytes, register) in name.chunks_exact_mut(4).zip([leaf0.ebx, leaf0.edx, leaf0.ecx]) {
+            bytes.copy_from_slice(&register.to_le_bytes());
+        }
+        Vendor::named(&name)
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vendor() -> Vendor {
+    Vendor::Other
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -209,5 +257,15 @@ mod tests {
             }
         }
         assert_eq!(Cpu::best().at_most(Isa::Avx2).isa(), best.min(Isa::Avx2));
+    }
+
+    /// The vendor CPUID names is the one the kernel read into /proc/cpuinfo.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn the_vendor_is_the_one_linux_reports() {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let id = info.lines().find_map(|l| l.strip_prefix("vendor_id")).unwrap();
+        let id = id.trim_start_matches([' ', '\t', ':']);
+        assert_eq!(vendor(), Vendor::named(id.as_bytes()), "/proc/cpuinfo says {id}");
     }
 }

@@ -22,20 +22,29 @@ pub enum Precision {
     /// f32 throughout: the reference's audio, to rounding.
     F32,
     /// bf16 products (f32 sums) in the convolutions each model names (VITS: its last two
-    /// upsampling stages; Qwen3-TTS: see its speech decoder), about twice as fast there with
-    /// `VDPBF16PS`, at bf16's 8 significant bits per operand. Each model's docs give how
-    /// far its audio moves.
+    /// upsampling stages; Qwen3-TTS: see its speech decoder), about twice as fast there
+    /// where `VDPBF16PS` doubles the products per cycle, at bf16's 8 significant bits per
+    /// operand. Each model's docs give how far its audio moves.
     Mixed,
 }
 
 impl Precision {
-    /// Mixed where the CPU multiplies bf16 natively, else f32 (below that level bf16 would
-    /// only lose precision, not gain speed).
+    /// Mixed where bf16 doubles the products per cycle
+    /// ([`Cpu::bf16_doubles_products`]: AMD with `VDPBF16PS`), else f32: elsewhere bf16
+    /// would only lose precision, not gain speed.
     pub fn for_cpu(cpu: Cpu) -> Precision {
-        if cpu.isa() >= crate::kernels::Isa::Avx512Bf16 {
+        if cpu.bf16_doubles_products() {
             Precision::Mixed
         } else {
             Precision::F32
+        }
+    }
+
+    /// Its name on the command line (`--precision`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
         }
     }
 
@@ -208,11 +217,21 @@ impl ChannelNorm {
 
 #[cfg(test)]
 mod tests {
-    use super::{ChannelNorm, Conv};
+    use super::{ChannelNorm, Conv, Precision};
     use crate::kernels::conv::{Conv1d, ConvMethod, ConvShape};
     use crate::kernels::testing::random;
-    use crate::kernels::{activation, Cpu};
+    use crate::kernels::{activation, Cpu, Isa};
     use crate::tensors::{Tensor, Tensors};
+
+    /// Without native bf16 products mixed precision would only lose precision: every level
+    /// below `avx512bf16` this machine runs defaults to f32.
+    #[test]
+    fn the_default_precision_is_f32_without_native_bf16() {
+        for cpu in Isa::ALL.into_iter().filter(|i| *i < Isa::Avx512Bf16).filter_map(|i| Cpu::forced(i).ok()) {
+            assert!(!cpu.bf16_doubles_products(), "{}", cpu.isa());
+            assert_eq!(Precision::for_cpu(cpu), Precision::F32, "{}", cpu.isa());
+        }
+    }
 
     /// A layer switched to Winograd's method keeps only the transformed weights, computes
     /// what it computed with both, and refuses to switch back.
