@@ -219,9 +219,10 @@ struct SpeakArgs {
     codec: Option<String>,
     /// Arithmetic of the vocoder's convolutions. A Piper voice: `mixed` multiplies its last
     /// stages in bf16 (the default where that doubles the products per cycle: AMD with
-    /// AVX-512 BF16), `f32` reproduces the reference to ~90 dB. Qwen3-TTS: `f32` by default; `mixed` runs the speech
-    /// decoder's upsampling and dilated convolutions in bf16 (about a fifth faster; how far
-    /// a trained checkpoint's audio moves is unmeasured, see docs/QWEN3.md).
+    /// AVX-512 BF16), `f32` reproduces the reference to ~90 dB. Qwen3-TTS: `f32` by
+    /// default; `mixed` runs the speech decoder's upsampling and dilated convolutions in
+    /// bf16 (about a fifth faster; how far a trained checkpoint's audio moves is
+    /// unmeasured, see docs/QWEN3.md).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
     /// Decode every frame: turn off the frame graph's scheduler, which skips the vocoder

@@ -125,7 +125,7 @@ impl Cpu {
     /// cycle and trading precision for it pays. AMD's cores (Zen 4 on) issue both at one a
     /// cycle. Intel's issue FMAs on two ports and `VDPBF16PS` on one, so bf16 products
     /// come no faster than f32's and the rounding and packing come on top: on a Xeon with
-    /// AMX the VITS voice ran 20-25 % slower in mixed precision than in f32 (KERNELS.md).
+    /// AMX the VITS voice took 13-37 % longer in mixed precision than in f32 (KERNELS.md).
     pub fn bf16_doubles_products(self) -> bool {
         self.isa >= Isa::Avx512Bf16 && vendor() == Vendor::Amd
     }
