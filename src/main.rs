@@ -311,13 +311,19 @@ fn main() -> ExitCode {
 
 fn run_cpu() -> Result<ExitCode, String> {
     use spiral::engine::kernels::{Cpu, Isa};
-    let chosen = Cpu::from_env().map_err(|e| e.to_string())?.isa();
+    let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     println!("kernel instruction sets (SPIRAL_ISA forces one):");
     for isa in Isa::ALL {
         let state = if isa.is_available() { "available" } else { "unavailable: this CPU or OS lacks it" };
-        let mark = if isa == chosen { "  <- in use" } else { "" };
+        let mark = if isa == cpu.isa() { "  <- in use" } else { "" };
         println!("  {:<12} {state}{mark}", isa.name());
     }
+    let why = if cpu.bf16_doubles_products() {
+        "bf16 products run at twice f32's rate here"
+    } else {
+        "bf16 products would not run faster than f32 here"
+    };
+    println!("a Piper voice's precision (--precision overrides it): {} ({why})", Precision::for_cpu(cpu).name());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -239,7 +239,9 @@ fn cpu_reports_the_levels_and_spiral_isa_forces_or_refuses_one() {
 
     let forced = run("scalar");
     assert!(forced.status.success());
-    assert!(String::from_utf8_lossy(&forced.stdout).contains("scalar       available  <- in use"));
+    let listing = String::from_utf8_lossy(&forced.stdout).to_string();
+    assert!(listing.contains("scalar       available  <- in use"), "{listing}");
+    assert!(listing.contains("a Piper voice's precision (--precision overrides it): f32 ("), "{listing}");
 
     let unknown = run("sse9");
     assert_eq!(unknown.status.code(), Some(1));
