@@ -17,7 +17,8 @@ For spiral (`--spiral target/release/spiral`), two ways:
   frames / audio seconds): one fresh process per sentence, as a one-shot command runs;
 - warm ("spiral_warm"): `spiral bench vits --repeats N TEXT`, one process per sentence that
   speaks it once untimed and then N times timed, medians: the method piper is measured by
-  here (in-process, after a warm-up run of the same sentence).
+  here (in-process, after a warm-up run of the same sentence); its "arithmetic" is the
+  instruction-set level and precision spiral chose there (the precision follows the CPU).
 Piper and spiral runs alternate, so load on the machine hits both alike.
 `--paced` also plays each sentence once through `spiral speak --sink null --period-ms 10`
 (a device paced by the real clock with a 10 ms period) and records its underruns.
@@ -119,7 +120,10 @@ def measure_spiral_warm(binary: Path, text: str, repeats: int) -> dict:
     if line is None:
         fail(f"spiral bench vits printed no result for {text!r}: {run.stdout.strip()}")
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    # "spiral: bench vits on avx2, precision f32": the level and precision it chose.
+    chosen = next((l.split(" on ", 1)[1] for l in run.stderr.splitlines() if l.startswith("spiral: bench vits on ")), "")
     return {
+        "arithmetic": chosen,
         "audio_s": round(float(fields["audio_s"]), 4),
         "ttfa_ms_median": round(float(fields["ttfa_ms"]), 2),
         "synth_ms_median": round(float(fields["synth_ms"]), 2),
@@ -286,7 +290,12 @@ def main() -> None:
         report["spiral"] = {"binary": str(args.spiral), "sentences": ours, "summary": totals(ours)}
         if args.paced:
             report["spiral"]["summary"]["underruns_10ms_period"] = sum(r["underruns_10ms_period"] for r in ours)
-        report["spiral_warm"] = {"binary": str(args.spiral), "sentences": warm, "summary": totals(warm)}
+        report["spiral_warm"] = {
+            "binary": str(args.spiral),
+            "arithmetic": "; ".join(sorted({w.pop("arithmetic") for w in warm})),
+            "sentences": warm,
+            "summary": totals(warm),
+        }
         if args.typed:
             report["spiral_typed"] = typed(args.spiral, ours, scratch)
         p, o, w = report["summary"], report["spiral"]["summary"], report["spiral_warm"]["summary"]
