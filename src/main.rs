@@ -372,8 +372,9 @@ fn run_bench_vits(args: VitsBenchArgs) -> Result<ExitCode, String> {
         return Err("--repeats 0: give at least one timed run per sentence".into());
     }
     let cpu = spiral::engine::kernels::Cpu::from_env().map_err(|e| e.to_string())?;
-    let voice = load_voice(args.voice.as_deref(), None, args.precision, cpu)?;
-    eprintln!("spiral: bench vits on {}, precision {}", cpu.isa(), voice_precision(args.precision, cpu).name());
+    let precision = voice_precision(args.precision, cpu);
+    let voice = load_voice(args.voice.as_deref(), None, precision, cpu)?;
+    eprintln!("spiral: bench vits on {}, precision {}", cpu.isa(), precision.name());
     let channels = voice.model().latent_channels();
     let router = || scheduler(args.no_skip, 0.0, channels);
     spiral::bench::run_vits(&voice, cpu, &args.texts, args.repeats, router, |r| println!("{}", r.line()))?;
@@ -557,7 +558,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     let cpu = Cpu::from_env().map_err(|e| e.to_string())?;
     check_reuse_max(args.reuse_max)?;
     let codec = parse_codec(args.codec.as_deref())?;
-    let voice = load_voice(args.voice.as_deref(), codec, args.precision, cpu)?;
+    let voice = load_voice(args.voice.as_deref(), codec, voice_precision(args.precision, cpu), cpu)?;
     let channels = voice.model().latent_channels();
     let mut scales = voice.scales();
     scales.noise_scale = args.noise_scale.unwrap_or(scales.noise_scale);
@@ -620,18 +621,17 @@ fn voice_precision(arg: Option<PrecisionArg>, cpu: spiral::engine::kernels::Cpu)
     precision(arg, Precision::for_cpu(cpu))
 }
 
-/// A Piper voice (the default one without `path`), in `codec` if given, at the arithmetic
-/// `--precision` asks for, loaded and warmed up as `spiral speak` speaks with it.
+/// A Piper voice (the default one without `path`), in `codec` if given, at `precision`,
+/// loaded and warmed up as `spiral speak` speaks with it.
 fn load_voice(
     path: Option<&Path>,
     codec: Option<spiral::engine::codec::Codec>,
-    precision_arg: Option<PrecisionArg>,
+    precision: Precision,
     cpu: spiral::engine::kernels::Cpu,
 ) -> Result<std::sync::Arc<spiral::engine::models::vits::PiperVoice>, String> {
     use spiral::engine::models::vits::PiperVoice;
     use spiral::engine::voices::{default_voice, Voice};
     let voice = path.map_or_else(default_voice, Voice::from_path).map_err(|e| e.to_string())?;
-    let precision = voice_precision(precision_arg, cpu);
     let voice = PiperVoice::load_with(&voice, codec).map_err(|e| e.to_string())?.with_precision(precision);
     spiral::engine::allocator::release_free_memory();
     let voice = std::sync::Arc::new(voice);
