@@ -127,46 +127,30 @@ impl Cpu {
     /// come no faster than f32's and the rounding and packing come on top: on a Xeon with
     /// AMX the VITS voice took 13-37 % longer in mixed precision than in f32 (KERNELS.md).
     pub fn bf16_doubles_products(self) -> bool {
-        self.isa >= Isa::Avx512Bf16 && vendor() == Vendor::Amd
+        self.isa >= Isa::Avx512Bf16 && vendor() == *AMD
     }
 }
 
-/// Who made the CPU, where two makers' cores run an instruction at different rates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Vendor {
-    Amd,
-    Intel,
-    Other,
-}
-
-impl Vendor {
-    /// The vendor a CPUID vendor string (as /proc/cpuinfo's `vendor_id`) names.
-    fn named(id: &[u8]) -> Vendor {
-        match id {
-            b"AuthenticAMD" => Vendor::Amd,
-            b"GenuineIntel" => Vendor::Intel,
-            _ => Vendor::Other,
-        }
-    }
-}
+/// AMD's CPUID vendor string (/proc/cpuinfo's `vendor_id`).
+const AMD: &[u8; 12] = b"AuthenticAMD";
 
 /// The vendor string of CPUID leaf 0 (EBX, EDX, ECX), read once.
 #[cfg(target_arch = "x86_64")]
-fn vendor() -> Vendor {
-    static VENDOR: OnceLock<Vendor> = OnceLock::new();
+fn vendor() -> [u8; 12] {
+    static VENDOR: OnceLock<[u8; 12]> = OnceLock::new();
     *VENDOR.get_or_init(|| {
         let leaf0 = std::arch::x86_64::__cpuid(0);
         let mut name = [0u8; 12];
         for (bytes, register) in name.chunks_exact_mut(4).zip([leaf0.ebx, leaf0.edx, leaf0.ecx]) {
             bytes.copy_from_slice(&register.to_le_bytes());
         }
-        Vendor::named(&name)
+        name
     })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn vendor() -> Vendor {
-    Vendor::Other
+fn vendor() -> [u8; 12] {
+    [0; 12]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -266,6 +250,6 @@ mod tests {
         let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
         let id = info.lines().find_map(|l| l.strip_prefix("vendor_id")).unwrap();
         let id = id.trim_start_matches([' ', '\t', ':']);
-        assert_eq!(vendor(), Vendor::named(id.as_bytes()), "/proc/cpuinfo says {id}");
+        assert_eq!(&vendor()[..], id.as_bytes(), "/proc/cpuinfo says {id}");
     }
 }
