@@ -506,7 +506,7 @@ fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
         }
         (None, None) => return Err("give a WAV file or --tone HZ".into()),
     };
-    run_output(source, &args.output, start)
+    run_output(source, &args.output, start, None)
 }
 
 fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
@@ -538,7 +538,7 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
         .with_cpu(cpu)
         .with_code_observer(move |c| sink.lock().expect("no panic while holding the codes").push(c.to_vec()))
         .with_router(scheduler(args.no_skip, args.reuse_max, dims));
-    let code = run_output(Box::new(source), &args.output, start)?;
+    let code = run_output(Box::new(source), &args.output, start, Some(NOTHING_SPOKEN))?;
     if let Some(path) = &args.dump_codes {
         let codes = codes.lock().map_err(|_| "the codes were lost")?;
         spiral::nodes::sink::create_parent_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -548,7 +548,23 @@ fn run_speak_qwen3(args: &SpeakArgs, dir: &Path) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// Text given as an argument that holds nothing to say is a mistake: said before the voice
+/// loads (or downloads).
+fn check_text(text: Option<&str>) -> Result<(), String> {
+    match text {
+        Some(t) if t.trim().is_empty() => {
+            Err("the text is empty: give the words to speak, or leave TEXT out to read lines from stdin".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What `spiral speak` says when the whole input produced no audio (nothing else tells the
+/// user why they heard nothing).
+const NOTHING_SPOKEN: &str = "nothing was spoken: the input holds no words the voice could pronounce";
+
 fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
+    check_text(args.text.as_deref())?;
     if let Some(dir) = &args.model {
         return run_speak_qwen3(&args, dir);
     }
@@ -583,7 +599,7 @@ fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     let router = scheduler(args.no_skip, args.reuse_max, channels);
     let source = source.with_scales(scales).with_seed(args.seed).with_cpu(cpu).with_router(router);
     // Each line from stdin carries its arrival: its first audio counts from there.
-    run_output(Box::new(source), &args.output, start)
+    run_output(Box::new(source), &args.output, start, Some(NOTHING_SPOKEN))
 }
 
 /// The lines of `input`, each stamped as it is read. Bytes that are not UTF-8 are dropped
@@ -662,7 +678,14 @@ fn scheduler(no_skip: bool, reuse_max: f32, dims: usize) -> spiral::graph::Sched
 
 /// Plays `source` as `args` ask; its input was available at `start` (or, for lines read
 /// one by one, when each arrived).
-fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Result<ExitCode, String> {
+/// Plays `source` as `args` say and reports it. `silence`, if given, is the error for a
+/// source that produced no audio at all (the run fails with it).
+fn run_output(
+    source: Box<dyn Source>,
+    args: &OutputArgs,
+    start: Instant,
+    silence: Option<&str>,
+) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.volume) {
         return Err(format!("--volume {} is outside 0..=1", args.volume));
     }
@@ -702,12 +725,16 @@ fn run_output(source: Box<dyn Source>, args: &OutputArgs, start: Instant) -> Res
     if !args.quiet {
         println!("{}", report.summary());
     }
-    Ok(match &report.run.error {
-        Some(e) => {
+    Ok(match (&report.run.error, silence) {
+        (Some(e), _) => {
             eprintln!("error: {e} (the audio produced before it was played)");
             ExitCode::FAILURE
         }
-        None => ExitCode::SUCCESS,
+        (None, Some(message)) if report.frames == 0 => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        (None, _) => ExitCode::SUCCESS,
     })
 }
 

@@ -460,6 +460,31 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert_eq!(damaged.status.code(), Some(1));
     let err = String::from_utf8_lossy(&damaged.stderr);
     assert!(err.contains("lone.onnx") && err.contains("download"), "{err}");
+
+    // Text with nothing to say: refused before the voice loads (the voice here does not
+    // exist), whitespace alike; words the voice cannot say end as an error, not a silent
+    // success, from an argument and from stdin.
+    for empty in ["", " \t\n"] {
+        let out = spiral(&["speak", empty, "--voice", "/nonexistent/v.onnx", "--sink", "null"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && err.contains("the text is empty"), "{empty:?}: {err}");
+    }
+    let out = spiral(&["speak", "...", "--sink", "null", "-q"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("nothing was spoken"), "{err}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .args(["speak", "--sink", "null", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"\n...\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("nothing was spoken"), "{err}");
 }
 
 fn spiral_engine_default_config() -> std::path::PathBuf {
