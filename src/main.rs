@@ -677,9 +677,8 @@ fn scheduler(no_skip: bool, reuse_max: f32, dims: usize) -> spiral::graph::Sched
 }
 
 /// Plays `source` as `args` ask; its input was available at `start` (or, for lines read
-/// one by one, when each arrived).
-/// Plays `source` as `args` say and reports it. `silence`, if given, is the error for a
-/// source that produced no audio at all (the run fails with it).
+/// one by one, when each arrived). `silence`, if given, is the error for a source that
+/// produced no audio at all (the run fails with it).
 fn run_output(
     source: Box<dyn Source>,
     args: &OutputArgs,
