@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -713,7 +715,9 @@ fn run_output(
         start: Some(start),
         ..PlayOptions::default()
     };
-    let report = play(source, options).map_err(|e| e.to_string())?.wait().map_err(|e| e.to_string())?;
+    let playback = play(source, options).map_err(|e| e.to_string())?;
+    let interrupted = stop_on_interrupt(playback.controller());
+    let report = playback.wait().map_err(|e| e.to_string())?;
     for e in &report.run.device_errors {
         eprintln!("warning: audio device: {e}");
     }
@@ -723,6 +727,10 @@ fn run_output(
     write_outputs(&report, args.latency_report.as_deref(), args.latency_plot.as_deref())?;
     if !args.quiet {
         println!("{}", report.summary());
+    }
+    if interrupted.load(Ordering::Acquire) {
+        // The shell's code for a run ended by SIGINT, though this one ended in order.
+        return Ok(ExitCode::from(130));
     }
     Ok(match (&report.run.error, silence) {
         (Some(e), _) => {
@@ -735,6 +743,26 @@ fn run_output(
         }
         (None, _) => ExitCode::SUCCESS,
     })
+}
+
+/// Ctrl-C (SIGINT) stops the playback rather than the process, so the WAV file is
+/// finished with everything produced so far and the latency report is written; a second
+/// Ctrl-C ends the process at once. Returns whether a stop came this way.
+fn stop_on_interrupt(controller: spiral::nodes::Controller) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let seen = interrupted.clone();
+    let handler = move || {
+        if seen.swap(true, Ordering::AcqRel) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: the output so far is kept (Ctrl-C again to quit at once)");
+        // Ended already: nothing left to stop.
+        let _ = controller.stop();
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!("warning: Ctrl-C will end the process without finishing the outputs: {e}");
+    }
+    interrupted
 }
 
 fn write_outputs(report: &LatencyReport, json: Option<&Path>, plot: Option<&Path>) -> Result<(), String> {

@@ -165,6 +165,38 @@ fn truncated_file_plays_what_it_has() {
 }
 
 #[test]
+fn ctrl_c_stops_the_playback_and_keeps_what_was_produced() {
+    let dir = common::scratch_dir("cli-interrupt");
+    let (wav, report) = (dir.join("out.wav"), dir.join("r.json"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .args(["play", "--tone", "440", "--seconds", "60", "--sink", "null", "-q", "--wav"])
+        .args([&wav, Path::new("--latency-report"), &report])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let waited = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(waited.elapsed() < Duration::from_secs(20), "still playing after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Ended in order, with the shell's code for an interrupted run.
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+    // The file holds every sample produced, whole and readable, and the report says how much.
+    let r = common::read_report(&report);
+    let produced = r["audio_seconds"].as_f64().unwrap();
+    let file = hound::WavReader::open(&wav).unwrap();
+    let kept = f64::from(file.duration()) / f64::from(file.spec().sample_rate);
+    assert!((0.5..30.0).contains(&produced), "{r}");
+    assert!((kept - produced).abs() < 0.002, "{kept} s in the file, {produced} s produced");
+}
+
+#[test]
 fn bench_gemv_reads_every_format_against_the_roof_beside_it() {
     let out = spiral(&["bench", "gemv", "--mib", "2", "--passes", "3"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

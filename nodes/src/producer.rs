@@ -245,9 +245,9 @@ pub fn run(
         }
         gate.queued(status, status.queued_frames.load(Ordering::Acquire));
     }
-    if !status.stop_requested.load(Ordering::Acquire) {
-        sink.flush(&mut pipeline);
-    }
+    // After a stop too: the ring takes none of it (or what fits, which is never played), but
+    // the file keeps every sample produced.
+    sink.flush(&mut pipeline);
     if let Some(wav) = sink.outputs.wav.take() {
         if let Err(e) = wav.finish() {
             sink.fail(e.to_string());
