@@ -119,6 +119,19 @@ impl<'t> ClauseReader<'t> {
         self.ungot
     }
 
+    /// Where the next clause's characters begin in the text, look-ahead included: a reading
+    /// started there with nothing carried sees the same characters as this one going on.
+    /// `None` at the end of the input, or while the look-ahead is not the text's character
+    /// before the position (carried in from a previous text).
+    pub(crate) fn next_clause_start(&self) -> Option<usize> {
+        let pos = self.pointer()?;
+        if self.ungot == '\0' {
+            return Some(pos);
+        }
+        let before = self.text[..pos].chars().next_back()?;
+        (before == self.ungot).then(|| pos - before.len_utf8())
+    }
+
     /// Puts the reader where the library's text pointer is, after a disagreement: every clause
     /// espeak cuts short pushes back the last character it read, so that is the look-ahead.
     pub(crate) fn resync(&mut self, end: Option<usize>) {
@@ -383,6 +396,19 @@ mod tests {
         let clauses = read_all(&text);
         assert!(clauses.len() > 1, "{clauses:?}");
         assert_eq!((clauses[0].1, clauses[0].2), (None, false));
+    }
+
+    #[test]
+    fn the_next_clause_starts_at_the_look_ahead() {
+        let mut reader = ClauseReader::new("Hi. There.", '\0');
+        // The pointer stops past the `T` that showed the period ends the sentence; the `T`
+        // is the look-ahead, so the next clause starts at it.
+        assert_eq!(reader.read_clause().end, Some(5));
+        assert_eq!((reader.carried(), reader.next_clause_start()), ('T', Some(4)));
+        reader.read_clause();
+        assert_eq!(reader.next_clause_start(), None);
+        // A look-ahead carried in from another text is not in this one.
+        assert_eq!(ClauseReader::new("abc", 'x').next_clause_start(), None);
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub(crate) struct Clause {
     pub end: Option<usize>,
     /// Where the replay stopped; differs from `end` only if the replay disagrees with the library.
     pub replayed_end: Option<usize>,
+    /// Where the next clause's characters begin, its look-ahead included (see
+    /// [`ClauseReader::next_clause_start`]): a stop here and a fresh reading from this offset
+    /// go on as this reading would. `None` at the end, or where the replay disagreed.
+    pub next: Option<usize>,
 }
 
 /// The process-wide espeak-ng instance.
@@ -218,10 +222,11 @@ impl Espeak {
                 stalled = false;
             }
             let replay = reader.read_clause();
+            let next = if replay.end == end { reader.next_clause_start() } else { None };
             if replay.end != end {
                 reader.resync(end);
             }
-            let clause = Clause { phonemes, ended: replay.ended, end, replayed_end: replay.end };
+            let clause = Clause { phonemes, ended: replay.ended, end, replayed_end: replay.end, next };
             if !each(clause) && !pointer.is_null() {
                 self.flush();
                 return Ok(());

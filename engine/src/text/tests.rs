@@ -182,6 +182,42 @@ fn stopping_early_leaves_the_next_text_unchanged() {
     assert_eq!(phonemizer.phonemize("One two. Three four. Five.").unwrap(), whole);
 }
 
+/// `text` read by [`Phonemizer::next_sentences`] until it says all was read, and how many
+/// readings that took.
+fn a_sentence_at_a_time(phonemizer: &Phonemizer, text: &str) -> (Vec<Vec<char>>, usize) {
+    let (mut sentences, mut at, mut reads) = (Vec::new(), 0, 1);
+    while let Some(rest) = phonemizer.next_sentences(&text[at..], |s| sentences.push(s)).unwrap() {
+        assert!(rest > 0 && at + rest < text.len(), "no progress at {at} in {text:?}");
+        at += rest;
+        reads += 1;
+    }
+    (sentences, reads)
+}
+
+/// Read a sentence at a time, every fixture text (abbreviations, numbers, quotes, ellipses,
+/// line breaks, raw blocks) and all of them as one text give what one reading gives.
+#[test]
+fn reading_a_sentence_at_a_time_gives_the_whole_reading() {
+    let phonemizer = phonemizer();
+    let fixture = fixture();
+    let texts: Vec<&str> =
+        fixture["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
+    // All of them as one text, and again without the raw block (which makes a text be read
+    // whole) after a paragraph break.
+    let plain = texts.iter().filter(|t| !t.contains("[[")).copied().collect::<Vec<_>>().join(" ");
+    let all = format!("{}\n\n{plain}", texts.join(" "));
+    let mut in_parts = 0;
+    for text in texts.iter().copied().chain([all.as_str(), &plain]) {
+        let whole = phonemizer.phonemize(text).unwrap();
+        let (parts, reads) = a_sentence_at_a_time(&phonemizer, text);
+        assert_eq!(parts, whole, "{text:?}");
+        in_parts += usize::from(reads > 1);
+    }
+    // The texts of several sentences were read in pieces, not whole.
+    let (_, reads) = a_sentence_at_a_time(&phonemizer, &plain);
+    assert!(reads > 30 && in_parts > 10, "{reads} readings, {in_parts} texts read in parts");
+}
+
 #[test]
 fn enormous_text_streams_sentence_by_sentence() {
     let phonemizer = phonemizer();

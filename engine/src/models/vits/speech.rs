@@ -103,9 +103,19 @@ fn decode_end(pos: usize, first: bool, end: usize) -> usize {
     (pos + if first { WINDOWS[0] } else { CHUNK }).min(end)
 }
 
-/// Text handed to the phonemizer at once: paragraphs are cut at line ends below this size,
-/// so the first sentence of a long text does not wait for the whole text to be read.
+/// Text is queued in pieces cut at line ends below this size. Each piece is read a
+/// sentence at a time, so this bounds only what a text without sentence ends (lines of
+/// verse, lists) is read in one go: about 13 ms of espeak-ng on a Zen 1.
 const TEXT_PIECE: usize = 4096;
+
+/// A piece of text given to the source, read a sentence at a time.
+struct Unread {
+    text: String,
+    /// Bytes of `text` already read into sentences.
+    read: usize,
+    /// When the text arrived, until its first sentence takes the stamp.
+    arrived: Option<Instant>,
+}
 
 /// The flow's and the generator's streaming state for one sentence.
 struct Streams<'v> {
@@ -234,9 +244,8 @@ pub struct SpeechSource {
     cpu: Cpu,
     scales: Scales,
     rng: StdRng,
-    /// Text not yet read into sentences, each piece with when its line arrived (its first
-    /// piece only).
-    text: VecDeque<(String, Option<Instant>)>,
+    /// Texts not yet read into sentences, in order.
+    text: VecDeque<Unread>,
     lines: Option<Receiver<Line>>,
     sentences: VecDeque<(Vec<i64>, Option<Instant>)>,
     utterance: Option<Utterance>,
@@ -332,26 +341,39 @@ impl SpeechSource {
     /// the first carries when the text `arrived`.
     fn queue(&mut self, text: &str, mut arrived: Option<Instant>) {
         let mut piece = String::new();
+        let mut push = |text: String, arrived: Option<Instant>| self.text.push_back(Unread { text, read: 0, arrived });
         for line in text.split_inclusive('\n') {
             if !piece.is_empty() && piece.len() + line.len() > TEXT_PIECE {
-                self.text.push_back((std::mem::take(&mut piece), arrived.take()));
+                push(std::mem::take(&mut piece), arrived.take());
             }
             piece.push_str(line);
         }
         if !piece.trim().is_empty() {
-            self.text.push_back((piece, arrived));
+            push(piece, arrived);
         }
     }
 
-    fn read(&mut self, text: &str, mut arrived: Option<Instant>) -> Result<(), SpeechError> {
-        let (sentences, warn) = (&mut self.sentences, &mut self.warn);
-        self.voice.sentences(text, |s| {
+    /// Reads the first unread text up to its next sentence end, so a sentence is spoken
+    /// after reading it alone, however long the text (espeak-ng takes about 3 ms a
+    /// kilobyte: the first sentence of 100 KB of text waited 450 ms on a Zen 1 when texts
+    /// were read whole).
+    fn read(&mut self) -> Result<(), SpeechError> {
+        let Some(unread) = self.text.front_mut() else { return Ok(()) };
+        let (sentences, warn, arrived) = (&mut self.sentences, &mut self.warn, &mut unread.arrived);
+        let rest = self.voice.next_sentences(&unread.text[unread.read..], |s| {
             if !s.dropped.is_empty() {
                 let symbols: String = s.dropped.iter().collect();
                 warn(format!("dropped phonemes the voice has no id for: {symbols:?}"));
             }
             sentences.push_back((s.ids, arrived.take()));
-        })
+        })?;
+        match rest {
+            Some(rest) => unread.read += rest,
+            None => {
+                self.text.pop_front();
+            }
+        }
+        Ok(())
     }
 
     /// Something is queued: a sentence under way (its last step, which tells the router
@@ -517,8 +539,8 @@ impl SpeechSource {
                 self.utterance = Some(self.start(&ids, arrived)?);
                 continue;
             }
-            if let Some((text, arrived)) = self.text.pop_front() {
-                self.read(&text, arrived)?;
+            if !self.text.is_empty() {
+                self.read()?;
                 continue;
             }
             // Lines may still come: nothing for now (`input` waits for them).
@@ -592,6 +614,30 @@ mod tests {
     use std::time::Duration;
 
     use super::{decode_end, flow_call_end, joined_rest, CHUNK, JOINED_REST, JOIN_BUDGET, WINDOWS};
+    use crate::models::vits::{PiperVoice, SpeechSource};
+    use crate::Source;
+
+    /// The first audio of a long text waits for its first sentence to be read, not for the
+    /// whole text; the rest is read a sentence at a time as it is spoken.
+    #[test]
+    fn a_long_text_is_read_a_sentence_at_a_time() {
+        let voice = crate::voices::default_voice().unwrap_or_else(|e| panic!("the joe voice is needed: {e}"));
+        let voice = std::sync::Arc::new(PiperVoice::load(&voice).unwrap());
+        let sentence = "The quick brown fox jumps over the lazy dog. ";
+        let mut source = SpeechSource::new(voice, &sentence.repeat(10));
+        assert_eq!(source.text.len(), 1);
+        assert!(!source.next_frame().unwrap().unwrap().samples.is_empty());
+        let read = source.text[0].read;
+        assert!(read > 0 && read <= sentence.len() && source.sentences.is_empty(), "{read} bytes read");
+        // Each next sentence is read when the one before it has been spoken, and started.
+        for next in 2..=3 {
+            while source.text[0].read < next * read {
+                assert_eq!(source.text[0].read, (next - 1) * read);
+                source.next_frame().unwrap().unwrap();
+            }
+            assert!(source.text[0].read == next * read && source.sentences.is_empty());
+        }
+    }
 
     /// A sentence's first step decodes the flow's first window whole, also after a cut of
     /// leading frames; later steps take a chunk.

@@ -128,10 +128,21 @@ impl PiperVoice {
     /// Each sentence of `text` as phoneme ids, handed to `each` as soon as it is read.
     pub fn sentences(&self, text: &str, mut each: impl FnMut(Sentence)) -> Result<(), SpeechError> {
         self.phonemizer.for_each_sentence(text, |phonemes| {
-            let (ids, dropped) = self.ids.ids(&phonemes);
-            each(Sentence { ids, dropped });
+            each(self.sentence(&phonemes));
             std::ops::ControlFlow::Continue(())
         })?;
         Ok(())
+    }
+
+    /// The sentences of `text` up to its first sentence end that more text follows, as
+    /// phoneme ids; returns where the rest begins, `None` once all of it was read
+    /// ([`Phonemizer::next_sentences`](crate::text::Phonemizer::next_sentences)).
+    pub fn next_sentences(&self, text: &str, mut each: impl FnMut(Sentence)) -> Result<Option<usize>, SpeechError> {
+        Ok(self.phonemizer.next_sentences(text, |phonemes| each(self.sentence(&phonemes)))?)
+    }
+
+    fn sentence(&self, phonemes: &[char]) -> Sentence {
+        let (ids, dropped) = self.ids.ids(phonemes);
+        Sentence { ids, dropped }
     }
 }
