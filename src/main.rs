@@ -500,6 +500,7 @@ fn run_devices() -> Result<ExitCode, String> {
 }
 
 fn run_play(args: PlayArgs) -> Result<ExitCode, String> {
+    check_outputs(&args.output)?;
     let start = Instant::now();
     let source: Box<dyn Source> = match (&args.file, args.tone) {
         (Some(path), _) => Box::new(WavSource::open(path).map_err(|e| e.to_string())?),
@@ -567,6 +568,7 @@ const NOTHING_SPOKEN: &str = "nothing was spoken: the input holds no words the v
 
 fn run_speak(args: SpeakArgs) -> Result<ExitCode, String> {
     check_text(args.text.as_deref())?;
+    check_outputs(&args.output)?;
     if let Some(dir) = &args.model {
         return run_speak_qwen3(&args, dir);
     }
@@ -763,6 +765,25 @@ fn stop_on_interrupt(controller: spiral::nodes::Controller) -> Arc<AtomicBool> {
         eprintln!("warning: Ctrl-C will end the process without finishing the outputs: {e}");
     }
     interrupted
+}
+
+/// The files `args` name can be written: checked before a voice loads (or downloads) and
+/// synthesizes, so a mistyped path fails at once rather than after the work.
+fn check_outputs(args: &OutputArgs) -> Result<(), String> {
+    [&args.wav, &args.latency_report, &args.latency_plot].into_iter().flatten().try_for_each(|p| check_writable(p))
+}
+
+/// Creates `path`'s directory and checks that the file can be written, leaving no file
+/// behind that was not there.
+fn check_writable(path: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    spiral::nodes::sink::create_parent_dir(path).map_err(fail)?;
+    let existed = path.exists();
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
+    if !existed {
+        std::fs::remove_file(path).map_err(fail)?;
+    }
+    Ok(())
 }
 
 fn write_outputs(report: &LatencyReport, json: Option<&Path>, plot: Option<&Path>) -> Result<(), String> {

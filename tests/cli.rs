@@ -493,6 +493,17 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     let err = String::from_utf8_lossy(&damaged.stderr);
     assert!(err.contains("lone.onnx") && err.contains("download"), "{err}");
 
+    // An output that cannot be written (its directory would be inside a file): refused
+    // before the voice loads (this one does not exist), for every kind of output.
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    for option in ["--wav", "--latency-report", "--latency-plot"] {
+        let target = blocker.join("out.x");
+        let out = spiral(&["speak", "Hi.", "--voice", "/nonexistent/v.onnx", "--sink", "null", option], &[&target]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && err.contains("a-file/out.x"), "{option}: {err}");
+    }
+
     // Text with nothing to say: refused before the voice loads (the voice here does not
     // exist), whitespace alike; words the voice cannot say end as an error, not a silent
     // success, from an argument and from stdin.
