@@ -103,12 +103,28 @@ fn decode_end(pos: usize, first: bool, end: usize) -> usize {
     (pos + if first { WINDOWS[0] } else { CHUNK }).min(end)
 }
 
-/// Text is queued in pieces cut at line ends below this size. Each piece is read a
-/// sentence at a time, so this bounds only what a text without sentence ends (lines of
-/// verse, lists) is read in one go: about 13 ms of espeak-ng on a Zen 1.
-const TEXT_PIECE: usize = 4096;
+/// The most text handed to the phonemizer at once. A reading stops at the first sentence
+/// end, so this bounds only a text with no sentence end for that long (verse, lists, a
+/// long line without punctuation): about 13 ms of espeak-ng on a Zen 1. A window is cut
+/// at a space, and it changes the phonemes only of a sentence longer than it, which is
+/// cut into parts anyway (`text::MAX_SENTENCE`).
+const TEXT_WINDOW: usize = 4096;
 
-/// A piece of text given to the source, read a sentence at a time.
+/// The length of the next window of `rest` to read: all of it if it is short or has raw
+/// `[[ ]]` blocks (a window must not cut one), else up to its last whitespace within
+/// [`TEXT_WINDOW`] bytes (or the last character there, in a text without any).
+fn window(rest: &str) -> usize {
+    if rest.len() <= TEXT_WINDOW || rest.contains("[[") {
+        return rest.len();
+    }
+    let mut end = TEXT_WINDOW;
+    while !rest.is_char_boundary(end) {
+        end -= 1;
+    }
+    rest[..end].rfind(char::is_whitespace).filter(|&i| i > 0).unwrap_or(end)
+}
+
+/// A text given to the source, read a sentence at a time.
 struct Unread {
     text: String,
     /// Bytes of `text` already read into sentences.
@@ -337,41 +353,31 @@ impl SpeechSource {
         self
     }
 
-    /// Cuts `text` into pieces at line ends, each under [`TEXT_PIECE`] bytes where it can;
-    /// the first carries when the text `arrived`.
-    fn queue(&mut self, text: &str, mut arrived: Option<Instant>) {
-        let mut piece = String::new();
-        let mut push = |text: String, arrived: Option<Instant>| self.text.push_back(Unread { text, read: 0, arrived });
-        for line in text.split_inclusive('\n') {
-            if !piece.is_empty() && piece.len() + line.len() > TEXT_PIECE {
-                push(std::mem::take(&mut piece), arrived.take());
-            }
-            piece.push_str(line);
-        }
-        if !piece.trim().is_empty() {
-            push(piece, arrived);
+    fn queue(&mut self, text: &str, arrived: Option<Instant>) {
+        if !text.trim().is_empty() {
+            self.text.push_back(Unread { text: text.to_owned(), read: 0, arrived });
         }
     }
 
-    /// Reads the first unread text up to its next sentence end, so a sentence is spoken
-    /// after reading it alone, however long the text (espeak-ng takes about 3 ms a
+    /// Reads the first unread text up to its next sentence end (within a [`window`]), so a
+    /// sentence is spoken after reading it alone, however long the text (espeak-ng takes about 3 ms a
     /// kilobyte: the first sentence of 100 KB of text waited 450 ms on a Zen 1 when texts
     /// were read whole).
     fn read(&mut self) -> Result<(), SpeechError> {
         let Some(unread) = self.text.front_mut() else { return Ok(()) };
         let (sentences, warn, arrived) = (&mut self.sentences, &mut self.warn, &mut unread.arrived);
-        let rest = self.voice.next_sentences(&unread.text[unread.read..], |s| {
+        let rest = &unread.text[unread.read..];
+        let window = window(rest);
+        let read = self.voice.next_sentences(&rest[..window], |s| {
             if !s.dropped.is_empty() {
                 let symbols: String = s.dropped.iter().collect();
                 warn(format!("dropped phonemes the voice has no id for: {symbols:?}"));
             }
             sentences.push_back((s.ids, arrived.take()));
         })?;
-        match rest {
-            Some(rest) => unread.read += rest,
-            None => {
-                self.text.pop_front();
-            }
+        unread.read += read.unwrap_or(window);
+        if unread.text[unread.read..].trim().is_empty() {
+            self.text.pop_front();
         }
         Ok(())
     }
@@ -613,7 +619,9 @@ impl Source for SpeechSource {
 mod tests {
     use std::time::Duration;
 
-    use super::{decode_end, flow_call_end, joined_rest, CHUNK, JOINED_REST, JOIN_BUDGET, WINDOWS};
+    use super::{
+        decode_end, flow_call_end, joined_rest, window, CHUNK, JOINED_REST, JOIN_BUDGET, TEXT_WINDOW, WINDOWS,
+    };
     use crate::models::vits::{PiperVoice, SpeechSource};
     use crate::Source;
 
@@ -637,6 +645,27 @@ mod tests {
             }
             assert!(source.text[0].read == next * read && source.sentences.is_empty());
         }
+        // A text that never ends a sentence is read a window at a time.
+        let words = "and then the fox ran over the hills ".repeat(400); // 14 KB
+        let mut source = SpeechSource::new(source.voice.clone(), &words);
+        assert!(!source.next_frame().unwrap().unwrap().samples.is_empty());
+        let read = source.text[0].read;
+        assert!(read > TEXT_WINDOW / 2 && read <= TEXT_WINDOW, "{read} bytes read");
+    }
+
+    /// Windows end before a space (or anywhere in a text without one), on a character
+    /// boundary, and take short texts and texts with raw phoneme blocks whole.
+    #[test]
+    fn a_window_ends_at_a_space_within_its_bound() {
+        assert_eq!(window("short text"), 10);
+        let words = "word ".repeat(2000);
+        let w = window(&words);
+        assert!(w <= TEXT_WINDOW && words[w..].starts_with(' ') && words[..w].ends_with("word"), "{w}");
+        let dense = "é".repeat(3000); // two bytes each, no space
+        let w = window(&dense);
+        assert!(w <= TEXT_WINDOW && w > TEXT_WINDOW - 2 && dense.is_char_boundary(w), "{w}");
+        let raw = format!("{words} [[ hˈɛloʊ ]] {words}");
+        assert_eq!(window(&raw), raw.len());
     }
 
     /// A sentence's first step decodes the flow's first window whole, also after a cut of
