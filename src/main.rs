@@ -730,15 +730,13 @@ fn run_output(
     if !args.quiet {
         println!("{}", report.summary());
     }
-    if interrupted.load(Ordering::Acquire) {
-        // The shell's code for a run ended by SIGINT, though this one ended in order.
-        return Ok(ExitCode::from(130));
+    if let Some(e) = &report.run.error {
+        eprintln!("error: {e} (the audio produced before it was played)");
     }
     Ok(match (&report.run.error, silence) {
-        (Some(e), _) => {
-            eprintln!("error: {e} (the audio produced before it was played)");
-            ExitCode::FAILURE
-        }
+        // The shell's code for a run ended by SIGINT, though this one ended in order.
+        _ if interrupted.load(Ordering::Acquire) => ExitCode::from(130),
+        (Some(_), _) => ExitCode::FAILURE,
         (None, Some(message)) if report.frames == 0 => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -757,7 +755,7 @@ fn stop_on_interrupt(controller: spiral::nodes::Controller) -> Arc<AtomicBool> {
         if seen.swap(true, Ordering::AcqRel) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping: the output so far is kept (Ctrl-C again to quit at once)");
+        eprintln!("\nstopping: the WAV file and the report keep what was made (Ctrl-C again quits at once)");
         // Ended already: nothing left to stop.
         let _ = controller.stop();
     };

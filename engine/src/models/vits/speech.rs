@@ -360,9 +360,9 @@ impl SpeechSource {
     }
 
     /// Reads the first unread text up to its next sentence end (within a [`window`]), so a
-    /// sentence is spoken after reading it alone, however long the text (espeak-ng takes about 3 ms a
-    /// kilobyte: the first sentence of 100 KB of text waited 450 ms on a Zen 1 when texts
-    /// were read whole).
+    /// sentence is spoken after reading it alone, however long the text (espeak-ng takes
+    /// about 3 ms a kilobyte: the first sentence of 100 KB of text waited 450 ms on a Zen 1
+    /// when texts were read whole).
     fn read(&mut self) -> Result<(), SpeechError> {
         let Some(unread) = self.text.front_mut() else { return Ok(()) };
         let (sentences, warn, arrived) = (&mut self.sentences, &mut self.warn, &mut unread.arrived);
