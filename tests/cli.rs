@@ -175,8 +175,8 @@ fn ctrl_c_stops_the_playback_and_keeps_what_was_produced() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
+    // SAFETY: kill(2) on our own child's pid; the child is not reaped yet, so the pid is its.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let waited = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(waited.elapsed() < Duration::from_secs(20), "still playing after Ctrl-C");
