@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::kernels::activation;
 use crate::kernels::conv::ConvShape;
 use crate::kernels::Cpu;
-use crate::models::nn::{ChannelNorm, Conv};
+use crate::models::nn::{rows_per_task, ChannelNorm, Conv};
 use crate::tensors::{TensorError, Tensors};
 
 use super::{dim, indices, VitsError};
@@ -65,13 +65,10 @@ impl DdsConv {
     }
 }
 
-/// GELU over `y` (`[channels, len]`), blocks of rows shared out on the pool: at several ns a
-/// value it pays for a fork even on one sentence's phonemes, where it had been a quarter of
-/// the durations' time on the calling thread alone (sentence 0 of the fixtures, 109 ids, on
-/// a Zen 1: durations 6.3-6.8 → 5.0-5.5 ms).
+/// GELU over `y` (`[channels, len]`), blocks of rows shared out on the pool (sentence 0 of
+/// the fixtures, 109 ids, on a Zen 1: durations 6.3-6.8 → 5.0-5.5 ms).
 fn gelu(cpu: Cpu, y: &mut [f32], len: usize) {
-    const ROWS: usize = 32;
-    y.par_chunks_mut((ROWS * len).max(1)).for_each(|rows| activation::gelu_erf(cpu, rows));
+    y.par_chunks_mut(rows_per_task(len)).for_each(|rows| activation::gelu_erf(cpu, rows));
 }
 
 /// A coupling layer: channel 0 conditions a spline applied to channel 1.
