@@ -637,7 +637,7 @@ mod tests {
         assert!(!source.next_frame().unwrap().unwrap().samples.is_empty());
         let read = source.text[0].read;
         assert!(read > 0 && read <= sentence.len() && source.sentences.is_empty(), "{read} bytes read");
-        // Each next sentence is read when the one before it has been spoken, and started.
+        // Each next sentence is read once the one before it is synthesized, and started.
         for next in 2..=3 {
             while source.text[0].read < next * read {
                 assert_eq!(source.text[0].read, (next - 1) * read);
