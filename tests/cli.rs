@@ -11,6 +11,19 @@ fn spiral(args: &[&str], files: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spiral")).args(args).args(files).output().unwrap()
 }
 
+/// `spiral args` with `input` on its stdin, which then closes.
+fn spiral_reading(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A 16-bit stereo WAV at 22050 Hz whose samples are all distinct in a pattern.
 fn write_input(path: &Path, frames: u32) -> Vec<i16> {
     let spec = hound::WavSpec {
@@ -427,17 +440,10 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     assert!(frames > 22_050, "{frames} samples for two lines");
     // A line that is not UTF-8 loses its bad bytes, with a warning, not the lines after it.
     let mangled = dir.join("mangled.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
-        .args(["speak", "-q", "--wav", lines_wav.to_str().unwrap(), "--latency-report", mangled.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"Hello.\n\xff\xfe bad bytes\r\nWorld.\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = spiral_reading(
+        &["speak", "-q", "--wav", lines_wav.to_str().unwrap(), "--latency-report", mangled.to_str().unwrap()],
+        b"Hello.\n\xff\xfe bad bytes\r\nWorld.\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("stdin line 2: bytes that are not UTF-8"), "{stderr}");
     assert_eq!(common::read_report(&mangled)["inputs"].as_array().unwrap().len(), 3);
@@ -515,17 +521,7 @@ fn speak_renders_text_and_stdin_lines_and_refuses_bad_input() {
     let out = spiral(&["speak", "...", "--sink", "null", "-q"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("nothing was spoken"), "{err}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spiral"))
-        .args(["speak", "--sink", "null", "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"\n...\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = spiral_reading(&["speak", "--sink", "null", "-q"], b"\n...\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("nothing was spoken"), "{err}");
 }
