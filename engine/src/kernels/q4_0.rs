@@ -100,14 +100,6 @@ pub(crate) mod avx2 {
         _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), nib), _mm_and_si128(q, nib))
     }
 
-    /// The f16 scales of the eight blocks from `w`, widened: one conversion for all eight.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn scales8(w: *const u8) -> __m256 {
-        let at = |b: usize| i16::from_le_bytes([*w.add(b * BLOCK_BYTES), *w.add(b * BLOCK_BYTES + 1)]);
-        _mm256_cvtph_ps(_mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)))
-    }
-
     /// Eight blocks per round, their scales widened and multiplied by the activations' at
     /// once; each block's factor broadcast from its lane.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -118,7 +110,8 @@ pub(crate) mod avx2 {
         let mut b = 0;
         while b + 8 <= blocks {
             let w = row.as_ptr().add(b * BLOCK_BYTES);
-            let d = scales8(w);
+            crate::kernels::quant::prefetch::<{ 8 * BLOCK_BYTES }>(w);
+            let d = crate::kernels::quant::f16x8_at::<BLOCK_BYTES>(w);
             let factors = _mm256_mul_ps(d, _mm256_loadu_ps(x.scales.as_ptr().add(b)));
             offsets = _mm256_fmadd_ps(d, _mm256_loadu_ps(x.sums.as_ptr().add(b)), offsets);
             for j in 0..8 {
@@ -175,7 +168,7 @@ pub(crate) mod avx512 {
                 let mut b = 0;
                 while b + 8 <= blocks {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
-                    let d = super::avx2::scales8(w);
+                    let d = crate::kernels::quant::f16x8_at::<BLOCK_BYTES>(w);
                     let factors = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_loadu_ps(x.scales.as_ptr().add(b))));
                     offsets = _mm256_fmadd_ps(d, _mm256_loadu_ps(x.sums.as_ptr().add(b)), offsets);
                     for (p, pick) in picks.iter().enumerate() {

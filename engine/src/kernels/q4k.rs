@@ -269,6 +269,7 @@ pub(crate) mod avx2 {
         let ones = _mm256_set1_epi16(1);
         for b in 0..row.len() / block_bytes::<FIFTH>() {
             let block = row.as_ptr().add(b * block_bytes::<FIFTH>());
+            crate::kernels::quant::prefetch::<Q5_BLOCK_BYTES>(block); // either format's block
             let (scales, m) = factors(block, x.scales.as_ptr().add(b * SUBS), x.sums.as_ptr().add(b * SUBS));
             mins = _mm256_add_ps(mins, m);
             let lanes: [f32; 8] = std::mem::transmute(scales);

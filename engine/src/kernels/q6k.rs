@@ -151,6 +151,7 @@ pub(crate) mod avx2 {
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for b in 0..row.len() / BLOCK_BYTES {
             let block = row.as_ptr().add(b * BLOCK_BYTES);
+            crate::kernels::quant::prefetch::<BLOCK_BYTES>(block);
             let factors = factors(block, x.scales.as_ptr().add(b * (BLOCK / X_BLOCK)));
             for (h, &factor) in factors.iter().enumerate() {
                 let qh = _mm256_loadu_si256(block.add(QH + 32 * h) as *const __m256i);

@@ -74,27 +74,47 @@ pub(crate) mod avx2 {
 
     pub(crate) use crate::kernels::quant::f16_at as scale;
 
-    /// Integer dot of 32 signed weights and 32 activations as 8 i32 lanes: |x| (unsigned)
-    /// times w with x's sign, by `maddubs` (pairs to i16; |products| ≤ 2·127², no
-    /// saturation) then `madd` (to i32).
+    /// Integer dot of 32 signed weights and 32 activations as 8 i32 lanes: |x| (unsigned,
+    /// taken once per product in [`Vector::magnitudes`]) times w with x's sign, by `maddubs`
+    /// (pairs to i16; |products| ≤ 2·127², no saturation) then `madd` (to i32).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn block(w: *const u8, x: *const i8) -> __m256i {
+    pub(crate) unsafe fn block(w: *const u8, x: *const i8, magnitudes: *const u8) -> __m256i {
         let w = _mm256_loadu_si256(w as *const __m256i);
         let x = _mm256_loadu_si256(x as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
+        let magnitudes = _mm256_loadu_si256(magnitudes as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(w, x));
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
+    /// Eight blocks per round: their scales widened and multiplied by the activations' at
+    /// once, each block's factor then broadcast from memory (a load, where a broadcast from
+    /// a register or a lane permute is a shuffle competing with the products on Zen 1).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(row: &[u8], x: Vector) -> f32 {
-        let (blocks, xs) = (x.scales.len(), x.scales.as_ptr());
-        let one = |b: usize, acc: __m256| {
-            let w = row.as_ptr().add(b * BLOCK_BYTES);
-            let ints = block(w.add(2), x.quants.as_ptr().add(b * BLOCK));
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_set1_ps(scale(w) * *xs.add(b)), acc)
+        let blocks = x.scales.len();
+        let one = |b: usize, factor: *const f32, acc: __m256| {
+            let w = row.as_ptr().add(b * BLOCK_BYTES + 2);
+            let ints = block(w, x.quants.as_ptr().add(b * BLOCK), x.magnitudes.as_ptr().add(b * BLOCK));
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(ints), _mm256_broadcast_ss(&*factor), acc)
         };
-        let (acc0, acc1) = two_chains(blocks, _mm256_setzero_ps(), one);
-        crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc0, acc1))
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut factors = [0.0f32; 8];
+        let mut b = 0;
+        while b + 8 <= blocks {
+            let w = row.as_ptr().add(b * BLOCK_BYTES);
+            crate::kernels::quant::prefetch::<{ 8 * BLOCK_BYTES }>(w);
+            let scales = crate::kernels::quant::f16x8_at::<BLOCK_BYTES>(w);
+            _mm256_storeu_ps(factors.as_mut_ptr(), _mm256_mul_ps(scales, _mm256_loadu_ps(x.scales.as_ptr().add(b))));
+            for j in 0..8 {
+                acc[j & 1] = one(b + j, &factors[j], acc[j & 1]);
+            }
+            b += 8;
+        }
+        for j in 0..blocks - b {
+            let factor = scale(row.as_ptr().add((b + j) * BLOCK_BYTES)) * x.scales[b + j];
+            acc[j & 1] = one(b + j, &factor, acc[j & 1]);
+        }
+        crate::kernels::vector::avx2::hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 }
 
@@ -144,7 +164,11 @@ pub(crate) mod avx512 {
                 let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
                 if b < blocks {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
-                    let ints = super::avx2::block(w.add(2), x.quants.as_ptr().add(b * BLOCK));
+                    let ints = super::avx2::block(
+                        w.add(2),
+                        x.quants.as_ptr().add(b * BLOCK),
+                        x.magnitudes.as_ptr().add(b * BLOCK),
+                    );
                     let lanes: [i32; 8] = std::mem::transmute(ints);
                     sum += lanes.iter().sum::<i32>() as f32 * (scale(w) * x.scales[b]);
                 }
