@@ -357,7 +357,7 @@ pub(crate) unsafe fn f16x8_at<const STRIDE: usize>(p: *const u8) -> std::arch::x
 /// Asks for the `BYTES` of a row that lie [`PREFETCH_AHEAD`] bytes past `p` (a whole number
 /// of cache lines from there). The block formats' AVX2 loops call it once per round for the
 /// bytes the round reads: the hardware prefetcher alone left a Zen 1's q8_0 product waiting
-/// on memory at 0.66-0.71 of the read roof, with it 0.86-0.97 (BENCHMARKS.md). A prefetch
+/// on memory at 0.66-0.73 of the read roof, with it 0.90-0.99 (BENCHMARKS.md). A prefetch
 /// never faults, so past the end of the weights it asks for nothing harmful.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
