@@ -6,7 +6,7 @@
 //! a weight block with an activation block is exact in integers, `d_w·d_x·Σ q_w·q_x`: every
 //! path computes the same integers and differs only in the order of the f32 sums.
 
-use super::quant::{f16, to_f16, Vector};
+use super::quant::{f16, nearest, to_f16, Vector};
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -21,7 +21,7 @@ pub(crate) fn encode_row(values: &[f32], out: &mut [u8]) {
         let inv = if f16(d) > 0.0 { 1.0 / f16(d) } else { 0.0 };
         block[..2].copy_from_slice(&d.to_le_bytes());
         for (q, &x) in block[2..].iter_mut().zip(v) {
-            *q = (x * inv).round().clamp(-127.0, 127.0) as i8 as u8;
+            *q = nearest(x * inv) as u8;
         }
     }
 }

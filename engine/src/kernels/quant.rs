@@ -309,9 +309,10 @@ impl Activations {
 /// `v` rounded half away from zero (as [`f32::round`]) and clamped to ±127. By truncation
 /// and the fraction left, exact below 2²³, because `round` is a libm call per value on the
 /// baseline target and this loop vectorizes (the quantization was 2 % of the Qwen3-TTS
-/// codes' time, most of it in `roundf`). NaN gives 0, as `round` then `as i8` does.
+/// codes' time, most of it in `roundf`; the q8_0 encoder's rounding was a quarter of
+/// loading a checkpoint with `--codec q8`). NaN gives 0, as `round` then `as i8` does.
 #[inline(always)]
-fn nearest(v: f32) -> i8 {
+pub(crate) fn nearest(v: f32) -> i8 {
     let v = v.clamp(-127.0, 127.0);
     let t = v as i32;
     let away = if v < 0.0 { -1 } else { 1 };
