@@ -6,8 +6,9 @@
 //! tap j (i outer, j inner, always in that order) it loads the V vectors of `x[i]` at
 //! `t + j·dilation` and multiply-adds each with a broadcast of `w[o][i][j]` for its R
 //! channels. Accumulators start at the bias, and every output value is one chain of fused
-//! multiply-adds over (i, j) in the same order whatever tile, chunk or thread computes it;
-//! time tails are masked, so a value's lane position changes nothing. That is what keeps
+//! multiply-adds over (i, j) in the same order whatever tile, lane, chunk or thread computes
+//! it, so a time tail may be computed as whole vectors moved back over outputs already
+//! written (or, in a block narrower than that, masked). That is what keeps
 //! [`StreamingConv1d`](super::StreamingConv1d) bit-for-bit equal to the whole-signal call.
 //!
 //! Weights are read in place from PyTorch's `[out, in, kernel]` layout: the R channels of a
