@@ -125,16 +125,17 @@ pub(crate) mod avx512 {
     use super::avx2::scale;
     use super::*;
 
-    /// Two blocks' values side by side: |x| as unsigned bytes and w carrying x's sign, so an
-    /// unsigned×signed byte product gives w·x.
+    /// Two blocks' values side by side: |x| as unsigned bytes (taken once per product in
+    /// [`Vector::magnitudes`]) and w carrying x's sign, so an unsigned×signed byte product
+    /// gives w·x.
     #[inline(always)]
-    unsafe fn operands(w: *const u8, x: *const i8) -> (__m512i, __m512i) {
+    unsafe fn operands(w: *const u8, x: *const i8, magnitudes: *const u8) -> (__m512i, __m512i) {
         let lo = _mm256_loadu_si256(w.add(2) as *const __m256i);
         let hi = _mm256_loadu_si256(w.add(BLOCK_BYTES + 2) as *const __m256i);
         let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         let x = _mm512_loadu_si512(x as *const __m512i);
         let signed_w = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), _mm512_setzero_si512(), w);
-        (_mm512_abs_epi8(x), signed_w)
+        (_mm512_loadu_si512(magnitudes as *const __m512i), signed_w)
     }
 
     /// One body, compiled twice: with `VPDPBUSD` where the CPU has VNNI, and with
@@ -150,7 +151,7 @@ pub(crate) mod avx512 {
                 // Blocks b and b + 1 added to `acc`.
                 let pair = |b: usize, acc: __m512| {
                     let w = row.as_ptr().add(b * BLOCK_BYTES);
-                    let (ux, sw) = operands(w, x.quants.as_ptr().add(b * BLOCK));
+                    let (ux, sw) = operands(w, x.quants.as_ptr().add(b * BLOCK), x.magnitudes.as_ptr().add(b * BLOCK));
                     let ints: __m512i = $ints(ux, sw);
                     let scale = _mm512_mask_blend_ps(
                         0xFF00,
