@@ -424,28 +424,29 @@ trait Kernel: Sync {
     /// kernels whose packed values are f32 (`P = f32`) set it.
     const STRIDED: bool = false;
 
-    /// [`Kernel::tile`] over f32 operands addressed by strides: row r's k-step p of A at
-    /// `a + p·a_step + r·a_row`, and k-step p of the NR columns of B at `b + p·b_step`
-    /// (columns contiguous). A packed A panel is `(MR, 1)`, rows of A in place `(1, lda)`;
-    /// a packed B panel is `NR`, a row-major B in place its row stride. For products too
-    /// small to repay packing. Only kernels that set [`Kernel::STRIDED`] implement it.
+    /// [`Kernel::tile`] over f32 operands addressed by strides ([`Strided`]), for products
+    /// too small to repay packing, on a tile as tall as the rows asked for need (2, 4 or 6),
+    /// so a product's last few rows do not pay for a whole tile. Only for kernels that set
+    /// [`Kernel::STRIDED`], whose tiles are 6 rows tall.
     ///
     /// # Safety
-    /// As [`Kernel::tile`], with every address above readable for the MR rows, NR columns
+    /// As [`Kernel::tile`], with every address of `at` readable for the MR rows, NR columns
     /// and `kc` k-steps.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_strided(
-        &self,
-        _kc: usize,
-        _a: *const Self::P,
-        _a_strides: (usize, usize),
-        _b: *const Self::P,
-        _b_step: usize,
-        _c: Out,
-        _m: usize,
-        _n: usize,
-        _accumulate: bool,
-    ) {
+    unsafe fn tile_strided(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, accumulate: bool) {
+        debug_assert!(Self::STRIDED && Self::A::ROWS == 6);
+        match m {
+            0..=2 => self.strided_rows::<2>(kc, at, c, m, n, accumulate),
+            3..=4 => self.strided_rows::<4>(kc, at, c, m, n, accumulate),
+            _ => self.strided_rows::<6>(kc, at, c, m, n, accumulate),
+        }
+    }
+
+    /// The R-row tile [`Kernel::tile_strided`] runs. Only kernels that set
+    /// [`Kernel::STRIDED`] implement it.
+    ///
+    /// # Safety
+    /// As [`Kernel::tile_strided`], for `m` ≤ R rows.
+    unsafe fn strided_rows<const R: usize>(&self, _kc: usize, _at: Strided, _c: Out, _m: usize, _n: usize, _a: bool) {
         unreachable!("only kernels with STRIDED take strided operands")
     }
 
@@ -461,6 +462,19 @@ trait Kernel: Sync {
     fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
+}
+
+/// Where a strided tile reads its f32 operands: row r's k-step p of A at
+/// `a + p·a_step + r·a_row`, and k-step p of the NR columns of B at `b + p·b_step` (columns
+/// contiguous). A packed A panel is `a_step` MR and `a_row` 1, rows of A in place 1 and
+/// their stride; a packed B panel has `b_step` NR, a row-major B in place its row stride.
+#[derive(Clone, Copy)]
+struct Strided {
+    a: *const f32,
+    a_step: usize,
+    a_row: usize,
+    b: *const f32,
+    b_step: usize,
 }
 
 /// How operand elements become packed values.
@@ -513,12 +527,15 @@ struct Blocking {
     nc: usize,
 }
 
-/// The longest row stride (in f32 values) at which the single-region product reads a row-major
-/// B where it lies. A B micro-panel's k-steps are a row stride apart, so a stride of a large
-/// power of two maps all of them onto a few sets of the caches: at 2048 (8 KB) one thread
-/// ran 256×2048×512 at 101 GFLOP/s in place and 109 with B packed; at 1024 and below in place
-/// is as fast or faster (the copy costs more than the conflicts).
-const IN_PLACE_MAX_STRIDE: usize = 1024;
+/// The longest row stride, in B micro-panel widths, at which the single-region product reads
+/// a row-major B where it lies. A micro-panel's k-steps are a row stride apart, so a stride of
+/// a large power of two maps all of them onto a few sets of the caches. With AVX-512's 64
+/// columns: at 2048 values (8 KB) one thread ran 256×2048×512 at 101 GFLOP/s in place and 109
+/// with B packed, at 1024 and below in place was as fast or faster (the copy costs more than
+/// the conflicts). With AVX2's 16 columns on Zen 1, two threads, 512³ took 4.5 ms in place at
+/// 512 values and 3.7 packed, while 256³ and 384³ ran 1-2 % faster in place: the same 16
+/// widths.
+const IN_PLACE_MAX_STRIDE: usize = 16;
 
 /// Below this many multiply-adds one thread is faster than waking the pool; a product gets
 /// at most one thread per this many (on many cores a small product split across all of them
@@ -607,7 +624,7 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     let in_place = K::STRIDED
         && C::KEEPS_F32
         && a.f32_rows().is_some()
-        && bt.f32_columns().is_some_and(|(_, ldb)| ldb <= IN_PLACE_MAX_STRIDE);
+        && bt.f32_columns().is_some_and(|(_, ldb)| ldb <= IN_PLACE_MAX_STRIDE * K::B::ROWS);
     // A product of one block of Bᵀ and one slice of K runs in a single parallel region:
     // each thread packs its own columns of Bᵀ and all of A, so no thread waits for another's
     // packing (a second region costs more than packing A twice at these sizes). On one thread
@@ -739,9 +756,9 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
                         _ => (packed_b.get().wrapping_add(pj * nr * kc_pad).cast_const(), nr),
                     };
                     for pi in 0..mc.div_ceil(mr) {
-                        let (a, a_strides) = match pi < whole {
-                            true => (a0.get().wrapping_add((ic + pi * mr) * lda).cast_const().cast(), (1, lda)),
-                            false => (a_mine.as_ptr(), (mr, 1)),
+                        let (a, a_step, a_row) = match pi < whole {
+                            true => (a0.get().wrapping_add((ic + pi * mr) * lda).cast_const().cast(), 1, lda),
+                            false => (a_mine.as_ptr(), mr, 1),
                         };
                         // SAFETY: whole panels lie inside A and B (mr rows, nr columns, k steps),
                         // the others were packed above with kc_pad = k; the tile lies in C and
@@ -749,7 +766,8 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
                         unsafe {
                             let rows = mr.min(mc - pi * mr);
                             let at = c.at(ic + pi * mr, jr);
-                            kernel.tile_strided(kc_pad, a, a_strides, b, b_step, at, rows, nr.min(n - jr), accumulate)
+                            let operands = Strided { a: a.cast(), a_step, a_row, b: b.cast(), b_step };
+                            kernel.tile_strided(kc_pad, operands, at, rows, nr.min(n - jr), accumulate)
                         };
                     }
                 }
@@ -1063,7 +1081,7 @@ mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Blocking, KMajor, Kernel, Out};
+    use super::{Blocking, KMajor, Kernel, Out, Strided};
     use crate::kernels::vector::avx2::{load, store};
 
     pub struct F32Kernel;
@@ -1083,6 +1101,12 @@ mod avx2 {
             tile(kc, a, b, c, m, n, accumulate)
         }
 
+        const STRIDED: bool = true;
+
+        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, a: bool) {
+            rows::<R>(kc, at, c, m, n, a)
+        }
+
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
             // SAFETY: this kernel is only chosen at `Isa::Avx2` or above.
             unsafe { enter(f) }
@@ -1098,16 +1122,25 @@ mod avx2 {
     /// 6×16: twelve accumulators, two B vectors and a broadcast fill the 16 registers.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: Out, m: usize, n: usize, accumulate: bool) {
+        rows::<MR>(kc, Strided { a, a_step: MR, a_row: 1, b, b_step: NR }, c, m, n, accumulate)
+    }
+
+    /// The R×16 tile over operands where `at` says.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn rows<const R: usize>(kc: usize, at: Strided, c: Out, m: usize, n: usize, accumulate: bool) {
+        let Strided { a, a_step, a_row, b, b_step } = at;
         for r in 0..m {
             let row = c.ptr.add(r * c.row_stride) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(row);
             _mm_prefetch::<_MM_HINT_T0>(row.add(32.min(4 * n - 4)));
         }
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for p in 0..kc {
-            let (b0, b1) = (_mm256_load_ps(b.add(p * NR)), _mm256_load_ps(b.add(p * NR + 8)));
+            let b = b.add(p * b_step);
+            let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
+                let av = _mm256_broadcast_ss(&*a.add(p * a_step + r * a_row));
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
@@ -1125,7 +1158,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Blocking, KMajor, Kernel, Out};
+    use super::{Blocking, KMajor, Kernel, Out, Strided};
     use crate::kernels::vector::avx512::{load, store};
 
     /// 6×64 rather than 12×32: the same 24 accumulators, but each k-step broadcasts 6 values
@@ -1155,20 +1188,8 @@ mod avx512 {
 
         const STRIDED: bool = true;
 
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn tile_strided(
-            &self,
-            kc: usize,
-            a: *const f32,
-            a_strides: (usize, usize),
-            b: *const f32,
-            b_step: usize,
-            c: Out,
-            m: usize,
-            n: usize,
-            accumulate: bool,
-        ) {
-            f32_tile_strided(kc, a, a_strides, b, b_step, c, m, n, accumulate)
+        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, a: bool) {
+            rows::<R>(kc, at, c, m, n, a)
         }
 
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -1243,43 +1264,11 @@ mod avx512 {
         )
     }
 
-    /// [`f32_tile`] with operands addressed by strides (see `Kernel::tile_strided`), on a
-    /// tile as tall as the rows asked for need (2, 4 or 6), so a product's last few rows
-    /// do not pay for a whole tile.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    unsafe fn f32_tile_strided(
-        kc: usize,
-        a: *const f32,
-        a_strides: (usize, usize),
-        b: *const f32,
-        b_step: usize,
-        c: Out,
-        m: usize,
-        n: usize,
-        accumulate: bool,
-    ) {
-        match m {
-            0..=2 => rows::<2>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
-            3..=4 => rows::<4>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
-            _ => rows::<MR>(kc, a, a_strides, b, b_step, c, m, n, accumulate),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// [`f32_tile`] with R rows over operands where `at` says.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
     #[inline]
-    unsafe fn rows<const R: usize>(
-        kc: usize,
-        a: *const f32,
-        (a_step, a_row): (usize, usize),
-        b: *const f32,
-        b_step: usize,
-        c: Out,
-        m: usize,
-        n: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn rows<const R: usize>(kc: usize, at: Strided, c: Out, m: usize, n: usize, accumulate: bool) {
+        let Strided { a, a_step, a_row, b, b_step } = at;
         tile!(
             f32,
             1,

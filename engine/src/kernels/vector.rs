@@ -85,6 +85,7 @@ pub(crate) mod avx2 {
     /// The 8 floats at `p`, or where only `rem` < 8 remain, those and zeros: the masked load
     /// reads nothing past the slice.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub(crate) unsafe fn load(p: *const f32, rem: usize) -> __m256 {
         if rem >= W {
             _mm256_loadu_ps(p)
@@ -95,6 +96,7 @@ pub(crate) mod avx2 {
 
     /// Stores the first `min(rem, 8)` lanes of `v` at `p`.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub(crate) unsafe fn store(p: *mut f32, rem: usize, v: __m256) {
         if rem >= W {
             _mm256_storeu_ps(p, v)
@@ -191,12 +193,14 @@ pub(crate) mod avx512 {
 
     /// The 16 floats at `p`, or where only `rem` < 16 remain, those and zeros.
     #[target_feature(enable = "avx512f,avx512dq")]
+    #[inline]
     pub(crate) unsafe fn load(p: *const f32, rem: usize) -> __m512 {
         _mm512_maskz_loadu_ps(lanes(rem), p)
     }
 
     /// Stores the first `min(rem, 16)` lanes of `v` at `p`.
     #[target_feature(enable = "avx512f,avx512dq")]
+    #[inline]
     pub(crate) unsafe fn store(p: *mut f32, rem: usize, v: __m512) {
         _mm512_mask_storeu_ps(p, lanes(rem), v)
     }
