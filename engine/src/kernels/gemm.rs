@@ -441,12 +441,12 @@ trait Kernel: Sync {
         }
     }
 
-    /// The R-row tile [`Kernel::tile_strided`] runs. Only kernels that set
-    /// [`Kernel::STRIDED`] implement it.
+    /// The R-row tile [`Kernel::tile_strided`] runs, adding to C where `add` (`accumulate`
+    /// above). Only kernels that set [`Kernel::STRIDED`] implement it.
     ///
     /// # Safety
     /// As [`Kernel::tile_strided`], for `m` ≤ R rows.
-    unsafe fn strided_rows<const R: usize>(&self, _kc: usize, _at: Strided, _c: Out, _m: usize, _n: usize, _a: bool) {
+    unsafe fn strided_rows<const R: usize>(&self, _kc: usize, _at: Strided, _c: Out, _m: usize, _n: usize, _add: bool) {
         unreachable!("only kernels with STRIDED take strided operands")
     }
 
@@ -1103,8 +1103,8 @@ mod avx2 {
 
         const STRIDED: bool = true;
 
-        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, a: bool) {
-            rows::<R>(kc, at, c, m, n, a)
+        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, add: bool) {
+            rows::<R>(kc, at, c, m, n, add)
         }
 
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -1188,8 +1188,8 @@ mod avx512 {
 
         const STRIDED: bool = true;
 
-        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, a: bool) {
-            rows::<R>(kc, at, c, m, n, a)
+        unsafe fn strided_rows<const R: usize>(&self, kc: usize, at: Strided, c: Out, m: usize, n: usize, add: bool) {
+            rows::<R>(kc, at, c, m, n, add)
         }
 
         fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
