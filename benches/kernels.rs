@@ -9,8 +9,11 @@
 //!   against the im2col GEMM method and, at 32 and 64 channels, against itself with bf16
 //!   products, with the FMA roof in the same group.
 
+mod common;
+
 use std::hint::black_box;
 
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
 use spiral::engine::kernels::conv::{Conv1d, ConvMethod, ConvShape};
@@ -27,10 +30,6 @@ fn bytes() -> usize {
 
 fn cpus() -> Vec<Cpu> {
     Isa::ALL.into_iter().filter_map(|i| Cpu::forced(i).ok()).collect()
-}
-
-fn values(n: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
 }
 
 fn memory_bound(c: &mut Criterion) {
@@ -183,11 +182,7 @@ fn matrix_multiply(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group.sample_size(10);
     let best = Cpu::best();
-    let sizes: Vec<usize> = std::env::var("SPIRAL_BENCH_GEMM")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![256, 512, 1024, 2048]);
-    for n in sizes {
+    for n in common::gemm_sizes() {
         let (a, b) = (values(n * n), values(n * n + 3)[3..].to_vec());
         let mut out = vec![0.0f32; n * n];
         group.throughput(Throughput::Elements(2 * (n * n * n) as u64)); // flops
@@ -218,33 +213,11 @@ fn matrix_multiply(c: &mut Criterion) {
         }
         let threads = rayon::current_num_threads();
         group.bench_function(BenchmarkId::new("gemm_crate_f32", n), |bn| {
-            // SAFETY: every pointer addresses an n×n row-major matrix (column stride 1, row stride n).
-            bn.iter(|| unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(threads),
-                )
-            })
+            bn.iter(|| common::gemm_crate(n, &a, &b, &mut out, threads))
         });
         group.bench_function(BenchmarkId::new("matrixmultiply_f32", n), |bn| {
-            // SAFETY: as above, in matrixmultiply's (row stride, column stride) order.
+            // SAFETY: every pointer addresses an n×n row-major matrix, in matrixmultiply's
+            // (row stride, column stride) order.
             bn.iter(|| unsafe {
                 matrixmultiply::sgemm(
                     n,

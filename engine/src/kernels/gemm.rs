@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use super::bf16;
 use super::cpu::{Cpu, Isa};
+use super::deal::{share, Deal, MAX_THREADS};
 use super::scratch::{Plain, Scratch};
 use super::shared::Shared;
 
@@ -321,6 +322,22 @@ impl Out<'_> {
         // SAFETY: callers stay inside the checked M×N view.
         Out { ptr: unsafe { self.ptr.add(r * self.row_stride + c) }, ..self }
     }
+
+    /// Fetches every cache line of the m×n tile at the top left, which the kernel needs only
+    /// after its FMAs: all of them, wherever a row starts (a row of C need not start a line;
+    /// missing its last line cost 256³ a tenth of its speed on Zen 1).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(self, m: usize, n: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for r in 0..m {
+            let row = self.ptr.wrapping_add(r * self.row_stride) as usize;
+            for line in (row / 64)..=((row + (4 * n).saturating_sub(1)) / 64) {
+                // SAFETY: a prefetch reads nothing and cannot fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((line * 64) as *const i8) };
+            }
+        }
+    }
 }
 
 /// C = A·Bᵀ (or C += A·Bᵀ with `accumulate`) in f32 arithmetic; bf16 operands are widened
@@ -537,6 +554,10 @@ struct Blocking {
 /// widths.
 const IN_PLACE_MAX_STRIDE: usize = 16;
 
+/// How many chunks of a product each thread may take, where the chunks cost nothing to
+/// split: more balance a thread that runs slower than the others.
+const CHUNKS_PER_THREAD: usize = 4;
+
 /// Below this many multiply-adds one thread is faster than waking the pool; a product gets
 /// at most one thread per this many (on many cores a small product split across all of them
 /// spends its time starting and joining them: 256³ on 16 threads ran at a third of the speed
@@ -552,7 +573,7 @@ fn product<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     accumulate: bool,
 ) {
     let macs = a.rows * bt.rows * a.cols();
-    let threads = rayon::current_num_threads().min(macs / PARALLEL_MACS).max(1);
+    let threads = rayon::current_num_threads().min(macs / PARALLEL_MACS).clamp(1, MAX_THREADS);
     product_with(kernel, K::BLOCKING, threads, convert, a, bt, &mut c, accumulate);
 }
 
@@ -582,7 +603,7 @@ fn product_with<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
         return;
     }
     let out = c.out();
-    kernel.enter(|| blocked(kernel, blocking, threads.max(1), convert, &a, &bt, out, accumulate));
+    kernel.enter(|| blocked(kernel, blocking, threads.clamp(1, MAX_THREADS), convert, &a, &bt, out, accumulate));
 }
 
 thread_local! {
@@ -590,13 +611,9 @@ thread_local! {
     static PACKED: RefCell<(Scratch, Scratch)> = RefCell::default();
 }
 
-/// Runs a job for each share `0..parts`, across the pool when there are several.
-type Each<'a> = dyn Fn(usize, &(dyn Fn(usize) + Sync)) + 'a;
-
-/// The part of `0..items` that share `t` of `parts` gets: contiguous and as equal as can be.
-fn share(items: usize, parts: usize, t: usize) -> std::ops::Range<usize> {
-    (items * t / parts)..(items * (t + 1) / parts)
-}
+/// Runs `f(id, chunk)` for every chunk of `0..chunks` on up to `parts` threads (`id` names
+/// the thread that runs it).
+type Each<'a> = dyn Fn(usize, usize, &(dyn Fn(usize, usize) + Sync)) + 'a;
 
 /// The loops over blocks of Bᵀ, K and A around the microkernel (Goto's order). With several
 /// threads, each packed block is filled by all of them and then shared, and the block's tiles
@@ -655,21 +672,36 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     // The threads fill disjoint parts of it and read them only after the region that filled
     // them has ended (A's own rows, shared the same way, are only read).
     let packed_a = Shared(a_buf.get::<K::P>(a_region * regions).as_mut_ptr());
-    // Runs `f(t)` for each share t of `parts`: share 0 on the calling thread, the others on
+    // Runs `f(id, chunk)` for every chunk: thread 0 is the calling thread, the others run on
     // the pool. A caller outside the pool (an app's thread, a benchmark) then works instead
     // of handing the whole product to the pool and sleeping until it is done, which cost two
     // wake-ups per product: 256³ on two threads, 400 products per run, six alternating runs,
     // took 158-161 µs at the tenth percentile and 173-183 on average before, 153-156 and
-    // 167-174 after (BENCHMARKS.md).
-    let each = |parts: usize, f: &(dyn Fn(usize) + Sync)| {
+    // 167-174 after (BENCHMARKS.md). The chunks are dealt (`Deal`), not handed out as equal
+    // shares, so that a thread that starts late or shares its core does less. With equal
+    // halves on the Zen 1, one 512³ product in ten took twice as long (none did with the two
+    // threads pinned to the two cores), and in runs where one core ran at two thirds of the
+    // other's speed the product went from 0.98-1.00 of the `gemm` crate's speed to 1.14-1.23
+    // with four chunks a thread (then taken in turn from one counter, which cost 3-4 % more
+    // than dealing them where C's rows do not start cache lines); where the cores ran alike,
+    // dealt chunks lost 1-3 % at 256³ and 512³.
+    let each = |parts: usize, chunks: usize, f: &(dyn Fn(usize, usize) + Sync)| {
+        let parts = parts.min(chunks).max(1);
+        let deal = Deal::new(chunks, parts);
+        let work = |id: usize| {
+            while let Some(chunk) = deal.next(id) {
+                f(id, chunk)
+            }
+        };
         if parts == 1 {
-            f(0)
+            work(0)
         } else {
+            let work = &work;
             rayon::in_place_scope(|s| {
-                for t in 1..parts {
-                    s.spawn(move |_| kernel.enter(|| f(t)));
+                for id in 1..parts {
+                    s.spawn(move |_| kernel.enter(|| work(id)));
                 }
-                f(0)
+                work(0)
             })
         }
     };
@@ -715,16 +747,20 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
         let a_rows = if K::STRIDED && C::KEEPS_F32 { a.f32_rows() } else { None };
         let b_rows = if in_place { bt.f32_columns() } else { None };
         let packed_b = Shared(packed_b.as_mut_ptr());
-        each(threads, &|t| {
-            let cols = share(b_panels, threads, t);
-            // SAFETY: thread t alone writes its columns' panels of Bᵀ and region t of A.
+        // Narrow chunks of columns balance the threads, where A is read in place; where each
+        // chunk packs all of A, one chunk a thread.
+        let chunks = if a_rows.is_some() { b_panels.min(threads * CHUNKS_PER_THREAD) } else { threads };
+        each(threads, chunks, &|id, chunk| {
+            let cols = share(b_panels, chunks, chunk);
+            // SAFETY: one thread alone writes this chunk's panels of Bᵀ, and only thread id
+            // writes region id of A.
             let (b_mine, a_mine) = unsafe {
                 (
                     std::slice::from_raw_parts_mut(
                         packed_b.get().add(cols.start * nr * kc_pad),
                         cols.len() * nr * kc_pad,
                     ),
-                    std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region),
+                    std::slice::from_raw_parts_mut(packed_a.get().add(id * a_region), a_region),
                 )
             };
             // The B panels read in place: whole ones, when B allows it; the others are packed.
@@ -789,13 +825,17 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             let tiles =
                 |a, ic, mc, rows, cols, accumulate| tiles(a, b.get(), ic, mc, rows, jc, nc, cols, kc_pad, accumulate);
             if by_rows {
-                // One region for all of A: thread t packs and multiplies its own rows of A, in
-                // blocks, against the whole shared Bᵀ block (an even share of all the panels,
-                // not of each block, which would hand the same thread every odd panel).
-                each(threads, &|t| {
-                    // SAFETY: region t of the A buffer is this share's alone.
-                    let mine = unsafe { std::slice::from_raw_parts_mut(packed_a.get().add(t * a_region), a_region) };
-                    let panels = share(m.div_ceil(mr), threads, t);
+                // One region for all of A: each share of A's rows is packed and multiplied, in
+                // blocks, against the whole shared Bᵀ block by the thread that takes it, in that
+                // thread's region (an even share of all the panels, not of each block, which
+                // would hand the same thread every odd panel). Finer chunks lost here: 1024³
+                // went from 1.00-1.02 of the `gemm` crate to 0.95 in chunks of one block of A
+                // (eleven, for two threads) and 0.98 in eight chunks, whose blocks are thinner.
+                let chunks = threads;
+                each(threads, chunks, &|id, chunk| {
+                    // SAFETY: region id of the A buffer is this thread's alone.
+                    let mine = unsafe { std::slice::from_raw_parts_mut(packed_a.get().add(id * a_region), a_region) };
+                    let panels = share(m.div_ceil(mr), chunks, chunk);
                     let (first, last) = (panels.start * mr, (panels.end * mr).min(m));
                     for ic in (first..last).step_by(blocking.mc) {
                         let mc = blocking.mc.min(last - ic);
@@ -811,8 +851,8 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
                     let all = unsafe { std::slice::from_raw_parts_mut(packed_a.get(), a_region) };
                     pack::<_, _, K::A>(a, ic, mc, pc, kc, kc_pad, convert, all);
                     let parts = threads.min(b_panels);
-                    each(parts, &|t| {
-                        tiles(packed_a.get(), ic, mc, 0..mc.div_ceil(mr), share(b_panels, parts, t), accumulate)
+                    each(parts, parts, &|_, chunk| {
+                        tiles(packed_a.get(), ic, mc, 0..mc.div_ceil(mr), share(b_panels, parts, chunk), accumulate)
                     });
                 }
             }
@@ -843,8 +883,8 @@ fn pack_shared<T: Element, C: Convert, L: Layout>(
     let parts = threads.min(panels);
     let panel = L::ROWS * kc_pad;
     let dst = Shared(dst[..panels * panel].as_mut_ptr());
-    each(parts, &|t| {
-        let mine = share(panels, parts, t);
+    each(parts, parts, &|_, chunk| {
+        let mine = share(panels, parts, chunk);
         let (first, count) = (mine.start * L::ROWS, (mine.end * L::ROWS).min(rows) - mine.start * L::ROWS);
         // SAFETY: shares are disjoint ranges of whole panels inside `dst`.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.get().add(mine.start * panel), mine.len() * panel) };
@@ -1130,11 +1170,7 @@ mod avx2 {
     #[inline]
     unsafe fn rows<const R: usize>(kc: usize, at: Strided, c: Out, m: usize, n: usize, accumulate: bool) {
         let Strided { a, a_step, a_row, b, b_step } = at;
-        for r in 0..m {
-            let row = c.ptr.add(r * c.row_stride) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.add(32.min(4 * n - 4)));
-        }
+        c.prefetch(m, n);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for p in 0..kc {
             let b = b.add(p * b_step);
@@ -1224,13 +1260,7 @@ mod avx512 {
             let (load_b, bcast_a, madd) = ($load_b, $bcast_a, $madd);
             // Where row r's k-step p of A and k-step p of B are: packed panels, or in place.
             let (a_step, a_row, b_step): (usize, usize, usize) = ($a_step, $a_row, $b_step);
-            // The C tile is needed only at the end: fetch its lines while the FMAs run.
-            for r in 0..m {
-                let row = c.ptr.add(r * c.row_stride) as *const i8;
-                for line in 0..n.div_ceil(16) {
-                    _mm_prefetch::<_MM_HINT_T0>(row.add(64 * line));
-                }
-            }
+            c.prefetch(m, n);
             // `$rows` (at most MR) rows of the tile: fewer for the last rows of A.
             let mut acc = [[_mm512_setzero_ps(); NR / 16]; $rows];
             for p in 0..kc / $u {

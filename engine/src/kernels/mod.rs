@@ -9,6 +9,7 @@ pub mod activation;
 pub mod bf16;
 pub mod conv;
 pub mod cpu;
+mod deal;
 pub mod gemm;
 pub mod gemv;
 pub mod palette;
