@@ -681,10 +681,10 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     // shares, so that a thread that starts late or shares its core does less. With equal
     // halves on the Zen 1, one 512³ product in ten took twice as long (none did with the two
     // threads pinned to the two cores), and in runs where one core ran at two thirds of the
-    // other's speed the product went from 0.98-1.00 of the `gemm` crate's speed to 1.14-1.23
-    // with four chunks a thread (then taken in turn from one counter, which cost 3-4 % more
-    // than dealing them where C's rows do not start cache lines); where the cores ran alike,
-    // dealt chunks lost 1-3 % at 256³ and 512³.
+    // other's speed the product went from 0.80-1.01 of the `gemm` crate's speed to 0.97-1.23
+    // (above 1.16 in four runs of six) with four chunks a thread, then taken in turn from one
+    // counter, which cost 1-3 % more than dealing them where C's rows do not start cache
+    // lines; where the cores ran alike, dealt chunks lost 1-3 % at 256³ and 512³.
     let each = |parts: usize, chunks: usize, f: &(dyn Fn(usize, usize) + Sync)| {
         let parts = parts.min(chunks).max(1);
         let deal = Deal::new(chunks, parts);
