@@ -39,11 +39,11 @@ impl Deal {
     }
 
     /// The next chunk for thread `id`, or `None` when every chunk is taken. Even threads walk
-    /// their range forward and odd ones backward, so two neighbours meet in the middle of
-    /// their two ranges.
+    /// their range forward and odd ones backward, so a pair of neighbours (threads 0 and 1,
+    /// 2 and 3, ...) works towards each other and meets where their speeds put them.
     pub fn next(&self, id: usize) -> Option<usize> {
         let forward = id.is_multiple_of(2);
-        let neighbour = if forward { id + 1 } else { id.wrapping_sub(1) };
+        let neighbour = if forward { id + 1 } else { id - 1 };
         self.take(id, forward)
             .or_else(|| (neighbour < self.threads).then(|| self.take(neighbour, forward)).flatten())
             .or_else(|| (0..self.threads).find_map(|t| self.take(t, true)))
