@@ -554,8 +554,9 @@ struct Blocking {
 /// widths.
 const IN_PLACE_MAX_STRIDE: usize = 16;
 
-/// How many chunks of a product each thread may take, where the chunks cost nothing to
-/// split: more balance a thread that runs slower than the others.
+/// How many chunks of a product each thread may take where A is read in place (a chunk then
+/// costs only another read of A's blocks): more balance a thread that runs slower than the
+/// others, and each reads A once more.
 const CHUNKS_PER_THREAD: usize = 4;
 
 /// Below this many multiply-adds one thread is faster than waking the pool; a product gets
@@ -573,7 +574,7 @@ fn product<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
     accumulate: bool,
 ) {
     let macs = a.rows * bt.rows * a.cols();
-    let threads = rayon::current_num_threads().min(macs / PARALLEL_MACS).clamp(1, MAX_THREADS);
+    let threads = rayon::current_num_threads().min(macs / PARALLEL_MACS).max(1);
     product_with(kernel, K::BLOCKING, threads, convert, a, bt, &mut c, accumulate);
 }
 
