@@ -554,6 +554,9 @@ struct Blocking {
 /// widths.
 const IN_PLACE_MAX_STRIDE: usize = 16;
 
+/// The cache line of every x86-64 CPU spiral runs on.
+const LINE_BYTES: usize = 64;
+
 /// How many chunks of a product each thread may take where A is read in place (a chunk then
 /// costs only another read of A's blocks): more balance a thread that runs slower than the
 /// others, and each reads A once more.
@@ -746,11 +749,21 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
         // Each thread would pack all of A: where the kernel takes strided operands it reads
         // the whole panels of A, and of B when `in_place`, where they lie.
         let a_rows = if K::STRIDED && C::KEEPS_F32 { a.f32_rows() } else { None };
-        let b_rows = if in_place { bt.f32_columns() } else { None };
+        // B's rows are read where they lie only when they start cache lines, so that a product's
+        // speed does not depend on where its B happens to start. Past a line each panel row
+        // straddles two: on the Zen 1, 256³ on two threads with B 48 bytes past a line ran at
+        // 507-511 µs (medians) in place and 480-482 packed; 4, 16 or 32 bytes past, in place
+        // was 0-2 % faster than packed (471-478 µs against 479-482; 2026-11-27).
+        let lines = |(b0, ldb): &(Shared<f32>, usize)| {
+            (b0.get() as usize).is_multiple_of(LINE_BYTES) && (ldb * size_of::<f32>()).is_multiple_of(LINE_BYTES)
+        };
+        let b_rows = if in_place { bt.f32_columns().filter(lines) } else { None };
         let packed_b = Shared(packed_b.as_mut_ptr());
         // Narrow chunks of columns balance the threads, where A is read in place; where each
-        // chunk packs all of A, one chunk a thread.
-        let chunks = if a_rows.is_some() { b_panels.min(threads * CHUNKS_PER_THREAD) } else { threads };
+        // chunk packs all of A, and on one thread, one chunk a thread (each chunk reads all of
+        // A again: 512³ on one thread ran at 0.965-0.972 of the `gemm` crate in four chunks,
+        // 0.978-0.990 in one).
+        let chunks = if a_rows.is_some() && threads > 1 { b_panels.min(threads * CHUNKS_PER_THREAD) } else { threads };
         each(threads, chunks, &|id, chunk| {
             let cols = share(b_panels, chunks, chunk);
             // SAFETY: one thread alone writes this chunk's panels of Bᵀ, and only thread id
@@ -1655,23 +1668,43 @@ mod tests {
     }
 
     /// A row-major A and a row-major B (Bᵀ its transposed view): the layouts a one-region
-    /// product reads in place, whole panels from the operands and edge panels packed.
+    /// product reads in place, whole panels from the operands and edge panels packed. B starts
+    /// a cache line (read in place where its row length is a multiple of a line, 64 and 96
+    /// columns here) and 12 bytes past one (packed).
     #[test]
     fn row_major_operands_read_in_place_match_the_reference() {
-        for (m, n, k) in
-            [(37, 97, 129), (12, 64, 40), (5, 33, 7), (25, 31, 80), (13, 130, 3), (7, 1030, 9), (13, 70, 600)]
-        {
+        for (m, n, k) in [
+            (37, 97, 129),
+            (12, 64, 40),
+            (5, 33, 7),
+            (25, 31, 80),
+            (13, 130, 3),
+            (7, 1030, 9),
+            (13, 70, 600),
+            (31, 96, 200),
+        ] {
             let (a, b_kn) = (random(m * k, 51), random(k * n, 52));
             let (want, magnitude) = reference(m, n, k, |i, p| a[i * k + p], |j, p| b_kn[p * n + j]);
-            for_each_level(|cpu, blocking, threads| {
-                for accumulate in [false, true] {
-                    let mut c = vec![if accumulate { 0.0 } else { f32::NAN }; m * n];
-                    let (av, bt) = (View::new(&a, m, k).unwrap(), View::transposed(&b_kn, k, n).unwrap());
-                    f32_with(cpu, blocking, threads, av, bt, &mut ViewMut::new(&mut c, m, n).unwrap(), accumulate);
-                    let what = format!("{} {blocking:?} x{threads} {m}x{n}x{k} accumulate {accumulate}", cpu.isa());
-                    check(&c, &want, &magnitude, k, &what);
-                }
-            });
+            for past_line in [0, 12] {
+                let mut buffer = vec![0.0f32; b_kn.len() + LINE_BYTES];
+                let start = buffer.as_ptr().align_offset(LINE_BYTES) + past_line / 4;
+                buffer[start..][..b_kn.len()].copy_from_slice(&b_kn);
+                let b_kn = &buffer[start..][..b_kn.len()];
+                assert_eq!(b_kn.as_ptr() as usize % LINE_BYTES, past_line);
+                for_each_level(|cpu, blocking, threads| {
+                    for accumulate in [false, true] {
+                        let mut c = vec![if accumulate { 0.0 } else { f32::NAN }; m * n];
+                        let (av, bt) = (View::new(&a, m, k).unwrap(), View::transposed(b_kn, k, n).unwrap());
+                        let c_view = &mut ViewMut::new(&mut c, m, n).unwrap();
+                        f32_with(cpu, blocking, threads, av, bt, c_view, accumulate);
+                        let what = format!(
+                            "{} {blocking:?} x{threads} {m}x{n}x{k} B {past_line} bytes past a line, accumulate {accumulate}",
+                            cpu.isa()
+                        );
+                        check(&c, &want, &magnitude, k, &what);
+                    }
+                });
+            }
         }
     }
 
