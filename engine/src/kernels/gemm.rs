@@ -770,7 +770,7 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
         let packed_b = Shared(packed_b.as_mut_ptr());
         // Narrow chunks of columns balance the threads, where A is read in place; where each
         // chunk packs all of A, and on one thread, one chunk a thread (each chunk reads all of
-        // A again: 512³ on one thread ran at 0.965-0.972 of the `gemm` crate in four chunks,
+        // A again: 512³ on one thread ran at 0.964-0.972 of the `gemm` crate in four chunks,
         // 0.978-0.990 in one).
         let chunks = if a_rows.is_some() && threads > 1 { b_panels.min(threads * CHUNKS_PER_THREAD) } else { threads };
         each(threads, chunks, &|id, chunk| {
