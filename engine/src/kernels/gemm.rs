@@ -326,14 +326,17 @@ impl Out<'_> {
     /// Fetches every cache line of the m×n tile at the top left, which the kernel needs only
     /// after its FMAs: all of them, wherever a row starts (a row of C need not start a line;
     /// missing its last line cost 256³ a tenth of its speed on Zen 1).
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn prefetch(self, m: usize, n: usize) {
         (0..m).for_each(|r| prefetch_lines(self.ptr.wrapping_add(r * self.row_stride), n));
     }
 }
 
-/// Asks for every cache line that `len` f32 values from `start` touch.
+/// Asks for every cache line that `len` f32 values from `start` touch (where the target has
+/// a prefetch instruction).
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn prefetch_lines(start: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
