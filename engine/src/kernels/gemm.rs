@@ -33,6 +33,7 @@ use thiserror::Error;
 use super::bf16;
 use super::cpu::{Cpu, Isa};
 use super::deal::{share, Deal, MAX_THREADS};
+use super::prefetch::{self, LINE_BYTES};
 use super::scratch::{Plain, Scratch};
 use super::shared::Shared;
 
@@ -329,23 +330,7 @@ impl Out<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn prefetch(self, m: usize, n: usize) {
-        (0..m).for_each(|r| prefetch_lines(self.ptr.wrapping_add(r * self.row_stride), n));
-    }
-}
-
-/// Asks for every cache line that `len` f32 values from `start` touch (where the target has
-/// a prefetch instruction).
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn prefetch_lines(start: *const f32, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (first, end) = (start as usize, start as usize + (size_of::<f32>() * len).saturating_sub(1));
-        for line in first / LINE_BYTES..=end / LINE_BYTES {
-            // SAFETY: a prefetch reads nothing and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((line * LINE_BYTES) as *const i8) };
-        }
+        (0..m).for_each(|r| prefetch::span(self.ptr.wrapping_add(r * self.row_stride).cast(), n * size_of::<f32>()));
     }
 }
 
@@ -562,9 +547,6 @@ struct Blocking {
 /// 512 values and 3.7 packed, while 256³ and 384³ ran 1-2 % faster in place: the same 16
 /// widths.
 const IN_PLACE_MAX_STRIDE: usize = 16;
-
-/// The cache line of every x86-64 CPU spiral runs on.
-const LINE_BYTES: usize = 64;
 
 /// How many steps of K ahead a pack asks for the source's lines.
 const PACK_AHEAD: usize = 8;
@@ -1047,7 +1029,7 @@ where
                 // The rows are far apart (a matrix's rows, a signal's channels), so each step
                 // waits on new lines unless they were asked for earlier: 512³ on two threads
                 // spent 4 % of its time in this copy.
-                prefetch_lines(src.offset((kk + PACK_AHEAD).min(kc - 1) as isize * cs), rows);
+                prefetch::span(src.offset((kk + PACK_AHEAD).min(kc - 1) as isize * cs).cast(), rows * size_of::<f32>());
                 let (from, to) = (src.offset(kk as isize * cs), out.add(kk * r));
                 // A whole panel's row is a copy of a length known here, made inline.
                 for first in (0..whole).step_by(r) {

@@ -13,6 +13,7 @@ mod deal;
 pub mod gemm;
 pub mod gemv;
 pub mod palette;
+mod prefetch;
 mod q4_0;
 mod q4k;
 mod q6k;

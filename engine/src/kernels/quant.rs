@@ -363,11 +363,8 @@ pub(crate) unsafe fn f16x8_at<const STRIDE: usize>(p: *const u8) -> std::arch::x
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch<const BYTES: usize>(p: *const u8) {
-    use std::arch::x86_64::*;
-    for line in 0..BYTES.div_ceil(64) {
-        // SAFETY: a prefetch is a hint: it reads nothing into the program and cannot fault.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + 64 * line) as *const i8) };
-    }
+    use super::prefetch::{lines, LINE_BYTES};
+    lines(p.wrapping_add(PREFETCH_AHEAD), BYTES.div_ceil(LINE_BYTES));
 }
 
 /// How far ahead [`prefetch`] asks: at 10 GB/s per thread and about 100 ns from memory, a

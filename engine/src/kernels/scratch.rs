@@ -3,10 +3,12 @@
 //! before reading it should not pay a memset per call: zeroing the Winograd method's two
 //! buffers had cost the default voice 4 % of its time).
 
+use super::prefetch::LINE_BYTES;
+
 /// One cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+struct Line([u8; LINE_BYTES]);
 
 /// A growable buffer of [`Scratch::get`]'s values. Keep one per thread, taken out of its
 /// slot for the length of a call (a thread waiting on the pool may run another call).
@@ -22,9 +24,9 @@ impl Scratch {
     /// `len` values of `P`, contents unspecified (whatever the last call left).
     pub(crate) fn get<P: Plain>(&mut self, len: usize) -> &mut [P] {
         let bytes = len * size_of::<P>();
-        let lines = bytes.div_ceil(64);
+        let lines = bytes.div_ceil(LINE_BYTES);
         if self.0.len() < lines {
-            self.0.resize(lines, Line([0; 64]));
+            self.0.resize(lines, Line([0; LINE_BYTES]));
         }
         // SAFETY: the buffer holds at least `bytes` initialized bytes, aligned to 64 (more
         // than any `Plain` needs), and every bit pattern is a valid `Plain` value.
