@@ -182,6 +182,19 @@ pub(crate) struct Widths {
 }
 
 impl Widths {
+    /// The widths a Hugging Face config gives, where an absent `head_dim` means
+    /// `hidden / heads` (both the talker's stacks and the speech decoder read it this way).
+    pub fn from_config(
+        hidden: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: Option<usize>,
+        intermediate: usize,
+    ) -> Self {
+        let head_dim = head_dim.unwrap_or(hidden / heads.max(1));
+        Widths { hidden, heads, kv_heads, head_dim, intermediate }
+    }
+
     /// Each projection's module name under a layer (Hugging Face's Qwen3 naming, which the
     /// speech decoder shares) and its weight's `[out, in]` shape.
     pub fn projections(&self) -> [(&'static str, [usize; 2]); 7] {

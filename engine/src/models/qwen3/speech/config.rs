@@ -92,18 +92,13 @@ pub struct DecoderConfig {
 
 impl DecoderConfig {
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.widths().head_dim
     }
 
     /// The widths of each pre-transformer layer's projections.
     pub(crate) fn widths(&self) -> Widths {
-        Widths {
-            hidden: self.hidden_size,
-            heads: self.num_attention_heads,
-            kv_heads: self.num_key_value_heads,
-            head_dim: self.head_dim(),
-            intermediate: self.intermediate_size,
-        }
+        let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
+        Widths::from_config(self.hidden_size, heads, kv_heads, self.head_dim, self.intermediate_size)
     }
 
     /// Samples each frame of codes becomes: the product of every upsampling factor.
