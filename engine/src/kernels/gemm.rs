@@ -466,9 +466,11 @@ trait Kernel: Sync {
     fn begin(&self) {}
     fn end(&self) {}
 
-    /// Runs `f` inside a function compiled for this kernel's instruction set: `f` is inlined
-    /// there, so the driver and packing around the microkernel use it too (closures run on
-    /// other threads do not inherit the features of the function that made them).
+    /// Runs `f` inside a function compiled for this kernel's instruction set, into which `f`
+    /// is inlined: the driver's own loops. The chunks of work handed to the threads are
+    /// closures called through `dyn Fn`, compiled on their own without these features, so
+    /// their packing copies 128 bits at a time (on a Zen 1, whose 256-bit moves are two
+    /// 128-bit ones, wider copies would not be faster; on AVX-512 that is unmeasured).
     #[inline(always)]
     fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
@@ -697,7 +699,7 @@ fn blocked<K: Kernel, C: Convert<P = K::P>, A: Element, B: Element>(
             let work = &work;
             rayon::in_place_scope(|s| {
                 for id in 1..parts {
-                    s.spawn(move |_| kernel.enter(|| work(id)));
+                    s.spawn(move |_| work(id));
                 }
                 work(0)
             })
