@@ -849,7 +849,8 @@ mod tests {
             (ConvShape::new(3, 2, 9), (0, 0), 5),                        // kernel longer than input
             (ConvShape::new(2, 3, 3), (2, 0), 0),                        // empty input
             (ConvShape::new(3, 4, 2), (1, 2), 0),                        // outputs of padding alone
-            // Direct tiles: 15 rows (8 + 4 + 2 + 1), time tails around 16 and 48 lanes.
+            // Direct tiles: 15 rows (8 + 4 + 2 + 1 on AVX-512; on AVX2 a block of 12 rows as
+            // 6 + 6, then 2 + 1), time tails around 16 and 48 lanes.
             (ConvShape::new(5, 15, 3).dilation(2), (2, 2), 47),
             (ConvShape::new(3, 15, 5), (2, 2), 97),
             (ConvShape::new(4, 9, 2).dilation(7), (0, 7), 17),
@@ -864,6 +865,34 @@ mod tests {
             (ConvShape::new(10, 7, 3), (1, 1), 50),
             (ConvShape::new(5, 6, 4), (3, 0), 43),
         ]
+    }
+
+    /// A block's tiles: the tallest that fits, but never a 6-row tile that leaves 2 rows when
+    /// two of 4 would do (AVX2); AVX-512's heights split every block as they always did.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_block_is_cut_into_its_paths_tiles() {
+        use super::direct::tile::rows_of_tile;
+        let split = |mut left: usize, heights: &[usize]| {
+            let mut tiles = Vec::new();
+            while left > 0 {
+                let r = rows_of_tile(left, heights);
+                assert!(heights.contains(&r) && r <= left, "{r} rows of {left}");
+                tiles.push(r);
+                left -= r;
+            }
+            tiles
+        };
+        let avx2 = [6, 4, 2, 1];
+        assert_eq!(split(12, &avx2), [6, 6]);
+        assert_eq!(split(8, &avx2), [4, 4]);
+        assert_eq!(split(10, &avx2), [6, 4]);
+        assert_eq!(split(9, &avx2), [6, 2, 1]);
+        assert_eq!(split(5, &avx2), [4, 1]);
+        for left in 1..=64 {
+            let greedy = [8, 4, 2, 1].into_iter().find(|&h| h <= left).unwrap();
+            assert_eq!(rows_of_tile(left, &[8, 4, 2, 1]), greedy, "AVX-512, {left} rows");
+        }
     }
 
     /// The methods that can compute `s`.

@@ -19,8 +19,8 @@
 //! borrowing the checkpoint's (and stop being `Copy`). bf16 weights widen as they are
 //! broadcast, exactly.
 //!
-//! Work is cut into blocks of [`ROWS`] output channels × a time chunk sized so that the
-//! chunk's input (all input channels, plus the span) stays in L2; large calls share the
+//! Work is cut into blocks of a few output channels ([`block_rows`]) × a time chunk sized so
+//! that the chunk's input (all input channels, plus the span) stays in L2; large calls share the
 //! blocks out on the rayon pool, small ones run on the calling thread. The blocking
 //! ([`schedule`]) and the loop that covers a block with tiles ([`tile::block`]) are shared
 //! with the bf16-product kernel in `direct_bf16.rs`, which brings its own tile.
@@ -47,8 +47,15 @@ pub(super) struct Direct<'a, W> {
     pub len: usize,
 }
 
-/// Output channels per block of work (a multiple of every path's tile height).
-const ROWS: usize = 8;
+/// Output channels per block of work on a path: a multiple of its tallest tile, two of
+/// AVX2's 6-row tiles, one of AVX-512's 8 rows.
+fn block_rows(isa: Isa) -> usize {
+    if isa == Isa::Avx2 {
+        12
+    } else {
+        8
+    }
+}
 
 /// Time positions per tile row on every path (3 vectors of 16 or of 8 lanes divide it), so a
 /// time chunk is a whole number of tiles on either.
@@ -66,7 +73,13 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, t_out: usize, out: &mut [
     debug_assert_eq!(out.len(), d.out_channels * t_out);
     let span = (d.kernel - 1) * d.dilation + 1;
     debug_assert!(d.x.len() == d.in_channels * d.len && d.len + 1 >= t_out + span);
-    let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * d.in_channels };
+    let work = Work {
+        out_channels: d.out_channels,
+        rows: block_rows(cpu.isa()),
+        t_out,
+        span,
+        input_bytes_per_time: 4 * d.in_channels,
+    };
     let macs = d.out_channels * d.in_channels * d.kernel * t_out;
     // SAFETY: `schedule` hands each block a disjoint part of `out`, and the `Cpu` token
     // proves the path's instructions exist.
@@ -76,6 +89,8 @@ pub(super) fn run<W: Element>(cpu: Cpu, d: &Direct<W>, t_out: usize, out: &mut [
 /// What [`schedule`] cuts into blocks.
 pub(super) struct Work {
     pub out_channels: usize,
+    /// Output channels per block: a multiple of the path's tallest tile.
+    pub rows: usize,
     pub t_out: usize,
     /// Input positions one output spans.
     pub span: usize,
@@ -83,13 +98,13 @@ pub(super) struct Work {
     pub input_bytes_per_time: usize,
 }
 
-/// Cuts `out` (`[out_channels, t_out]`) into blocks of [`ROWS`] output channels × a time chunk
+/// Cuts `out` (`[out_channels, t_out]`) into blocks of `w.rows` output channels × a time chunk
 /// whose input fits [`CHUNK_BYTES`] and runs `block` on each: on the rayon pool from
 /// [`PARALLEL_MACS`] multiply-adds, else on the calling thread. Shared by the f32 and the bf16
 /// kernels, so both block and thread alike.
 pub(super) fn schedule(w: Work, macs: usize, out: &mut [f32], block: impl Fn(&Block) + Sync) {
     debug_assert_eq!(out.len(), w.out_channels * w.t_out);
-    let row_blocks = w.out_channels.div_ceil(ROWS);
+    let row_blocks = w.out_channels.div_ceil(w.rows);
     // The longest chunk whose input fits the budget, whole tiles, at least one tile.
     let fits = (CHUNK_BYTES / w.input_bytes_per_time.max(1)).saturating_sub(w.span) / TILE_T * TILE_T;
     let mut chunk = fits.max(TILE_T);
@@ -105,8 +120,8 @@ pub(super) fn schedule(w: Work, macs: usize, out: &mut [f32], block: impl Fn(&Bl
     let one = |b: usize| {
         // Chunk-major, so consecutive blocks on one thread reuse the chunk's input from L2.
         let (c, r) = (b / row_blocks, b % row_blocks);
-        let (o0, t0) = (r * ROWS, c * chunk);
-        let rows = ROWS.min(w.out_channels - o0);
+        let (o0, t0) = (r * w.rows, c * chunk);
+        let rows = w.rows.min(w.out_channels - o0);
         let t1 = (t0 + chunk).min(w.t_out);
         // Blocks are disjoint: rows o0..o0+rows × times t0..t1 of `out`, inside it.
         block(&Block { o0, rows, t0, t1, out: ptr.get(), t_out: w.t_out });
@@ -188,8 +203,8 @@ pub(super) mod tile {
         /// Which lanes of the last vector of a tile are inside the output.
         type Mask: Copy;
         const LANES: usize;
-        /// Tallest tile this path's registers hold at `V` vectors of time.
-        const MAX_ROWS: usize;
+        /// The tile heights this path's registers hold at `V` vectors of time, tallest first.
+        const HEIGHTS: &'static [usize];
         unsafe fn zero() -> Self::V;
         unsafe fn splat(v: f32) -> Self::V;
         unsafe fn mask(lanes: usize) -> Self::Mask;
@@ -207,8 +222,8 @@ pub(super) mod tile {
         /// Which lanes of the last vector of a tile are inside the output.
         type Mask: Copy;
         const LANES: usize;
-        /// Tallest tile the path's registers hold.
-        const MAX_ROWS: usize;
+        /// The tile heights the path's registers hold, tallest first.
+        const HEIGHTS: &'static [usize];
         unsafe fn mask(lanes: usize) -> Self::Mask;
         /// Output rows `o..o + R` × `NV` vectors of time from `t`; with `TAIL`, the last
         /// vector only in the lanes of `last`.
@@ -231,7 +246,7 @@ pub(super) mod tile {
     impl<S: Simd, W: Element> Tiles for Fma<'_, '_, S, W> {
         type Mask = S::Mask;
         const LANES: usize = S::LANES;
-        const MAX_ROWS: usize = S::MAX_ROWS;
+        const HEIGHTS: &'static [usize] = S::HEIGHTS;
         #[inline(always)]
         unsafe fn mask(lanes: usize) -> S::Mask {
             unsafe { S::mask(lanes) }
@@ -248,8 +263,8 @@ pub(super) mod tile {
         }
     }
 
-    /// A block, tile by tile: [`Tiles::MAX_ROWS`]-row tiles, then smaller ones for the rest
-    /// of the rows; each tile row is `V` (at most 3) vectors of time, fewer at the end.
+    /// A block, tile by tile: tiles as tall as [`rows_of_tile`] picks from [`Tiles::HEIGHTS`];
+    /// each tile row is `V` (at most 3) vectors of time, fewer at the end.
     ///
     /// # Safety
     /// As [`super::run_block`], and the CPU runs `T`'s instructions.
@@ -259,7 +274,7 @@ pub(super) mod tile {
         let mut o = at.o0;
         while o < at.o0 + at.rows {
             let left = at.o0 + at.rows - o;
-            let r = [8, 4, 2, 1].into_iter().find(|&r| r <= left && r <= T::MAX_ROWS).unwrap_or(1);
+            let r = rows_of_tile(left, T::HEIGHTS);
             // SAFETY (every tile call): rows o..o+r and the tile's times lie in the block.
             let mut t = at.t0;
             while t + width <= at.t1 {
@@ -287,7 +302,21 @@ pub(super) mod tile {
         }
     }
 
-    /// The tile of `rows` (8, 4, 2 or 1) × `vecs` (1 to 3) at `o`, `t`.
+    /// How many rows the next tile of a block takes when `left` remain, from a path's tile
+    /// `heights` (tallest first): the tallest that fits, except that where it would leave two
+    /// rows and half of `left` is a height, two tiles of half: on AVX2 a 2-row tile's 4
+    /// accumulators cannot keep both FMA pipes busy, so a block's last 8 rows go as 4 + 4
+    /// rather than 6 + 2 (reasoned from the latencies, not measured apart).
+    pub(in crate::kernels::conv) fn rows_of_tile(left: usize, heights: &[usize]) -> usize {
+        let tallest = heights.iter().copied().find(|&h| h <= left).unwrap_or(1);
+        if left - tallest == 2 && left.is_multiple_of(2) && heights.contains(&(left / 2)) {
+            left / 2
+        } else {
+            tallest
+        }
+    }
+
+    /// The tile of `rows` (8, 6, 4, 2 or 1) × `vecs` (1 to 3) at `o`, `t`.
     ///
     /// # Safety
     /// As [`Tiles::tile`].
@@ -301,11 +330,15 @@ pub(super) mod tile {
         t: usize,
         m: T::Mask,
     ) {
+        // Only AVX2 has 6-row tiles, and its blocks are 2 vectors wide.
+        debug_assert!(rows != 6 || vecs <= 2, "a 6-row tile is at most 2 vectors wide");
         unsafe {
             match (rows, vecs) {
                 (8, 3) => k.tile::<8, 3, TAIL>(at, o, t, m),
                 (8, 2) => k.tile::<8, 2, TAIL>(at, o, t, m),
                 (8, _) => k.tile::<8, 1, TAIL>(at, o, t, m),
+                (6, 2) => k.tile::<6, 2, TAIL>(at, o, t, m),
+                (6, _) => k.tile::<6, 1, TAIL>(at, o, t, m),
                 (4, 3) => k.tile::<4, 3, TAIL>(at, o, t, m),
                 (4, 2) => k.tile::<4, 2, TAIL>(at, o, t, m),
                 (4, _) => k.tile::<4, 1, TAIL>(at, o, t, m),
@@ -385,15 +418,17 @@ pub(super) mod avx2 {
     use super::{Block, Direct};
     use crate::kernels::gemm::Element;
 
-    /// 8 lanes; 4 rows × 2 vectors: 8 accumulators (two FMA pipes × 4 cycles of latency),
-    /// 2 inputs and a broadcast. 4 × 3 would need all 16 ymm, and the compiler then spills.
+    /// 8 lanes; 6 rows × 2 vectors: 12 accumulators, 2 inputs and a broadcast, 15 of the 16
+    /// ymm. Two FMA pipes × 4 cycles of latency (Zen 3) need 8 chains in flight, and 4 × 2 had
+    /// exactly 8: on a Zen 3, one thread, the generator's shapes ran 7-19 % faster at 6 × 2
+    /// (docs/BENCHMARKS.md). 6 × 3 or 4 × 3 would need all 16 ymm, and the compiler spills.
     pub(in crate::kernels::conv) struct Avx2;
 
     impl Simd for Avx2 {
         type V = __m256;
         type Mask = __m256i;
         const LANES: usize = 8;
-        const MAX_ROWS: usize = 4;
+        const HEIGHTS: &'static [usize] = &[6, 4, 2, 1];
         #[inline(always)]
         unsafe fn zero() -> __m256 {
             _mm256_setzero_ps()
@@ -454,7 +489,7 @@ pub(super) mod avx512 {
         type V = __m512;
         type Mask = __mmask16;
         const LANES: usize = 16;
-        const MAX_ROWS: usize = 8;
+        const HEIGHTS: &'static [usize] = &[8, 4, 2, 1];
         #[inline(always)]
         unsafe fn zero() -> __m512 {
             _mm512_setzero_ps()

@@ -275,7 +275,7 @@ mod pairs {
         };
         let p = Packed { x, w, bias: d.bias, pairs, kernel: d.kernel, dilation: d.dilation, len };
         let span = (d.kernel - 1) * d.dilation + 1;
-        let work = Work { out_channels: d.out_channels, t_out, span, input_bytes_per_time: 4 * pairs };
+        let work = Work { out_channels: d.out_channels, rows: 8, t_out, span, input_bytes_per_time: 4 * pairs };
         // SAFETY: blocks are disjoint parts of `out`; the level has AVX-512 BF16.
         schedule(work, macs, out, |at| unsafe { block(&p, at) });
     }
@@ -309,7 +309,7 @@ mod pairs {
     impl Tiles for Bf16Tiles<'_, '_> {
         type Mask = __mmask16;
         const LANES: usize = 16;
-        const MAX_ROWS: usize = 8;
+        const HEIGHTS: &'static [usize] = &[8, 4, 2, 1];
 
         #[inline(always)]
         unsafe fn mask(lanes: usize) -> __mmask16 {
