@@ -126,3 +126,32 @@ fn qwen3_fades_out_into_a_skipped_run_and_restarts_after_it() {
     let routes: Vec<Route> = heard.lock().unwrap().iter().map(|h| h.1).collect();
     assert_eq!(routes[2..8], [Route::Decode, Route::Decode, Route::Skip, Route::Skip, Route::Skip, Route::Decode]);
 }
+
+/// Records the positions of each group of frames it is asked about.
+struct Asked(Arc<Mutex<Vec<std::ops::Range<u64>>>>);
+
+impl Router for Asked {
+    fn assign_route_hints(&mut self, frames: &[Pending<'_>]) -> Vec<Hint> {
+        if let (Some(first), Some(last)) = (frames.first(), frames.last()) {
+            self.0.lock().unwrap().push(first.position..last.position + 1);
+        }
+        vec![Hint::DECODE; frames.len()]
+    }
+
+    fn played(&mut self, _: &Pending<'_>, _: Route, _: &[f32], _: SampleRate) {}
+}
+
+/// The router is asked a window at a time, whatever the flow's calls were: they join the rest
+/// of a sentence to the second window when the first call ran fast (a machine's speed, the
+/// moment's load), and a router asked about the joined frames together would decide them
+/// knowing less than when asked window by window, so one text spoke two ways.
+#[test]
+fn a_router_is_asked_window_by_window_however_fast_the_flow_ran() {
+    use spiral_engine::models::vits::speech::WINDOWS;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let (audio, _) = drain(SpeechSource::new(voice(), TEXT).with_seed(7).with_router(Asked(asked.clone())));
+    let frames = (audio.len() / voice().model().hop()) as u64;
+    assert!(frames > WINDOWS[1] as u64, "the sentence reaches past the second window");
+    let (a, b) = (WINDOWS[0] as u64, WINDOWS[1] as u64);
+    assert_eq!(*asked.lock().unwrap(), [0..a, a..b, b..frames]);
+}

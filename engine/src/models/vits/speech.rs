@@ -87,6 +87,13 @@ pub fn flow_call_end(next: usize, frames: usize, look_ahead: usize, joined: usiz
         end
     }
 }
+/// Where the router's next hints end, from latent frame `from`, when the flow has produced
+/// `frames`: at the next of the [`WINDOWS`], or at `frames` past the last. So each window is
+/// hinted after the frames before it were heard, whether or not the flow's calls joined them.
+fn hint_end(from: usize, frames: usize) -> usize {
+    WINDOWS.iter().copied().find(|&w| w > from).unwrap_or(usize::MAX).min(frames)
+}
+
 /// Latent frames fed to the generator per step after the first (16 × 256 samples at
 /// 22.05 kHz: 186 ms of audio); the first step takes the flow's first window.
 pub const CHUNK: usize = 16;
@@ -468,6 +475,25 @@ impl SpeechSource {
                 u.plan.crossfade(&u.hints, hop, u.emitted, &mut audio);
                 audio
             }
+        } else if u.hints.len() < u.frames() {
+            // The router hints the flow's frames a window at a time, however the flow's calls
+            // were cut, after hearing everything played before the window: the calls' cuts
+            // depend on how fast the first one ran (`joined_rest`), and hints must not, or the
+            // same text would speak differently from run to run.
+            let (known, to) = (u.hints.len(), hint_end(u.hints.len(), u.frames()));
+            tell(router.as_deref_mut(), u.heard(hop), rate);
+            let mut hints = match router {
+                Some(router) => {
+                    let frames: Vec<Pending<'_>> = (known..to).map(|f| u.pending(f)).collect();
+                    router.assign_route_hints(&frames)
+                }
+                None => Vec::new(),
+            };
+            // A router owes one hint per frame; any it did not give is a decode.
+            hints.resize(to - known, Hint::DECODE);
+            u.hints.extend(hints);
+            u.plan = Plan::new(&u.hints, u.complete() && u.hints.len() == u.frames());
+            return Ok(Some(Vec::new()));
         } else if u.next < u.prior.frames {
             let to = flow_call_end(u.next, u.prior.frames, look_ahead, u.joined);
             let (n, end, first) = (to - u.next, to == u.prior.frames, u.next == 0);
@@ -481,25 +507,11 @@ impl SpeechSource {
             if first {
                 u.joined = joined_rest(started.elapsed(), n);
             }
-            let known = u.frames();
             u.z.extend(
                 (0..latent.frames)
                     .flat_map(|t| (0..latent.channels).map(move |c| (c, t)))
                     .map(|(c, t)| latent.z[c * latent.frames + t]),
             );
-            // Everything played so far is heard before the router hints the new frames.
-            tell(router.as_deref_mut(), u.heard(hop), rate);
-            let mut hints = match router {
-                Some(router) => {
-                    let frames: Vec<Pending<'_>> = (known..u.frames()).map(|f| u.pending(f)).collect();
-                    router.assign_route_hints(&frames)
-                }
-                None => Vec::new(),
-            };
-            // A router owes one hint per frame; any it did not give is a decode.
-            hints.resize(latent.frames, Hint::DECODE);
-            u.hints.extend(hints);
-            u.plan = Plan::new(&u.hints, u.complete());
             return Ok(Some(Vec::new()));
         } else if u.generator == GeneratorState::Open {
             // The generator's look-ahead holds the last frames' audio.
