@@ -469,8 +469,8 @@ trait Kernel: Sync {
     /// Runs `f` inside a function compiled for this kernel's instruction set, into which `f`
     /// is inlined: the driver's own loops. The chunks of work handed to the threads are
     /// closures called through `dyn Fn`, compiled on their own without these features, so
-    /// their packing copies 128 bits at a time (on a Zen 1, whose 256-bit moves are two
-    /// 128-bit ones, wider copies would not be faster; on AVX-512 that is unmeasured).
+    /// their packing copies 128 bits at a time (wider copies are untried: a Zen 1 splits a
+    /// 256-bit move in two anyway, a Zen 3 or AVX-512 CPU might gain).
     #[inline(always)]
     fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         f()

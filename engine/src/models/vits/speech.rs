@@ -87,6 +87,7 @@ pub fn flow_call_end(next: usize, frames: usize, look_ahead: usize, joined: usiz
         end
     }
 }
+
 /// Where the router's next hints end, from latent frame `from`, when the flow has produced
 /// `frames`: at the next of the [`WINDOWS`], or at `frames` past the last. So each window is
 /// hinted after the frames before it were heard, whether or not the flow's calls joined them.
