@@ -275,7 +275,9 @@ mod pairs {
         };
         let p = Packed { x, w, bias: d.bias, pairs, kernel: d.kernel, dilation: d.dilation, len };
         let span = (d.kernel - 1) * d.dilation + 1;
-        let work = Work { out_channels: d.out_channels, rows: 8, t_out, span, input_bytes_per_time: 4 * pairs };
+        // One tile of the tallest height a block.
+        let rows = <Bf16Tiles as Tiles>::HEIGHTS[0];
+        let work = Work { out_channels: d.out_channels, rows, t_out, span, input_bytes_per_time: 4 * pairs };
         // SAFETY: blocks are disjoint parts of `out`; the level has AVX-512 BF16.
         schedule(work, macs, out, |at| unsafe { block(&p, at) });
     }
