@@ -864,11 +864,14 @@ mod tests {
             (ConvShape::new(12, 17, 5), (2, 2), 61),
             (ConvShape::new(10, 7, 3), (1, 1), 50),
             (ConvShape::new(5, 6, 4), (3, 0), 43),
+            // 9 tiles of 4 outputs: on AVX2 the product's rows as 6 + 2 + 1.
+            (ConvShape::new(6, 5, 3), (1, 1), 36),
         ]
     }
 
     /// A block's tiles: the tallest that fits, but never a 6-row tile that leaves 2 rows when
-    /// two of 4 would do (AVX2); AVX-512's heights split every block as they always did.
+    /// two of 4 would do (AVX2); AVX-512's heights split every block as they always did, in
+    /// the direct kernel (8 rows) and in Winograd's product (12).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn a_block_is_cut_into_its_paths_tiles() {
@@ -890,8 +893,10 @@ mod tests {
         assert_eq!(split(9, &avx2), [6, 2, 1]);
         assert_eq!(split(5, &avx2), [4, 1]);
         for left in 1..=64 {
-            let greedy = [8, 4, 2, 1].into_iter().find(|&h| h <= left).unwrap();
-            assert_eq!(rows_of_tile(left, &[8, 4, 2, 1]), greedy, "AVX-512, {left} rows");
+            for heights in [[8, 4, 2, 1], [12, 4, 2, 1]] {
+                let greedy = heights.into_iter().find(|&h| h <= left).unwrap();
+                assert_eq!(rows_of_tile(left, &heights), greedy, "AVX-512, {left} rows of {heights:?}");
+            }
         }
     }
 

@@ -480,15 +480,22 @@ mod simd {
     use super::PANEL;
     use crate::kernels::conv::direct::avx2::Avx2;
     use crate::kernels::conv::direct::avx512::Avx512;
-    use crate::kernels::conv::direct::tile::Simd;
+    use crate::kernels::conv::direct::tile::{rows_of_tile, Simd};
 
+    /// 6 rows × 2 vectors, the panel in two strips of 16 channels: 12 accumulators, like the
+    /// direct kernel's tile. At 2 rows × the whole panel (4 vectors) its 8 chains were just
+    /// the two FMA pipes' latency on a Zen 3; 6 × 2 ran the flow's and the text encoder's
+    /// shapes 1.11-1.29 times as fast on one thread, 1.17-1.24 on two (docs/KERNELS.md).
+    ///
     /// # Safety
     /// On a CPU with AVX2 and FMA; the slices as [`super::panel_product`]'s.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(v: &[f32], u: &[f32], rows: usize, k: usize, m: &mut [f32]) {
-        unsafe { product::<Avx2, 2, 4>(v, u, rows, k, m) }
+        unsafe { product::<Avx2, 6, 2>(v, u, rows, k, m) }
     }
 
+    /// 12 rows × the panel (2 vectors): 24 accumulators.
+    ///
     /// # Safety
     /// On a CPU with AVX-512 F/BW/VL/DQ; the slices as [`super::panel_product`]'s.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -496,7 +503,8 @@ mod simd {
         unsafe { product::<Avx512, 12, 2>(v, u, rows, k, m) }
     }
 
-    /// Tiles of `R` rows × the panel (`NV` vectors), then smaller ones for the last rows.
+    /// Tiles of `R` rows (then 4, 2, 1 for the last rows, as [`rows_of_tile`] splits them) ×
+    /// strips of `NV` vectors across the panel.
     #[inline(always)]
     unsafe fn product<S: Simd, const R: usize, const NV: usize>(
         v: &[f32],
@@ -505,22 +513,30 @@ mod simd {
         k: usize,
         m: &mut [f32],
     ) {
-        debug_assert!(NV * S::LANES == PANEL && v.len() >= rows * k && u.len() >= k * PANEL && m.len() >= rows * PANEL);
+        let width = NV * S::LANES;
+        debug_assert!(
+            PANEL.is_multiple_of(width) && v.len() >= rows * k && u.len() >= k * PANEL && m.len() >= rows * PANEL
+        );
         let mut r0 = 0;
         while r0 < rows {
-            // SAFETY (each call): rows r0..r0 + its height lie inside v and m.
-            unsafe {
-                r0 += match rows - r0 {
-                    left if left >= R => tile::<S, R, NV>(v, u, rows, r0, k, m),
-                    left if left >= 4 => tile::<S, 4, NV>(v, u, rows, r0, k, m),
-                    left if left >= 2 => tile::<S, 2, NV>(v, u, rows, r0, k, m),
-                    _ => tile::<S, 1, NV>(v, u, rows, r0, k, m),
-                };
+            let h = rows_of_tile(rows - r0, &[R, 4, 2, 1]);
+            for col in (0..PANEL).step_by(width) {
+                // SAFETY (each call): rows r0..r0 + h and columns col..col + width lie inside
+                // v, u and m.
+                unsafe {
+                    match h {
+                        h if h == R => tile::<S, R, NV>(v, u, rows, r0, k, col, m),
+                        4 => tile::<S, 4, NV>(v, u, rows, r0, k, col, m),
+                        2 => tile::<S, 2, NV>(v, u, rows, r0, k, col, m),
+                        _ => tile::<S, 1, NV>(v, u, rows, r0, k, col, m),
+                    }
+                }
             }
+            r0 += h;
         }
     }
 
-    /// Rows `r0..r0 + H` of `m`; returns `H`.
+    /// Rows `r0..r0 + H` × columns `col..col + NV · LANES` of `m`.
     #[inline(always)]
     unsafe fn tile<S: Simd, const H: usize, const NV: usize>(
         v: &[f32],
@@ -528,11 +544,12 @@ mod simd {
         rows: usize,
         r0: usize,
         k: usize,
+        col: usize,
         m: &mut [f32],
-    ) -> usize {
+    ) {
         unsafe {
             let mut acc = [[S::zero(); NV]; H];
-            let (vp, up) = (v.as_ptr().add(r0), u.as_ptr());
+            let (vp, up) = (v.as_ptr().add(r0), u.as_ptr().add(col));
             for c in 0..k {
                 let w: [S::V; NV] = std::array::from_fn(|j| S::load(up.add(c * PANEL + j * S::LANES)));
                 for (h, acc) in acc.iter_mut().enumerate() {
@@ -542,13 +559,12 @@ mod simd {
                     }
                 }
             }
-            let mp = m.as_mut_ptr().add(r0 * PANEL);
+            let mp = m.as_mut_ptr().add(r0 * PANEL + col);
             for (h, acc) in acc.iter().enumerate() {
                 for (j, &a) in acc.iter().enumerate() {
                     S::store(mp.add(h * PANEL + j * S::LANES), a);
                 }
             }
         }
-        H
     }
 }
